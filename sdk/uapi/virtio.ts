@@ -1,0 +1,118 @@
+/**
+ * Virtio numbers from the OASIS virtio 1.2 specification: device status
+ * bits, feature bits shared by all devices, virtio-net feature bits and the
+ * virtio-net header and config layout.
+ *
+ * @module
+ */
+
+/** Device status bits (virtio 1.2 §2.1). */
+export const VirtioStatus = {
+  /** The guest noticed the device. */
+  ACKNOWLEDGE: 1,
+  /** The guest knows how to drive it. */
+  DRIVER: 2,
+  /** The driver is set up and ready: the device may run. */
+  DRIVER_OK: 4,
+  /** Feature negotiation is complete. */
+  FEATURES_OK: 8,
+  /** The device hit an error it cannot recover from without a reset. */
+  NEEDS_RESET: 64,
+  /** The guest gave up on the device. */
+  FAILED: 128,
+} as const;
+
+/** Virtio device IDs (virtio 1.2 §5). */
+export const VirtioDeviceId = {
+  /** Network card. */
+  NET: 1,
+  /** Block device. */
+  BLOCK: 2,
+} as const;
+
+/** Feature bit numbers that apply to every device type (virtio 1.2 §6). */
+export const VirtioFeatureBit = {
+  NOTIFY_ON_EMPTY: 24,
+  ANY_LAYOUT: 27,
+  INDIRECT_DESC: 28,
+  EVENT_IDX: 29,
+  /** vhost-user: the backend speaks protocol features (not a virtio bit). */
+  PROTOCOL_FEATURES: 30,
+  VERSION_1: 32,
+  ACCESS_PLATFORM: 33,
+  RING_PACKED: 34,
+  IN_ORDER: 35,
+  ORDER_PLATFORM: 36,
+  SR_IOV: 37,
+  NOTIFICATION_DATA: 38,
+  RING_RESET: 40,
+} as const;
+
+/** vhost: log dirty pages of every write (used during live migration). */
+export const VHOST_F_LOG_ALL = 26;
+
+/** virtio-net feature bit numbers (virtio 1.2 §5.1.3). */
+export const VirtioNetFeatureBit = {
+  CSUM: 0,
+  GUEST_CSUM: 1,
+  CTRL_GUEST_OFFLOADS: 2,
+  MTU: 3,
+  MAC: 5,
+  GUEST_TSO4: 7,
+  GUEST_TSO6: 8,
+  GUEST_ECN: 9,
+  GUEST_UFO: 10,
+  HOST_TSO4: 11,
+  HOST_TSO6: 12,
+  HOST_ECN: 13,
+  HOST_UFO: 14,
+  MRG_RXBUF: 15,
+  STATUS: 16,
+  CTRL_VQ: 17,
+  CTRL_RX: 18,
+  CTRL_VLAN: 19,
+  GUEST_ANNOUNCE: 21,
+  MQ: 22,
+  CTRL_MAC_ADDR: 23,
+} as const;
+
+/**
+ * The feature bit `bit` as a mask.
+ *
+ * @example
+ * ```ts
+ * import { bit, VirtioFeatureBit } from "@vhost-mdev/sdk";
+ * const version1 = bit(VirtioFeatureBit.VERSION_1); // 1n << 32n
+ * ```
+ */
+export function bit(n: number): bigint {
+  return 1n << BigInt(n);
+}
+
+/** Whether `features` has bit `n` set. */
+export function hasBit(features: bigint, n: number): boolean {
+  return (features >> BigInt(n) & 1n) === 1n;
+}
+
+/** `virtio_net_hdr` size with `VERSION_1` or `MRG_RXBUF` (has `num_buffers`). */
+export const VIRTIO_NET_HDR_SIZE = 12;
+/** Legacy `virtio_net_hdr` size without `num_buffers`. */
+export const VIRTIO_NET_HDR_LEGACY_SIZE = 10;
+/** virtio-net config `status`: link is up. */
+export const VIRTIO_NET_S_LINK_UP = 1;
+
+/** Byte offsets in the virtio-net config space (virtio 1.2 §5.1.4). */
+export const VirtioNetConfig = {
+  MAC: 0,
+  STATUS: 6,
+  MAX_VIRTQUEUE_PAIRS: 8,
+  MTU: 10,
+  /** Size of the fields above. */
+  SIZE: 12,
+} as const;
+
+/** Names of the status bits set in `status`, for logs ("ACKNOWLEDGE|DRIVER"). */
+export function statusNames(status: number): string {
+  const names = Object.entries(VirtioStatus).filter(([, v]) => (status & v) !== 0).map(([k]) => k);
+  return names.length ? names.join("|") : "0";
+}
