@@ -203,8 +203,27 @@ export interface DeviceOps {
   getConfig?(offset: number, length: number): Uint8Array;
   /** The frontend wrote config space. Without it, writes are refused. */
   setConfig?(offset: number, data: Uint8Array): void;
+  /**
+   * Per-ring counters for `serve --stats`, the demo and the benchmark. Cheap
+   * to call about once a second.
+   */
+  stats?(): QueueStats[];
   /** Release everything (VFIO fds, mappings, Workers). Called once. */
   close?(): void | Promise<void>;
+}
+
+/** Counters of one ring since the device was created. */
+export interface QueueStats {
+  /** Ring index. */
+  queue: number;
+  /** Packets (or requests) completed. */
+  packets: number;
+  /** Payload bytes completed. */
+  bytes: number;
+  /** Packets dropped for lack of buffers. */
+  drops: number;
+  /** Malformed descriptor chains and other guest errors. */
+  errors: number;
 }
 
 /** What `probe` returns: the device's identity and its ops. */

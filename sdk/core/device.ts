@@ -1,0 +1,759 @@
+/**
+ * The device core: one object per device, the userspace counterpart of the
+ * RFC's `vhost_mdev.c`. It keeps the device and acked features, the
+ * STOPPED/RUNNING state, per-ring state and the memory table, and calls the
+ * driver's {@linkcode DeviceOps} at the right moments. Frontends reach it
+ * through the vhost-user transport, embedders and tests through
+ * {@linkcode VhostMdevDevice.ioctl}.
+ *
+ * When the device runs: memory is set, features were set, at least one ring
+ * is enabled and every enabled ring has size, addresses and kick; and, when
+ * the frontend drives status (`SET_STATUS`), `DRIVER_OK` is set. A ring
+ * disabled or stopped (`GET_VRING_BASE`) while running stops the device, and
+ * it stays stopped until the frontend enables a ring or sets status again,
+ * so a frontend tearing rings down one by one causes one `stop`, not many.
+ *
+ * @module
+ */
+
+import type {
+  DeviceContext,
+  DeviceDescription,
+  DeviceLog,
+  DeviceOps,
+  Driver,
+  ProbeParams,
+  QueueStats,
+  VringInfo,
+} from "../ops.ts";
+import { GuestMemory, type MemoryRegionSpec } from "../memory/guest_memory.ts";
+import { close, eventfdWrite } from "../sys/mod.ts";
+import { hasBit, statusNames, VirtioFeatureBit, VirtioStatus } from "../uapi/virtio.ts";
+import { VhostIoctl, VhostMdevState } from "../uapi/vhost.ts";
+import { ProtocolError, RequestRefused } from "./errors.ts";
+import { DeviceEventHub, type DeviceEventListener } from "./events.ts";
+import { hex, RingState } from "./ring.ts";
+import { KickRelay } from "./kick_relay.ts";
+
+/** Options of {@linkcode VhostMdevDevice.create}. */
+export interface DeviceOptions {
+  /** Name used in events; defaults to the driver's name. */
+  name?: string;
+  /** Listener attached before probe, so no event is missed. */
+  listener?: DeviceEventListener;
+}
+
+/** A session-like owner of the device (one frontend at a time). */
+export interface DeviceOwner {
+  /** How the owner is described in messages ("vhost-user client on /tmp/s"). */
+  readonly description: string;
+  /** Send a config-change notification to the frontend, if it can. */
+  notifyConfigChange?(): void;
+  /** Hand ring `q`'s doorbell to the frontend (host notifier), or take it back (`null`). */
+  setHostNotifier?(q: number, area: { fd: number; offset: number; size: number } | null): void;
+}
+
+/** Argument of `SET_VRING_ADDR`: frontend virtual addresses. */
+export interface VringAddr {
+  index: number;
+  flags: number;
+  desc: number;
+  used: number;
+  avail: number;
+  log: number;
+}
+
+/** Argument of `SET_VRING_NUM`, `SET_VRING_BASE`, and result of `GET_VRING_BASE`. */
+export interface VringState {
+  index: number;
+  num: number;
+}
+
+/** Argument of `SET_VRING_KICK/CALL/ERR`: an fd (owned by the device afterwards) or -1. */
+export interface VringFile {
+  index: number;
+  fd: number;
+}
+
+/** Argument types of {@linkcode VhostMdevDevice.ioctl}, by request. */
+export interface IoctlArgs {
+  [VhostIoctl.GET_FEATURES]: undefined;
+  [VhostIoctl.SET_FEATURES]: bigint;
+  [VhostIoctl.SET_OWNER]: undefined;
+  [VhostIoctl.RESET_OWNER]: undefined;
+  [VhostIoctl.SET_MEM_TABLE]: readonly MemoryRegionSpec[];
+  [VhostIoctl.SET_VRING_NUM]: VringState;
+  [VhostIoctl.SET_VRING_ADDR]: VringAddr;
+  [VhostIoctl.SET_VRING_BASE]: VringState;
+  [VhostIoctl.GET_VRING_BASE]: { index: number };
+  [VhostIoctl.SET_VRING_KICK]: VringFile;
+  [VhostIoctl.SET_VRING_CALL]: VringFile;
+  [VhostIoctl.SET_VRING_ERR]: VringFile;
+  [VhostIoctl.MDEV_SET_STATE]: number;
+}
+
+const MAX_RING_SIZE = 32768;
+
+/**
+ * One device created by a driver's `probe`, served to one frontend at a time.
+ *
+ * @example Drive a device in-process, the way the vhost-user transport does
+ * ```ts ignore
+ * import { VhostIoctl, VhostMdevDevice, VhostMdevState } from "@vhost-mdev/sdk";
+ * import { driver } from "@vhost-mdev/sim";
+ *
+ * const device = await VhostMdevDevice.create(driver, { queues: 1, options: {} });
+ * const offered = await device.ioctl(VhostIoctl.GET_FEATURES);
+ * await device.ioctl(VhostIoctl.SET_FEATURES, offered);
+ * // ... SET_MEM_TABLE, SET_VRING_NUM/ADDR/BASE/KICK/CALL ...
+ * await device.ioctl(VhostIoctl.MDEV_SET_STATE, VhostMdevState.RUNNING);
+ * await device.close();
+ * ```
+ */
+export class VhostMdevDevice {
+  /** The driver that created the device. */
+  readonly driver: Driver;
+  /** What the driver's probe returned. */
+  readonly description: DeviceDescription;
+  /** Events of this device. */
+  readonly events: DeviceEventHub;
+  /** The context handed to the driver. */
+  readonly context: DeviceContext;
+
+  #ops: DeviceOps;
+  #rings: RingState[];
+  #memory: GuestMemory = GuestMemory.empty();
+  #memorySet = false;
+  #acked = 0n;
+  #featuresSet = false;
+  #status = 0;
+  #statusDriven = false;
+  #running = false;
+  #parked = false;
+  #owner: DeviceOwner | null = null;
+  #closed = false;
+  #relay: KickRelay | null = null;
+  #ranRings: number[] = [];
+  #lock: Promise<unknown> = Promise.resolve();
+  #log: DeviceLog;
+
+  private constructor(
+    driver: Driver,
+    description: DeviceDescription,
+    events: DeviceEventHub,
+    context: DeviceContext,
+    log: DeviceLog,
+  ) {
+    this.driver = driver;
+    this.description = description;
+    this.events = events;
+    this.context = context;
+    this.#log = log;
+    this.#ops = description.ops;
+    this.#rings = Array.from({ length: description.numQueues }, (_, i) => new RingState(i));
+  }
+
+  /**
+   * Probe `driver` and create its device.
+   *
+   * @throws Error from the driver's probe (its message says what to do), or a
+   *   RangeError when the description is invalid.
+   */
+  static async create(
+    driver: Driver,
+    params: ProbeParams,
+    options: DeviceOptions = {},
+  ): Promise<VhostMdevDevice> {
+    const events = new DeviceEventHub(options.name ?? driver.name);
+    if (options.listener) events.add(options.listener);
+    const log: DeviceLog = {
+      info: (m) => events.emit("info", m),
+      warn: (m) => events.emit("warn", m),
+      debug: (m) => events.emit("debug", m),
+    };
+    // The context reads through `holder` so it can exist before the device.
+    const holder: { device?: VhostMdevDevice } = {};
+    const need = (): VhostMdevDevice => {
+      if (!holder.device) throw new Error("the device context is not usable during probe");
+      return holder.device;
+    };
+    const context: DeviceContext = {
+      get ackedFeatures() {
+        return need().#acked;
+      },
+      get status() {
+        return need().#status;
+      },
+      get numQueues() {
+        return need().#rings.length;
+      },
+      vring: (q) => need().vring(q),
+      get memory() {
+        return need().#memory;
+      },
+      signal: (q) => need().#signal(q),
+      signalConfigChange: () => need().#owner?.notifyConfigChange?.(),
+      log,
+    };
+    const description = await driver.probe(context, params);
+    validateDescription(driver.name, description);
+    const device = new VhostMdevDevice(driver, description, events, context, log);
+    holder.device = device;
+    events.emit("info", `${driver.name}: device ready with ${description.numQueues} rings`, {
+      features: hex(description.features),
+      queues: description.numQueues,
+      maxQueueSize: description.maxQueueSize,
+    });
+    return device;
+  }
+
+  /** Subscribe to lifecycle events; returns the unsubscribe function. */
+  addListener(listener: DeviceEventListener): () => void {
+    return this.events.add(listener);
+  }
+
+  /** Number of rings. */
+  get numQueues(): number {
+    return this.#rings.length;
+  }
+
+  /** Acked features. */
+  get ackedFeatures(): bigint {
+    return this.#acked;
+  }
+
+  /** Last status the frontend set. */
+  get status(): number {
+    return this.#status;
+  }
+
+  /** Whether the device is RUNNING (the driver's `start` returned and no `stop` since). */
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** The attached frontend, if any. */
+  get owner(): DeviceOwner | null {
+    return this.#owner;
+  }
+
+  /** Current memory table. */
+  get memory(): GuestMemory {
+    return this.#memory;
+  }
+
+  /** Ring `q`'s state. Throws `RangeError` for an index out of range. */
+  vring(q: number): VringInfo {
+    const r = this.#rings[q];
+    if (!r) throw new RangeError(`ring ${q} does not exist: the device has ${this.#rings.length}`);
+    return r;
+  }
+
+  /** The driver's counters, or an empty list. */
+  stats(): QueueStats[] {
+    return this.#ops.stats?.() ?? [];
+  }
+
+  /**
+   * Attach a frontend. Returns `false`, changing nothing, when another one is
+   * attached (the RFC's `EBUSY` on a second open).
+   */
+  attach(owner: DeviceOwner): boolean {
+    if (this.#closed) return false;
+    if (this.#owner) {
+      this.events.emit(
+        "refused",
+        `refused ${owner.description}: the device is in use by ${this.#owner.description}`,
+      );
+      return false;
+    }
+    this.#owner = owner;
+    this.events.emit("connected", `${owner.description} attached`);
+    return true;
+  }
+
+  /** Detach the frontend: stop the device and forget all frontend state. */
+  detach(owner: DeviceOwner, reason: string): Promise<void> {
+    return this.#serialize(async () => {
+      if (this.#owner !== owner) return;
+      await this.#reset();
+      this.#owner = null;
+      this.events.emit("disconnected", `${owner.description} detached: ${reason}`);
+    });
+  }
+
+  /**
+   * The ioctl-style entry point, mirroring `vhost_mdev_ioctl`: the vhost
+   * ioctl set plus `VHOST_MDEV_SET_STATE`. Requests run one at a time.
+   *
+   * @throws ProtocolError for malformed arguments, RequestRefused when the
+   *   device refuses.
+   */
+  ioctl(request: typeof VhostIoctl.GET_FEATURES): Promise<bigint>;
+  /** `GET_VRING_BASE`: stops the ring and returns its next available index. */
+  ioctl(request: typeof VhostIoctl.GET_VRING_BASE, arg: { index: number }): Promise<VringState>;
+  /** Any other request. */
+  ioctl<R extends keyof IoctlArgs>(request: R, arg?: IoctlArgs[R]): Promise<unknown>;
+  ioctl(request: number, arg?: unknown): Promise<unknown> {
+    return this.#serialize(() => this.#ioctl(request, arg));
+  }
+
+  async #ioctl(request: number, arg: unknown): Promise<unknown> {
+    switch (request) {
+      case VhostIoctl.GET_FEATURES:
+        return this.description.features;
+      case VhostIoctl.SET_FEATURES:
+        return await this.#setFeatures(arg as bigint);
+      case VhostIoctl.SET_OWNER:
+        return;
+      case VhostIoctl.RESET_OWNER:
+        return await this.#reset();
+      case VhostIoctl.SET_MEM_TABLE:
+        return await this.#setMemTable(arg as readonly MemoryRegionSpec[]);
+      case VhostIoctl.SET_VRING_NUM: {
+        const { index, num } = arg as VringState;
+        const r = this.#ring(index, "SET_VRING_NUM");
+        const packed = hasBit(this.#acked, VirtioFeatureBit.RING_PACKED);
+        if (
+          !Number.isInteger(num) || num < 1 || num > this.description.maxQueueSize ||
+          (!packed && (num & (num - 1)) !== 0)
+        ) {
+          throw new RequestRefused(
+            `SET_VRING_NUM ring ${index}: size ${num} refused; the device takes a power of two ` +
+              `from 1 to ${this.description.maxQueueSize}`,
+          );
+        }
+        await this.#quiesce("ring size changed");
+        r.num = num;
+        return;
+      }
+      case VhostIoctl.SET_VRING_ADDR:
+        return await this.#setVringAddr(arg as VringAddr);
+      case VhostIoctl.SET_VRING_BASE: {
+        const { index, num } = arg as VringState;
+        const r = this.#ring(index, "SET_VRING_BASE");
+        if (!Number.isInteger(num) || num < 0 || num > 0xffffffff) {
+          throw new ProtocolError(`SET_VRING_BASE ring ${index}: base ${num} is not a u32`);
+        }
+        await this.#quiesce("ring base changed");
+        r.base = num & 0xffff;
+        return;
+      }
+      case VhostIoctl.GET_VRING_BASE: {
+        const { index } = arg as { index: number };
+        const r = this.#ring(index, "GET_VRING_BASE");
+        if (this.#running) {
+          this.#parked = true;
+          await this.#stop(`frontend stopped ring ${index}`);
+        }
+        const base = await this.#ops.getVringBase(index);
+        if (!Number.isInteger(base) || base < 0 || base > 0xffff) {
+          this.events.emit("warn", `driver returned ring base ${base} for ring ${index}; using 0`);
+          r.base = 0;
+        } else {
+          r.base = base;
+        }
+        // The ring is stopped: its kick fd is no longer watched, as in vhost.
+        r.setKick(-1);
+        r.kickSet = false;
+        return { index, num: r.base };
+      }
+      case VhostIoctl.SET_VRING_KICK: {
+        const { index, fd } = arg as VringFile;
+        const r = this.#ringOrClose(index, fd, "SET_VRING_KICK");
+        await this.#quiesce("kick fd changed");
+        r.setKick(fd);
+        return await this.#evaluate();
+      }
+      case VhostIoctl.SET_VRING_CALL: {
+        const { index, fd } = arg as VringFile;
+        const r = this.#ringOrClose(index, fd, "SET_VRING_CALL");
+        if (r.callFd === fd) return;
+        await this.#quiesce("call fd changed");
+        r.setCall(fd);
+        return await this.#evaluate();
+      }
+      case VhostIoctl.SET_VRING_ERR: {
+        const { index, fd } = arg as VringFile;
+        this.#ringOrClose(index, fd, "SET_VRING_ERR").setErr(fd);
+        return;
+      }
+      case VhostIoctl.MDEV_SET_STATE: {
+        const state = arg as number;
+        if (state === VhostMdevState.RUNNING) {
+          if (!this.#canRun()) {
+            throw new RequestRefused(
+              `cannot start: ${this.#whyNotReady()}; configure the rings first`,
+            );
+          }
+          this.#parked = false;
+          return await this.#start();
+        }
+        if (state === VhostMdevState.STOPPED) {
+          this.#parked = true;
+          return await this.#stop("VHOST_MDEV_SET_STATE(STOPPED)");
+        }
+        throw new ProtocolError(`VHOST_MDEV_SET_STATE: unknown state ${state}`);
+      }
+      default:
+        throw new ProtocolError(`unknown vhost ioctl request 0x${request.toString(16)}`);
+    }
+  }
+
+  /** `SET_VRING_ENABLE`: enable or disable ring `index`. */
+  setVringEnable(index: number, enable: boolean): Promise<void> {
+    return this.#serialize(async () => {
+      const r = this.#ring(index, "SET_VRING_ENABLE");
+      if (r.enabled === enable) return;
+      if (this.#running) {
+        if (!enable) this.#parked = true;
+        await this.#stop(`ring ${index} ${enable ? "enabled" : "disabled"}`);
+      }
+      r.enabled = enable;
+      if (enable) this.#parked = false;
+      await this.#evaluate();
+    });
+  }
+
+  /** `SET_STATUS`: the virtio device status byte. */
+  setStatus(status: number): Promise<void> {
+    return this.#serialize(async () => {
+      if (!Number.isInteger(status) || status < 0 || status > 0xff) {
+        throw new ProtocolError(`SET_STATUS: ${status} is not a status byte`);
+      }
+      const previous = this.#status;
+      this.#statusDriven = true;
+      if (status === 0) {
+        this.events.emit("status", "status 0: device reset by the frontend");
+        await this.#reset();
+        this.#statusDriven = true;
+        return;
+      }
+      if ((status & VirtioStatus.FEATURES_OK) && !this.#featuresSet) {
+        throw new RequestRefused("SET_STATUS: FEATURES_OK before SET_FEATURES");
+      }
+      this.#status = status;
+      if (status !== previous) {
+        this.events.emit("status", `status ${statusNames(status)}`, { status });
+      }
+      this.#parked = false;
+      await this.#evaluate();
+    });
+  }
+
+  /** `RESET_DEVICE` / `RESET_OWNER`: stop and forget all frontend state. */
+  reset(): Promise<void> {
+    return this.#serialize(() => this.#reset());
+  }
+
+  /** `GET_CONFIG`: `length` bytes of config space at `offset`. */
+  getConfig(offset: number, length: number): Uint8Array {
+    if (this.#ops.getConfig) return this.#ops.getConfig(offset, length);
+    const config = this.description.config ?? new Uint8Array(0);
+    if (offset < 0 || length < 0 || offset + length > config.length) {
+      throw new RequestRefused(
+        `GET_CONFIG offset ${offset} length ${length} is outside the ${config.length}-byte config space`,
+      );
+    }
+    return config.slice(offset, offset + length);
+  }
+
+  /** `SET_CONFIG`: write config space. */
+  setConfig(offset: number, data: Uint8Array): void {
+    if (!this.#ops.setConfig) {
+      throw new RequestRefused("SET_CONFIG: the device's config space is read-only");
+    }
+    this.#ops.setConfig(offset, data);
+  }
+
+  /** `ADD_MEM_REG`: add one region (its fd is closed by the caller). */
+  addMemoryRegion(region: MemoryRegionSpec): Promise<void> {
+    return this.#serialize(async () => {
+      await this.#quiesce("memory table changed");
+      const next = this.#memory.with(region);
+      this.#replaceMemory(next);
+      this.#memorySet = true;
+      await this.#evaluate();
+    });
+  }
+
+  /** `REM_MEM_REG`: remove the region at `gpa` of `size` bytes. */
+  removeMemoryRegion(gpa: number, size: number): Promise<void> {
+    return this.#serialize(async () => {
+      await this.#quiesce("memory table changed");
+      this.#replaceMemory(this.#memory.without(gpa, size));
+      await this.#evaluate();
+    });
+  }
+
+  /** Destroy the device: stop it, release frontend state, call the driver's `close`. */
+  close(): Promise<void> {
+    return this.#serialize(async () => {
+      if (this.#closed) return;
+      await this.#reset();
+      this.#closed = true;
+      this.#memory.close();
+      try {
+        await this.#ops.close?.();
+      } catch (e) {
+        this.events.emit("error", `driver close failed: ${message(e)}`);
+      }
+    });
+  }
+
+  // --- internals -----------------------------------------------------------
+
+  #serialize<T>(fn: () => Promise<T> | T): Promise<T> {
+    const next = this.#lock.then(fn, fn);
+    this.#lock = next.catch(() => {});
+    return next;
+  }
+
+  #ring(index: number, request: string): RingState {
+    const r = Number.isInteger(index) ? this.#rings[index] : undefined;
+    if (!r) {
+      throw new ProtocolError(
+        `${request}: ring index ${index} is out of range (the device has ${this.#rings.length} rings)`,
+      );
+    }
+    return r;
+  }
+
+  #ringOrClose(index: number, fd: number, request: string): RingState {
+    try {
+      return this.#ring(index, request);
+    } catch (e) {
+      if (fd >= 0) close(fd);
+      throw e;
+    }
+  }
+
+  #signal(q: number): void {
+    const r = this.#rings[q];
+    if (r && r.callFd >= 0) eventfdWrite(r.callFd, 1);
+  }
+
+  async #setFeatures(features: bigint): Promise<void> {
+    if (typeof features !== "bigint" || features < 0n || features >= 1n << 64n) {
+      throw new ProtocolError(`SET_FEATURES: ${features} is not a u64`);
+    }
+    const extra = features & ~this.description.features;
+    if (extra !== 0n) {
+      throw new RequestRefused(
+        `SET_FEATURES ${hex(features)} refused: bits ${hex(extra)} are not offered ` +
+          `(the device offers ${hex(this.description.features)})`,
+      );
+    }
+    if (this.#featuresSet && features === this.#acked) return;
+    await this.#quiesce("features changed");
+    this.#acked = features;
+    this.#featuresSet = true;
+    this.events.emit("features", `features acked ${hex(features)}`, { features: hex(features) });
+    await this.#ops.featuresChanged?.(features);
+  }
+
+  async #setMemTable(regions: readonly MemoryRegionSpec[]): Promise<void> {
+    await this.#quiesce("memory table changed");
+    const next = GuestMemory.map(regions);
+    this.#replaceMemory(next);
+    this.#memorySet = true;
+    const total = regions.reduce((s, r) => s + r.size, 0);
+    this.events.emit(
+      "memory",
+      `memory table: ${regions.length} region(s), ${(total / 1048576).toFixed(0)} MiB`,
+      {
+        regions: regions.map((r) => ({ gpa: hex(r.gpa), size: r.size, uva: hex(r.uva) })),
+      },
+    );
+    await this.#evaluate();
+  }
+
+  #replaceMemory(next: GuestMemory): void {
+    const old = this.#memory;
+    this.#memory = next;
+    old.close();
+    for (const r of this.#rings) this.#translate(r);
+  }
+
+  async #setVringAddr(a: VringAddr): Promise<void> {
+    const r = this.#ring(a.index, "SET_VRING_ADDR");
+    for (const [k, v] of Object.entries({ desc: a.desc, used: a.used, avail: a.avail })) {
+      if (!Number.isSafeInteger(v) || v < 0) {
+        throw new ProtocolError(`SET_VRING_ADDR ring ${a.index}: ${k} address ${v} is invalid`);
+      }
+    }
+    await this.#quiesce("ring addresses changed");
+    r.uva = { desc: a.desc, avail: a.avail, used: a.used };
+    r.logging = (a.flags & 1) !== 0;
+    r.logAddr = a.log;
+    if (!this.#memorySet) {
+      throw new RequestRefused(
+        `SET_VRING_ADDR ring ${a.index}: no memory table yet; send SET_MEM_TABLE first`,
+      );
+    }
+    this.#translate(r);
+    if (!r.addrValid) {
+      throw new RequestRefused(
+        `SET_VRING_ADDR ring ${a.index}: desc ${hex(a.desc)} avail ${hex(a.avail)} ` +
+          `used ${hex(a.used)} are not all inside the memory table`,
+      );
+    }
+  }
+
+  #translate(r: RingState): void {
+    r.addrValid = false;
+    if (!r.uva) return;
+    const num = Math.max(r.num, 1);
+    try {
+      r.descAddr = this.#memory.uvaToGpa(r.uva.desc, 16 * num);
+      r.availAddr = this.#memory.uvaToGpa(r.uva.avail, 4 + 2 * num);
+      r.usedAddr = this.#memory.uvaToGpa(r.uva.used, 4 + 8 * num);
+      r.addrValid = true;
+    } catch {
+      r.descAddr = r.availAddr = r.usedAddr = 0;
+    }
+  }
+
+  #canRun(): boolean {
+    if (this.#closed || !this.#memorySet || !this.#featuresSet) return false;
+    let enabled = 0;
+    for (const r of this.#rings) {
+      if (!r.enabled) continue;
+      if (!r.ready) return false;
+      enabled++;
+    }
+    return enabled > 0;
+  }
+
+  #whyNotReady(): string {
+    if (!this.#featuresSet) return "features were not set";
+    if (!this.#memorySet) return "there is no memory table";
+    const enabled = this.#rings.filter((r) => r.enabled);
+    if (enabled.length === 0) return "no ring is enabled";
+    const bad = enabled.find((r) => !r.ready);
+    if (bad) return `ring ${bad.index} is enabled but lacks size, addresses or kick fd`;
+    return "unknown";
+  }
+
+  /** Start or stop to match the frontend's configuration. */
+  async #evaluate(): Promise<void> {
+    const statusOk = !this.#statusDriven || (this.#status & VirtioStatus.DRIVER_OK) !== 0;
+    const want = !this.#parked && statusOk && this.#canRun();
+    if (want && !this.#running) await this.#start();
+    else if (!want && this.#running) await this.#stop("configuration no longer complete");
+  }
+
+  /** Stop while the frontend reconfigures; `#evaluate` starts again when complete. */
+  async #quiesce(reason: string): Promise<void> {
+    if (this.#running) await this.#stop(reason);
+  }
+
+  async #start(): Promise<void> {
+    if (this.#running) return;
+    const rings = this.#rings.filter((r) => r.enabled && r.ready);
+    try {
+      await this.#ops.start();
+    } catch (e) {
+      this.#status |= VirtioStatus.NEEDS_RESET;
+      this.#parked = true;
+      this.events.emit("error", `driver start failed: ${message(e)}`);
+      throw new RequestRefused(`the driver failed to start the device: ${message(e)}`);
+    }
+    this.#running = true;
+    this.#ranRings = rings.map((r) => r.index);
+    this.events.emit(
+      "start",
+      `start: ${rings.length} ring(s) ` + rings.map((r) => `${r.index}:${r.num}`).join(" "),
+      { rings: rings.map((r) => r.describe()) },
+    );
+    this.#startRelay(rings);
+    this.#offerHostNotifiers(rings, true);
+  }
+
+  async #stop(reason: string): Promise<void> {
+    if (!this.#running) return;
+    this.#running = false;
+    this.#offerHostNotifiers(this.#ranRings.map((i) => this.#rings[i]), false);
+    await this.#relay?.stop();
+    this.#relay = null;
+    try {
+      await this.#ops.stop();
+    } catch (e) {
+      this.events.emit("error", `driver stop failed (device considered stopped): ${message(e)}`);
+    }
+    // Carry each ring's progress into its base, so a restart resumes there.
+    for (const i of this.#ranRings) {
+      try {
+        const base = await this.#ops.getVringBase(i);
+        if (Number.isInteger(base) && base >= 0 && base <= 0xffff) this.#rings[i].base = base;
+      } catch (e) {
+        this.events.emit("warn", `getVringBase(${i}) failed: ${message(e)}`);
+      }
+    }
+    this.events.emit("stop", `stop: ${reason}`, {
+      bases: Object.fromEntries(this.#ranRings.map((i) => [i, this.#rings[i].base])),
+    });
+    this.#ranRings = [];
+  }
+
+  #startRelay(rings: RingState[]): void {
+    const notify = this.#ops.notify?.bind(this.#ops);
+    if (!notify) return;
+    const watched = rings.filter((r) => r.kickFd >= 0).map((r) => ({
+      queue: r.index,
+      fd: r.kickFd,
+    }));
+    if (watched.length === 0) return;
+    this.#relay = new KickRelay(watched, (q) => {
+      try {
+        notify(q);
+      } catch (e) {
+        this.events.emit("error", `driver notify(${q}) failed: ${message(e)}`);
+      }
+    });
+  }
+
+  #offerHostNotifiers(rings: RingState[], on: boolean): void {
+    const owner = this.#owner;
+    if (!owner?.setHostNotifier || !this.#ops.getNotifyAddr) return;
+    for (const r of rings) {
+      try {
+        const area = on ? this.#ops.getNotifyAddr(r.index) : null;
+        if (on && !area) continue;
+        owner.setHostNotifier(r.index, area);
+      } catch (e) {
+        this.events.emit("warn", `host notifier for ring ${r.index}: ${message(e)}`);
+      }
+    }
+  }
+
+  async #reset(): Promise<void> {
+    this.#parked = false;
+    await this.#stop("device reset");
+    for (const r of this.#rings) r.reset();
+    this.#replaceMemory(GuestMemory.empty());
+    this.#memorySet = false;
+    this.#acked = 0n;
+    this.#featuresSet = false;
+    this.#status = 0;
+    this.#statusDriven = false;
+  }
+}
+
+function validateDescription(name: string, d: DeviceDescription): void {
+  if (!Number.isInteger(d.numQueues) || d.numQueues < 1 || d.numQueues > 256) {
+    throw new RangeError(`driver ${name}: numQueues ${d.numQueues} must be 1..256`);
+  }
+  const m = d.maxQueueSize;
+  if (!Number.isInteger(m) || m < 1 || m > MAX_RING_SIZE || (m & (m - 1)) !== 0) {
+    throw new RangeError(`driver ${name}: maxQueueSize ${m} must be a power of two up to 32768`);
+  }
+  if (typeof d.features !== "bigint") {
+    throw new RangeError(`driver ${name}: features must be a bigint`);
+  }
+}
+
+/** The message of an unknown thrown value. */
+export function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

@@ -1,0 +1,92 @@
+/**
+ * Per-ring state as the frontend configures it (`SET_VRING_*`), kept by the
+ * device core. The driver sees it read-only through `DeviceContext.vring`.
+ *
+ * @module
+ */
+
+import type { VringInfo } from "../ops.ts";
+import { close } from "../sys/mod.ts";
+
+/** One virtqueue's configuration and file descriptors. Owns its fds. */
+export class RingState implements VringInfo {
+  num = 0;
+  descAddr = 0;
+  availAddr = 0;
+  usedAddr = 0;
+  logAddr = 0;
+  logging = false;
+  base = 0;
+  kickFd = -1;
+  callFd = -1;
+  errFd = -1;
+  enabled = false;
+  /** Frontend virtual addresses as sent, kept to re-translate after a new memory table. */
+  uva: { desc: number; avail: number; used: number } | null = null;
+  /** Whether the addresses translated into the current memory table. */
+  addrValid = false;
+  /** Whether SET_VRING_KICK was received (with an fd or with the no-fd flag). */
+  kickSet = false;
+
+  /** @param index Ring index. */
+  constructor(readonly index: number) {}
+
+  /** Size, addresses and kick are set, so the ring may run. */
+  get ready(): boolean {
+    return this.num > 0 && this.addrValid && this.kickSet;
+  }
+
+  /** Replace the kick fd, closing the previous one. */
+  setKick(fd: number): void {
+    if (this.kickFd >= 0 && this.kickFd !== fd) close(this.kickFd);
+    this.kickFd = fd;
+    this.kickSet = true;
+  }
+
+  /** Replace the call fd, closing the previous one. */
+  setCall(fd: number): void {
+    if (this.callFd >= 0 && this.callFd !== fd) close(this.callFd);
+    this.callFd = fd;
+  }
+
+  /** Replace the error fd, closing the previous one. */
+  setErr(fd: number): void {
+    if (this.errFd >= 0 && this.errFd !== fd) close(this.errFd);
+    this.errFd = fd;
+  }
+
+  /** Forget everything and close the fds (device reset). */
+  reset(): void {
+    this.setKick(-1);
+    this.setCall(-1);
+    this.setErr(-1);
+    this.kickSet = false;
+    this.num = 0;
+    this.descAddr = this.availAddr = this.usedAddr = this.logAddr = 0;
+    this.logging = false;
+    this.base = 0;
+    this.enabled = false;
+    this.uva = null;
+    this.addrValid = false;
+  }
+
+  /** A plain snapshot for logs and events. */
+  describe(): Record<string, unknown> {
+    return {
+      index: this.index,
+      num: this.num,
+      desc: hex(this.descAddr),
+      avail: hex(this.availAddr),
+      used: hex(this.usedAddr),
+      base: this.base,
+      enabled: this.enabled,
+      kick: this.kickFd >= 0,
+      call: this.callFd >= 0,
+    };
+  }
+}
+
+/** `0x…` form of an address. */
+export function hex(n: number | bigint): string {
+  return "0x" + n.toString(16);
+}

@@ -1,0 +1,11 @@
+/**
+ * The vhost-user transport: server and client modes, sessions, framing.
+ *
+ * @module
+ */
+
+export * from "./server.ts";
+export * from "./client.ts";
+export { OFFERED_PROTOCOL_FEATURES, VhostUserSession } from "./session.ts";
+export * from "./message.ts";
+export { MessageSocket } from "./connection.ts";

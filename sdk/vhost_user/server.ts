@@ -1,0 +1,168 @@
+/**
+ * Server mode: the backend listens on a UNIX socket path and the frontend
+ * (QEMU, DPDK's virtio_user) connects. One frontend at a time per device; a
+ * second one is refused with a logged reason while the first is attached.
+ *
+ * @module
+ */
+
+import type { VhostMdevDevice } from "../core/device.ts";
+import {
+  accept,
+  bindUnix,
+  close,
+  connectUnix,
+  eventfd,
+  eventfdWrite,
+  listen,
+  POLLIN,
+  pollAsync,
+  SysError,
+  unixSocket,
+} from "../sys/mod.ts";
+import { VhostUserSession } from "./session.ts";
+
+/** Options of {@linkcode VhostUserServer.listen}. */
+export interface ServerOptions {
+  /** Remove a stale socket file left by a dead process (default true). */
+  replaceStale?: boolean;
+}
+
+/**
+ * Serves one device on a socket path.
+ *
+ * @example
+ * ```ts ignore
+ * import { VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
+ * import { driver } from "@vhost-mdev/sim";
+ *
+ * const device = await VhostMdevDevice.create(driver, { queues: 1, options: {} });
+ * const server = VhostUserServer.listen(device, "/tmp/vhost-net0.sock");
+ * // ... QEMU or testpmd connects ...
+ * await server.close();
+ * await device.close();
+ * ```
+ */
+export class VhostUserServer {
+  /** The socket path. */
+  readonly path: string;
+  #device: VhostMdevDevice;
+  #fd: number;
+  #wake: number;
+  #closed = false;
+  #loop: Promise<void>;
+  #sessions = new Set<{ session: VhostUserSession; done: Promise<string> }>();
+  #accepted = 0;
+
+  private constructor(device: VhostMdevDevice, path: string, fd: number) {
+    this.#device = device;
+    this.path = path;
+    this.#fd = fd;
+    this.#wake = eventfd(0, { nonBlocking: true });
+    this.#loop = this.#acceptLoop();
+  }
+
+  /**
+   * Listen on `path` for frontends of `device`.
+   *
+   * @throws Error when the path is served by a live process, or cannot be
+   *   bound (the message says which and what to do).
+   */
+  static listen(device: VhostMdevDevice, path: string, options: ServerOptions = {}): VhostUserServer {
+    prepareSocketPath(path, options.replaceStale ?? true);
+    const fd = unixSocket({ nonBlocking: true });
+    try {
+      bindUnix(fd, path);
+      listen(fd, 8);
+    } catch (e) {
+      close(fd);
+      if (e instanceof SysError) {
+        throw new Error(`cannot listen on ${path}: ${e.message}; check the directory exists and is writable`);
+      }
+      throw e;
+    }
+    device.events.emit("info", `listening on ${path}`, { socket: path });
+    return new VhostUserServer(device, path, fd);
+  }
+
+  /** Frontends accepted so far (including refused ones). */
+  get accepted(): number {
+    return this.#accepted;
+  }
+
+  async #acceptLoop(): Promise<void> {
+    while (!this.#closed) {
+      const rev = await pollAsync([{ fd: this.#fd, events: POLLIN }, {
+        fd: this.#wake,
+        events: POLLIN,
+      }], -1);
+      if (this.#closed || rev[1] !== 0) break;
+      let conn: number;
+      try {
+        conn = accept(this.#fd, { nonBlocking: true });
+      } catch (e) {
+        if (e instanceof SysError && (e.code === "EAGAIN" || e.code === "ECONNABORTED")) continue;
+        this.#device.events.emit("error", `accept on ${this.path} failed: ${(e as Error).message}`);
+        continue;
+      }
+      this.#accepted++;
+      const description = `frontend #${this.#accepted} on ${this.path}`;
+      const session = new VhostUserSession(conn, this.#device, description);
+      if (!this.#device.attach(session)) {
+        session.close("refused: device busy");
+        continue;
+      }
+      const entry = { session, done: session.run() };
+      this.#sessions.add(entry);
+      entry.done.finally(() => this.#sessions.delete(entry));
+    }
+  }
+
+  /** Stop listening, end the attached session, remove the socket file. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    eventfdWrite(this.#wake, 1);
+    await this.#loop;
+    close(this.#fd);
+    close(this.#wake);
+    for (const s of this.#sessions) s.session.close("server closed");
+    await Promise.all([...this.#sessions].map((s) => s.done));
+    try {
+      Deno.removeSync(this.path);
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+/**
+ * Make `path` free to bind: a stale socket (nobody accepting) is removed; a
+ * live one, or a non-socket file, is an error.
+ */
+function prepareSocketPath(path: string, replaceStale: boolean): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!info.isSocket) {
+    throw new Error(`${path} exists and is not a socket; remove it or choose another --socket path`);
+  }
+  const probe = unixSocket();
+  try {
+    connectUnix(probe, path);
+    throw new Error(
+      `${path} is served by a running process; stop it or choose another --socket path`,
+    );
+  } catch (e) {
+    if (!(e instanceof SysError)) throw e;
+  } finally {
+    close(probe);
+  }
+  if (!replaceStale) {
+    throw new Error(`${path} is a stale socket file; remove it`);
+  }
+  Deno.removeSync(path);
+}

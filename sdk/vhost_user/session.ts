@@ -1,0 +1,348 @@
+/**
+ * One vhost-user session: a connected frontend driving one device. Decodes
+ * every frontend request, calls the device core, replies, and owns the
+ * backend channel (`SET_BACKEND_REQ_FD`) for config-change and host-notifier
+ * messages.
+ *
+ * A malformed message ({@linkcode ProtocolError}) fails the session: it is
+ * logged with its reason, the connection closed, the device reset and every
+ * fd and mapping of the session released. A refused request
+ * ({@linkcode RequestRefused}) gets a non-zero ack when the frontend asked for
+ * one (`REPLY_ACK`), and otherwise fails the session the same way.
+ *
+ * @module
+ */
+
+import { ProtocolError, RequestRefused } from "../core/errors.ts";
+import { message as errorMessage, type VhostMdevDevice } from "../core/device.ts";
+import { GuestMemoryError } from "../memory/guest_memory.ts";
+import { close, SysError } from "../sys/mod.ts";
+import { VhostIoctl } from "../uapi/vhost.ts";
+import {
+  BackendRequest,
+  FrontendRequest,
+  frontendRequestName,
+  HeaderFlag,
+  MAX_MEM_SLOTS,
+  ProtocolFeatureBit,
+  VRING_INDEX_MASK,
+  VRING_NOFD_FLAG,
+} from "../uapi/vhost_user.ts";
+import { bit, hasBit, VirtioDeviceId, VirtioFeatureBit } from "../uapi/virtio.ts";
+import { MessageSocket } from "./connection.ts";
+import {
+  decodeConfig,
+  decodeMemTable,
+  decodeSingleRegion,
+  decodeU64,
+  decodeVringAddr,
+  decodeVringState,
+  encodeConfig,
+  encodeMessage,
+  encodeReply,
+  encodeVringState,
+  expectFds,
+  expectSize,
+  u64Payload,
+  type VhostUserMessage,
+} from "./message.ts";
+
+/** Protocol features the SDK offers. */
+export const OFFERED_PROTOCOL_FEATURES: bigint = [
+  ProtocolFeatureBit.MQ,
+  ProtocolFeatureBit.REPLY_ACK,
+  ProtocolFeatureBit.CONFIG,
+  ProtocolFeatureBit.STATUS,
+  ProtocolFeatureBit.BACKEND_REQ,
+  ProtocolFeatureBit.BACKEND_SEND_FD,
+  ProtocolFeatureBit.HOST_NOTIFIER,
+  ProtocolFeatureBit.CONFIGURE_MEM_SLOTS,
+  ProtocolFeatureBit.RESET_DEVICE,
+].reduce((m, b) => m | bit(b), 0n);
+
+const KNOWN_REQUESTS = new Set<number>(Object.values(FrontendRequest));
+
+/** One frontend connection bound to a device. */
+export class VhostUserSession {
+  /** Describes the peer in logs. */
+  readonly description: string;
+  #socket: MessageSocket;
+  #device: VhostMdevDevice;
+  #protocolFeatures = 0n;
+  #protocolAcked = false;
+  #backend: MessageSocket | null = null;
+  #ended = false;
+  #endReason = "";
+
+  /**
+   * @param fd A connected socket; the session owns it from now on.
+   * @param description How the peer is named in logs.
+   */
+  constructor(fd: number, device: VhostMdevDevice, description: string) {
+    this.#socket = new MessageSocket(fd);
+    this.#device = device;
+    this.description = description;
+  }
+
+  /**
+   * Serve requests until the frontend leaves or a message fails the session.
+   * Resolves with the reason. The caller must have attached the session to
+   * the device; the session detaches itself.
+   */
+  async run(): Promise<string> {
+    const dev = this.#device;
+    try {
+      for (;;) {
+        const m = await this.#socket.read();
+        if (!m) {
+          this.#end(this.#socket.closed ? this.#endReason || "closed" : "frontend disconnected");
+          break;
+        }
+        await this.#dispatch(m);
+      }
+    } catch (e) {
+      const why = errorMessage(e);
+      dev.events.emit("error", `${this.description}: session failed: ${why}`);
+      this.#end(why);
+    } finally {
+      this.#socket.close();
+      this.#backend?.close();
+      this.#backend = null;
+      await dev.detach(this, this.#endReason);
+    }
+    return this.#endReason;
+  }
+
+  /** End the session from outside (server shutdown). */
+  close(reason = "backend shut down"): void {
+    this.#end(reason);
+    this.#socket.close();
+  }
+
+  #end(reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#endReason = reason;
+  }
+
+  /** Device owner hook: config space changed. */
+  notifyConfigChange(): void {
+    if (!this.#backend || !hasBit(this.#protocolFeatures, ProtocolFeatureBit.CONFIG)) return;
+    this.#backend.send(
+      encodeMessage(BackendRequest.CONFIG_CHANGE_MSG, HeaderFlag.VERSION, new Uint8Array(0)),
+    );
+  }
+
+  /** Device owner hook: hand out (or take back) ring `q`'s doorbell. */
+  setHostNotifier(q: number, area: { fd: number; offset: number; size: number } | null): void {
+    const pf = this.#protocolFeatures;
+    if (
+      !this.#backend || !hasBit(pf, ProtocolFeatureBit.HOST_NOTIFIER) ||
+      !hasBit(pf, ProtocolFeatureBit.BACKEND_SEND_FD)
+    ) return;
+    const b = new Uint8Array(24);
+    const v = new DataView(b.buffer);
+    v.setBigUint64(0, BigInt(area ? q : q | VRING_NOFD_FLAG), true);
+    v.setBigUint64(8, BigInt(area?.size ?? 0), true);
+    v.setBigUint64(16, BigInt(area?.offset ?? 0), true);
+    this.#backend.send(
+      encodeMessage(BackendRequest.VRING_HOST_NOTIFIER_MSG, HeaderFlag.VERSION, b),
+      area ? [area.fd] : [],
+    );
+  }
+
+  async #dispatch(m: VhostUserMessage): Promise<void> {
+    const name = frontendRequestName(m.request);
+    const wantsAck = (m.flags & HeaderFlag.NEED_REPLY) !== 0 &&
+      hasBit(this.#protocolFeatures, ProtocolFeatureBit.REPLY_ACK);
+    try {
+      if (!KNOWN_REQUESTS.has(m.request)) {
+        throw new ProtocolError(`unknown request code ${m.request}`);
+      }
+      const replied = await this.#handle(m);
+      if (wantsAck && !replied) this.#reply(m.request, u64Payload(0));
+    } catch (e) {
+      const refused = e instanceof RequestRefused || e instanceof GuestMemoryError ||
+        e instanceof SysError;
+      if (!refused || !wantsAck) {
+        const text = errorMessage(e);
+        throw new ProtocolError(text.startsWith(name) ? text : `${name}: ${text}`);
+      }
+      this.#device.events.emit("warn", `${this.description}: ${name} refused: ${errorMessage(e)}`);
+      this.#reply(m.request, u64Payload(1));
+    } finally {
+      for (const fd of m.fds) if (fd >= 0) close(fd);
+    }
+  }
+
+  #reply(request: number, payload: Uint8Array): void {
+    this.#socket.send(encodeReply(request, payload));
+  }
+
+  /** Take fd `i` of `m`: the caller owns it and the session will not close it. */
+  #take(m: VhostUserMessage, i: number): number {
+    const fd = m.fds[i];
+    m.fds[i] = -1;
+    return fd;
+  }
+
+  /** Handle one request; returns true when it sent its own reply. */
+  async #handle(m: VhostUserMessage): Promise<boolean> {
+    const dev = this.#device;
+    const R = FrontendRequest;
+    const vhostUser = bit(VirtioFeatureBit.PROTOCOL_FEATURES);
+    switch (m.request) {
+      case R.GET_FEATURES:
+        expectSize(m, 0);
+        this.#reply(m.request, u64Payload(dev.description.features | vhostUser));
+        return true;
+      case R.SET_FEATURES: {
+        expectFds(m, 0);
+        const f = decodeU64(m);
+        this.#protocolAcked = (f & vhostUser) !== 0;
+        await dev.ioctl(VhostIoctl.SET_FEATURES, f & ~vhostUser);
+        return false;
+      }
+      case R.SET_OWNER:
+        expectFds(m, 0);
+        return false;
+      case R.RESET_OWNER:
+      case R.RESET_DEVICE:
+        expectFds(m, 0);
+        await dev.reset();
+        return false;
+      case R.GET_PROTOCOL_FEATURES:
+        expectSize(m, 0);
+        this.#reply(m.request, u64Payload(OFFERED_PROTOCOL_FEATURES));
+        return true;
+      case R.SET_PROTOCOL_FEATURES: {
+        const f = decodeU64(m);
+        const extra = f & ~OFFERED_PROTOCOL_FEATURES;
+        if (extra) {
+          throw new RequestRefused(
+            `SET_PROTOCOL_FEATURES 0x${f.toString(16)}: bits 0x${extra.toString(16)} not offered`,
+          );
+        }
+        this.#protocolFeatures = f;
+        return false;
+      }
+      case R.GET_QUEUE_NUM: {
+        expectSize(m, 0);
+        const n = dev.description.deviceId === VirtioDeviceId.NET
+          ? Math.max(1, dev.numQueues >> 1)
+          : dev.numQueues;
+        this.#reply(m.request, u64Payload(n));
+        return true;
+      }
+      case R.GET_MAX_MEM_SLOTS:
+        expectSize(m, 0);
+        this.#reply(m.request, u64Payload(MAX_MEM_SLOTS));
+        return true;
+      case R.SET_MEM_TABLE:
+        await dev.ioctl(VhostIoctl.SET_MEM_TABLE, decodeMemTable(m));
+        return false;
+      case R.ADD_MEM_REG: {
+        expectFds(m, 1);
+        await dev.addMemoryRegion(decodeSingleRegion(m, m.fds[0]));
+        return false;
+      }
+      case R.REM_MEM_REG: {
+        if (m.fds.length > 1) expectFds(m, 1);
+        const r = decodeSingleRegion(m, -1);
+        await dev.removeMemoryRegion(r.gpa, r.size);
+        return false;
+      }
+      case R.SET_VRING_NUM:
+        expectFds(m, 0);
+        await dev.ioctl(VhostIoctl.SET_VRING_NUM, decodeVringState(m));
+        return false;
+      case R.SET_VRING_BASE:
+        expectFds(m, 0);
+        await dev.ioctl(VhostIoctl.SET_VRING_BASE, decodeVringState(m));
+        return false;
+      case R.SET_VRING_ADDR:
+        expectFds(m, 0);
+        await dev.ioctl(VhostIoctl.SET_VRING_ADDR, decodeVringAddr(m));
+        return false;
+      case R.GET_VRING_BASE: {
+        expectFds(m, 0);
+        const { index } = decodeVringState(m);
+        const s = await dev.ioctl(VhostIoctl.GET_VRING_BASE, { index });
+        this.#reply(m.request, encodeVringState(s));
+        return true;
+      }
+      case R.SET_VRING_KICK:
+      case R.SET_VRING_CALL:
+      case R.SET_VRING_ERR: {
+        const v = Number(decodeU64(m) & 0xffffn);
+        const index = v & VRING_INDEX_MASK;
+        const noFd = (v & VRING_NOFD_FLAG) !== 0;
+        expectFds(m, noFd ? 0 : 1);
+        if (index >= dev.numQueues) {
+          throw new ProtocolError(
+            `${frontendRequestName(m.request)}: ring index ${index} is out of range ` +
+              `(the device has ${dev.numQueues} rings)`,
+          );
+        }
+        const fd = noFd ? -1 : this.#take(m, 0);
+        const req = m.request === R.SET_VRING_KICK
+          ? VhostIoctl.SET_VRING_KICK
+          : m.request === R.SET_VRING_CALL
+          ? VhostIoctl.SET_VRING_CALL
+          : VhostIoctl.SET_VRING_ERR;
+        await dev.ioctl(req, { index, fd });
+        // Without VHOST_USER_F_PROTOCOL_FEATURES a ring starts on its kick.
+        if (req === VhostIoctl.SET_VRING_KICK && !this.#protocolAcked) {
+          await dev.setVringEnable(index, true);
+        }
+        return false;
+      }
+      case R.SET_VRING_ENABLE: {
+        expectFds(m, 0);
+        const { index, num } = decodeVringState(m);
+        if (index >= dev.numQueues) {
+          throw new ProtocolError(
+            `SET_VRING_ENABLE: ring index ${index} is out of range (the device has ${dev.numQueues} rings)`,
+          );
+        }
+        await dev.setVringEnable(index, num !== 0);
+        return false;
+      }
+      case R.SET_STATUS:
+        expectFds(m, 0);
+        await dev.setStatus(Number(decodeU64(m) & 0xffffffffn));
+        return false;
+      case R.GET_STATUS:
+        expectSize(m, 0);
+        this.#reply(m.request, u64Payload(dev.status));
+        return true;
+      case R.GET_CONFIG: {
+        const c = decodeConfig(m);
+        let data: Uint8Array;
+        try {
+          data = dev.getConfig(c.offset, c.size);
+        } catch (e) {
+          dev.events.emit("warn", `GET_CONFIG refused: ${errorMessage(e)}`);
+          data = new Uint8Array(0);
+        }
+        this.#reply(m.request, encodeConfig(c.offset, c.flags, data));
+        return true;
+      }
+      case R.SET_CONFIG: {
+        const c = decodeConfig(m);
+        dev.setConfig(c.offset, c.data.slice());
+        return false;
+      }
+      case R.SET_BACKEND_REQ_FD: {
+        expectFds(m, 1);
+        this.#backend?.close();
+        this.#backend = new MessageSocket(this.#take(m, 0));
+        return false;
+      }
+      default:
+        throw new RequestRefused(
+          `${frontendRequestName(m.request)} is not supported by this backend`,
+        );
+    }
+  }
+}
