@@ -92,6 +92,23 @@ export interface IoctlArgs {
   [VhostIoctl.MDEV_SET_STATE]: number;
 }
 
+/** Result types of {@linkcode VhostMdevDevice.ioctl}, by request. */
+export interface IoctlResults {
+  [VhostIoctl.GET_FEATURES]: bigint;
+  [VhostIoctl.SET_FEATURES]: void;
+  [VhostIoctl.SET_OWNER]: void;
+  [VhostIoctl.RESET_OWNER]: void;
+  [VhostIoctl.SET_MEM_TABLE]: void;
+  [VhostIoctl.SET_VRING_NUM]: void;
+  [VhostIoctl.SET_VRING_ADDR]: void;
+  [VhostIoctl.SET_VRING_BASE]: void;
+  [VhostIoctl.GET_VRING_BASE]: VringState;
+  [VhostIoctl.SET_VRING_KICK]: void;
+  [VhostIoctl.SET_VRING_CALL]: void;
+  [VhostIoctl.SET_VRING_ERR]: void;
+  [VhostIoctl.MDEV_SET_STATE]: void;
+}
+
 const MAX_RING_SIZE = 32768;
 
 /**
@@ -289,11 +306,10 @@ export class VhostMdevDevice {
    * @throws ProtocolError for malformed arguments, RequestRefused when the
    *   device refuses.
    */
-  ioctl(request: typeof VhostIoctl.GET_FEATURES): Promise<bigint>;
-  /** `GET_VRING_BASE`: stops the ring and returns its next available index. */
-  ioctl(request: typeof VhostIoctl.GET_VRING_BASE, arg: { index: number }): Promise<VringState>;
-  /** Any other request. */
-  ioctl<R extends keyof IoctlArgs>(request: R, arg?: IoctlArgs[R]): Promise<unknown>;
+  ioctl<R extends keyof IoctlArgs>(
+    request: R,
+    ...arg: IoctlArgs[R] extends undefined ? [] : [IoctlArgs[R]]
+  ): Promise<IoctlResults[R]>;
   ioctl(request: number, arg?: unknown): Promise<unknown> {
     return this.#serialize(() => this.#ioctl(request, arg));
   }
@@ -424,9 +440,13 @@ export class VhostMdevDevice {
       const previous = this.#status;
       this.#statusDriven = true;
       if (status === 0) {
-        this.events.emit("status", "status 0: device reset by the frontend");
-        await this.#reset();
-        this.#statusDriven = true;
+        // The frontend resets the device: stop it, but keep the ring and
+        // memory configuration, which GET_VRING_BASE may still read and a
+        // new handshake overwrites (RESET_DEVICE forgets everything).
+        this.#status = 0;
+        this.#parked = false;
+        if (previous !== 0) this.events.emit("status", "status 0: device reset by the frontend");
+        await this.#stop("status reset to 0");
         return;
       }
       if ((status & VirtioStatus.FEATURES_OK) && !this.#featuresSet) {

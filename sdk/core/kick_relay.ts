@@ -66,7 +66,7 @@ export class KickRelay {
     if (this.#done) return;
     this.#done = true;
     eventfdWrite(this.#stopFd, 1);
-    let timer: number | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#stopped,
       new Promise<void>((r) => timer = setTimeout(r, 2000)),

@@ -7,32 +7,33 @@
  * @module
  */
 
-const VHOST_VIRTIO = 0xaf;
-const NONE = 0, WRITE = 1, READ = 2;
-
-function ioc(dir: number, nr: number, size: number): number {
-  return ((dir << 30) | (size << 16) | (VHOST_VIRTIO << 8) | nr) >>> 0;
-}
-
-/** vhost ioctl request numbers (x86-64 encodings). */
+/**
+ * vhost ioctl request numbers (x86-64 encodings of `_IO`/`_IOR`/`_IOW` on
+ * type `0xaf`, as in `linux/vhost.h`).
+ */
 export const VhostIoctl = {
-  GET_FEATURES: ioc(READ, 0x00, 8),
-  SET_FEATURES: ioc(WRITE, 0x00, 8),
-  SET_OWNER: ioc(NONE, 0x01, 0),
-  RESET_OWNER: ioc(NONE, 0x02, 0),
-  SET_MEM_TABLE: ioc(WRITE, 0x03, 8),
-  SET_LOG_BASE: ioc(WRITE, 0x04, 8),
-  SET_LOG_FD: ioc(WRITE, 0x07, 4),
-  SET_VRING_NUM: ioc(WRITE, 0x10, 8),
-  SET_VRING_ADDR: ioc(WRITE, 0x11, 40),
-  SET_VRING_BASE: ioc(WRITE, 0x12, 8),
-  GET_VRING_BASE: ioc(READ | WRITE, 0x12, 8),
-  SET_VRING_KICK: ioc(WRITE, 0x20, 8),
-  SET_VRING_CALL: ioc(WRITE, 0x21, 8),
-  SET_VRING_ERR: ioc(WRITE, 0x22, 8),
+  GET_FEATURES: 0x8008af00,
+  SET_FEATURES: 0x4008af00,
+  SET_OWNER: 0x0000af01,
+  RESET_OWNER: 0x0000af02,
+  SET_MEM_TABLE: 0x4008af03,
+  SET_LOG_BASE: 0x4008af04,
+  SET_LOG_FD: 0x4004af07,
+  SET_VRING_NUM: 0x4008af10,
+  SET_VRING_ADDR: 0x4028af11,
+  SET_VRING_BASE: 0x4008af12,
+  GET_VRING_BASE: 0xc008af12,
+  SET_VRING_KICK: 0x4008af20,
+  SET_VRING_CALL: 0x4008af21,
+  SET_VRING_ERR: 0x4008af22,
   /** The RFC's state switch: argument is a {@linkcode VhostMdevState}. */
-  MDEV_SET_STATE: ioc(WRITE, 0x70, 8),
+  MDEV_SET_STATE: 0x4008af70,
 } as const;
+
+/** Encode an ioctl number as `<asm-generic/ioctl.h>` does (dir 0 none, 1 write, 2 read). */
+export function ioctlNumber(dir: number, type: number, nr: number, size: number): number {
+  return ((dir << 30) | (size << 16) | (type << 8) | nr) >>> 0;
+}
 
 /** States of `VHOST_MDEV_SET_STATE`. */
 export const VhostMdevState = {

@@ -41,7 +41,7 @@ export class VhostUserClient {
   #options: Required<ClientOptions>;
   #closed = false;
   #session: VhostUserSession | null = null;
-  #sleep: { timer: number; resolve: () => void } | null = null;
+  #sleep: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | null = null;
   #loop: Promise<void>;
   #connections = 0;
 

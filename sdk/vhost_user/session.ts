@@ -199,7 +199,7 @@ export class VhostUserSession {
       case R.SET_FEATURES: {
         expectFds(m, 0);
         const f = decodeU64(m);
-        this.#protocolAcked = (f & vhostUser) !== 0;
+        this.#protocolAcked = (f & vhostUser) !== 0n;
         await dev.ioctl(VhostIoctl.SET_FEATURES, f & ~vhostUser);
         return false;
       }

@@ -1,0 +1,66 @@
+/**
+ * Command-line parsing and event formatting shared by the CLIs.
+ *
+ * @module
+ */
+
+import type { DeviceEvent } from "@vhost-mdev/sdk";
+
+/** Reserved flags of the CLIs; anything else is a driver option. */
+const RESERVED = new Set([
+  "driver",
+  "socket",
+  "client",
+  "queues",
+  "pci",
+  "log",
+  "debug",
+  "stats",
+  "help",
+  "seconds",
+  "json",
+  "frontend",
+  "runs",
+  "size",
+]);
+
+/**
+ * Split `--name value` / `--name=value` / `--switch` arguments into the CLI's
+ * own flags and driver options. Names in `switches` take no value.
+ */
+export function parseFlags(
+  args: readonly string[],
+  switches: readonly string[],
+): { flags: Record<string, string>; options: Record<string, string> } {
+  const flags: Record<string, string> = {};
+  const options: Record<string, string> = {};
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "-h") {
+      flags.help = "";
+      continue;
+    }
+    if (!a.startsWith("--")) throw new Error(`unexpected argument "${a}" (see --help)`);
+    let name = a.slice(2);
+    let value: string;
+    const eq = name.indexOf("=");
+    if (eq >= 0) {
+      value = name.slice(eq + 1);
+      name = name.slice(0, eq);
+    } else if (switches.includes(name)) {
+      value = "";
+    } else {
+      if (i + 1 >= args.length) throw new Error(`--${name} needs a value`);
+      value = args[++i];
+    }
+    (RESERVED.has(name) ? flags : options)[name] = value;
+  }
+  return { flags, options };
+}
+
+/** One event as a line of text (`12:00:01.234 sim start: 2 ring(s) ...`) or JSON. */
+export function formatEvent(e: DeviceEvent, json: boolean): string {
+  if (json) return JSON.stringify(e);
+  const t = new Date(e.time).toISOString().slice(11, 23);
+  return `${t} ${e.device} ${e.type}: ${e.message}`;
+}

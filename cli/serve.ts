@@ -1,0 +1,137 @@
+/**
+ * `deno task serve`: serve one device over vhost-user.
+ *
+ *   deno task serve --driver sim --socket /tmp/vhost-net0.sock --mode loopback
+ *
+ * Prints one ready line, then one line per lifecycle event.
+ *
+ * @module
+ */
+
+import { type DeviceEvent, VhostMdevDevice, VhostUserClient, VhostUserServer } from "@vhost-mdev/sdk";
+import { BUNDLED_DRIVERS, findDriver } from "./drivers.ts";
+import { formatEvent, parseFlags } from "./format.ts";
+
+const HELP = `Usage: deno task serve --driver <name|module> --socket <path> [options]
+
+Serve one vhost device over a vhost-user socket.
+
+Options:
+  --driver <name|module>  bundled driver (${
+  Object.keys(BUNDLED_DRIVERS).join(", ")
+}) or a plugin module path/URL
+  --socket <path>         vhost-user socket path
+  --client                connect to a listening frontend (reconnects) instead of listening
+  --queues <N>            queue pairs (default 1)
+  --pci <addr|emulated>   PCI device for PCI drivers (0000:03:00.0, or "emulated")
+  --log <text|json>       event output format (default text)
+  --debug                 also print debug events
+  --stats <seconds>       print per-ring counters every N seconds (0 = off, default 0)
+  --help                  this text
+
+Any other --name value is passed to the driver as an option; the driver's
+options are listed with --driver <name> --help.
+
+Examples:
+  deno task serve --driver sim --mode loopback --socket /tmp/vhost-net0.sock
+  deno task serve --driver ifcvf --pci emulated --socket /tmp/vhost-ifc.sock
+  deno task serve --driver ./my_driver.ts --socket /tmp/vhost-x.sock --client
+`;
+
+async function main(args: string[]): Promise<number> {
+  const { flags, options } = parseFlags(args, ["client", "debug", "help"]);
+  const driverName = flags.driver;
+  if (flags.help !== undefined) {
+    console.log(HELP);
+    if (driverName) {
+      const d = await findDriver(driverName);
+      console.log(`Driver ${d.name}: ${d.description}`);
+      for (const o of d.options ?? []) {
+        const values = o.values ? ` (${o.values.join("|")})` : "";
+        const def = o.default !== undefined ? ` [default ${o.default}]` : "";
+        console.log(`  --${o.name}${values}  ${o.description}${def}`);
+      }
+    }
+    return 0;
+  }
+  if (!driverName || !flags.socket) {
+    console.error("error: --driver and --socket are required (see --help)");
+    return 2;
+  }
+  const json = flags.log === "json";
+  const debug = flags.debug !== undefined;
+  const print = (e: DeviceEvent) => {
+    if (e.type === "debug" && !debug) return;
+    console.log(formatEvent(e, json));
+  };
+  const queues = Number(flags.queues ?? "1");
+  if (!Number.isInteger(queues) || queues < 1 || queues > 64) {
+    console.error(`error: --queues ${flags.queues} must be an integer from 1 to 64`);
+    return 2;
+  }
+  const driver = await findDriver(driverName);
+  const known = new Set((driver.options ?? []).map((o) => o.name));
+  for (const [k, v] of Object.entries(options)) {
+    const o = driver.options?.find((o) => o.name === k);
+    if (!known.has(k)) {
+      console.error(
+        `error: driver ${driver.name} has no option --${k}; it takes: ${
+          [...known].map((n) => "--" + n).join(" ") || "none"
+        }`,
+      );
+      return 2;
+    }
+    if (o?.values && !o.values.includes(v)) {
+      console.error(`error: --${k} ${v}: choose one of ${o.values.join(", ")}`);
+      return 2;
+    }
+  }
+  const device = await VhostMdevDevice.create(
+    driver,
+    { queues, pci: flags.pci, options },
+    { listener: print },
+  );
+  const socket = flags.socket;
+  const client = flags.client !== undefined;
+  const endpoint = client
+    ? VhostUserClient.connect(device, socket)
+    : VhostUserServer.listen(device, socket);
+  const ready = {
+    type: "ready",
+    message: `ready: ${driver.name} ${client ? "connecting to" : "listening on"} ${socket}, ` +
+      `${queues} queue pair(s)`,
+    device: driver.name,
+    time: Date.now(),
+  } as const;
+  console.log(json ? JSON.stringify(ready) : ready.message);
+
+  const statsEvery = Number(flags.stats ?? "0");
+  const timer = statsEvery > 0
+    ? setInterval(() => {
+      const s = device.stats();
+      if (s.length === 0) return;
+      const line = s.map((q) => `q${q.queue} ${q.packets}p ${q.bytes}B drop ${q.drops} err ${q.errors}`)
+        .join(" | ");
+      console.log(json ? JSON.stringify({ type: "stats", device: driver.name, queues: s }) : `stats: ${line}`);
+    }, statsEvery * 1000)
+    : undefined;
+
+  const stop = new Promise<string>((resolve) => {
+    for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, () => resolve(sig));
+  });
+  const sig = await stop;
+  if (timer !== undefined) clearInterval(timer);
+  await endpoint.close();
+  await device.close();
+  console.log(json ? JSON.stringify({ type: "exit", signal: sig }) : `exit on ${sig}`);
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error(`error: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,496 @@
+/**
+ * The guest memory table: the regions a vhost-user frontend shares with
+ * `SET_MEM_TABLE` / `ADD_MEM_REG`, mapped into this process. Each region is a
+ * range of guest-physical addresses (GPA), the frontend's virtual address of
+ * the same bytes (UVA), and the file descriptor that backs them.
+ *
+ * Everything the frontend sends is hostile input. Every translation checks
+ * that the whole range `[address, address + length)` lies inside a single
+ * region; a range that runs past a region's end, even into an adjacent
+ * region, is refused with a {@linkcode GuestMemoryError} naming the address,
+ * the length and the reason.
+ *
+ * Ownership of mappings: each mapped file is reference-counted. A table made
+ * by {@linkcode GuestMemory.map} holds one reference per region;
+ * {@linkcode GuestMemory.with} and {@linkcode GuestMemory.without} return a
+ * new table that takes its own reference on every region it keeps. So the
+ * old and the new table stay independently valid, and each must be closed:
+ * a mapping is unmapped when the last table holding it is closed. The usual
+ * sequence, `next = old.with(r); old.close()`, therefore keeps the shared
+ * regions mapped, and `next = old.without(gpa, size); old.close()` unmaps
+ * exactly the removed one.
+ *
+ * @module
+ */
+
+import {
+  fstat,
+  MAP_SHARED,
+  type Mapping,
+  mmap,
+  pointerOf,
+  PROT_READ,
+  PROT_WRITE,
+  S_IFMT,
+  S_IFREG,
+  viewOf,
+} from "../sys/mod.ts";
+
+/** A translation or a table was refused; the message says what and why. */
+export class GuestMemoryError extends Error {
+  /**
+   * Make the error.
+   *
+   * @param message What was asked (address, length) and why it failed.
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "GuestMemoryError";
+  }
+}
+
+/** One region of a vhost-user memory table, as the frontend sent it. */
+export interface MemoryRegionSpec {
+  /** Guest-physical address of the first byte. */
+  gpa: number;
+  /** Size in bytes. */
+  size: number;
+  /** The frontend's virtual address of the first byte. */
+  uva: number;
+  /** Offset of the first byte within `fd` (need not be page aligned). */
+  mmapOffset: number;
+  /** File descriptor backing the region; the table does not close it. */
+  fd: number;
+}
+
+/**
+ * A region already mapped in this process, described so that it can be
+ * posted to a Worker (structured-cloneable) and viewed there with
+ * {@linkcode GuestMemory.fromShared}.
+ */
+export interface SharedRegion {
+  /** Guest-physical address of the first byte. */
+  gpa: number;
+  /** Size in bytes. */
+  size: number;
+  /** The frontend's virtual address of the first byte. */
+  uva: number;
+  /** Host address of the first byte in this process. */
+  address: number;
+}
+
+/** One region of a {@linkcode GuestMemory}. */
+export interface GuestRegion {
+  /** Guest-physical address of the first byte. */
+  readonly gpa: number;
+  /** Size in bytes. */
+  readonly size: number;
+  /** The frontend's virtual address of the first byte. */
+  readonly uva: number;
+  /**
+   * Host address of the first byte in this process (for VFIO DMA mapping).
+   * For regions over JavaScript buffers it is computed on first use.
+   */
+  readonly address: number;
+  /** The region's bytes. */
+  readonly bytes: Uint8Array;
+  /** A DataView over {@linkcode GuestRegion.bytes} (little-endian fields). */
+  readonly view: DataView;
+}
+
+/** A mapped file shared by every table that holds one of its regions. */
+class SharedMapping {
+  #refs = 1;
+  constructor(readonly mapping: Mapping) {}
+
+  retain(): void {
+    this.#refs++;
+  }
+
+  release(): void {
+    if (--this.#refs === 0) this.mapping.unmap();
+  }
+}
+
+class Region implements GuestRegion {
+  readonly view: DataView;
+  #address: number;
+
+  constructor(
+    readonly gpa: number,
+    readonly size: number,
+    readonly uva: number,
+    readonly bytes: Uint8Array,
+    address: number,
+    readonly mapping: SharedMapping | null,
+    readonly shareable: boolean,
+  ) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.#address = address;
+  }
+
+  get address(): number {
+    if (this.#address < 0) this.#address = pointerOf(this.bytes);
+    return this.#address;
+  }
+}
+
+const MAX = Number.MAX_SAFE_INTEGER;
+
+function hex(n: number): string {
+  return Number.isFinite(n) && n >= 0 ? "0x" + n.toString(16) : String(n);
+}
+
+function isAddress(n: unknown): n is number {
+  return typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+}
+
+function describeRegion(r: { gpa: number; size: number; uva: number }, i: number): string {
+  return `region ${i} (gpa ${hex(r.gpa)}-${hex(r.gpa + r.size)}, uva ${hex(r.uva)}-${
+    hex(r.uva + r.size)
+  })`;
+}
+
+/**
+ * Check a list of regions: positive sizes, safe addresses, no two regions
+ * overlapping in guest-physical or in frontend-virtual space.
+ */
+function validate(list: readonly { gpa: number; size: number; uva: number }[]): void {
+  list.forEach((r, i) => {
+    for (const key of ["gpa", "size", "uva"] as const) {
+      if (!isAddress(r[key])) {
+        throw new GuestMemoryError(
+          `region ${i}: ${key} ${r[key]} is not a non-negative safe integer`,
+        );
+      }
+    }
+    if (r.size === 0) throw new GuestMemoryError(`region ${i} (gpa ${hex(r.gpa)}): size is 0`);
+    if (r.gpa + r.size > MAX || r.uva + r.size > MAX) {
+      throw new GuestMemoryError(
+        `region ${i} (gpa ${hex(r.gpa)}, uva ${hex(r.uva)}, size ${hex(r.size)}) ends beyond 2^53`,
+      );
+    }
+  });
+  for (let i = 0; i < list.length; i++) {
+    for (let j = i + 1; j < list.length; j++) {
+      const a = list[i], b = list[j];
+      if (a.gpa < b.gpa + b.size && b.gpa < a.gpa + a.size) {
+        throw new GuestMemoryError(
+          `${describeRegion(b, j)} overlaps ${describeRegion(a, i)} in guest-physical space`,
+        );
+      }
+      if (a.uva < b.uva + b.size && b.uva < a.uva + a.size) {
+        throw new GuestMemoryError(
+          `${describeRegion(b, j)} overlaps ${describeRegion(a, i)} in frontend address space`,
+        );
+      }
+    }
+  }
+}
+
+/** Map one region's file: `size + mmapOffset` bytes from offset 0, viewed at `mmapOffset`. */
+function mapRegion(spec: MemoryRegionSpec, index: number): Region {
+  const { gpa, size, uva, mmapOffset, fd } = spec;
+  if (!isAddress(mmapOffset) || mmapOffset + size > MAX) {
+    throw new GuestMemoryError(
+      `region ${index} (gpa ${hex(gpa)}): mmap offset ${mmapOffset} is invalid`,
+    );
+  }
+  if (!Number.isInteger(fd) || fd < 0) {
+    throw new GuestMemoryError(`region ${index} (gpa ${hex(gpa)}): fd ${fd} is invalid`);
+  }
+  // Touching a page of a shared file beyond its end raises SIGBUS and kills
+  // the process, so a regular file (memfd, hugetlbfs) must be long enough.
+  const st = fstat(fd);
+  if ((st.mode & S_IFMT) === S_IFREG && st.size < mmapOffset + size) {
+    throw new GuestMemoryError(
+      `region ${index} (gpa ${hex(gpa)}, size ${hex(size)}, mmap offset ${hex(mmapOffset)}): ` +
+        `fd ${fd} is only ${st.size} bytes long, the region needs ${mmapOffset + size}`,
+    );
+  }
+  // vhost-user offsets need not be page aligned, but mmap's must: map from
+  // the start of the file and view the region at its offset.
+  const mapping = mmap(fd, size + mmapOffset, { prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED });
+  const bytes = new Uint8Array(mapping.buffer, mmapOffset, size);
+  return new Region(
+    gpa,
+    size,
+    uva,
+    bytes,
+    mapping.address + mmapOffset,
+    new SharedMapping(mapping),
+    true,
+  );
+}
+
+/**
+ * The guest's memory as this process sees it: guest-physical and frontend
+ * virtual ranges, each region a view of bytes. Immutable: a new table is a
+ * new object. See the module documentation for who unmaps what.
+ *
+ * @example Translate and access guest memory
+ * ```ts
+ * import { GuestMemory } from "@vhost-mdev/sdk";
+ *
+ * const memory = GuestMemory.fromBuffers([
+ *   { gpa: 0x10000, uva: 0x7f0000000000, bytes: new Uint8Array(0x4000) },
+ * ]);
+ * const gpa = memory.uvaToGpa(0x7f0000001000, 16); // 0x11000
+ * memory.bytes(gpa, 4).set([1, 2, 3, 4]);
+ * memory.close();
+ * ```
+ */
+export class GuestMemory {
+  /** The regions, in the order the frontend listed them. */
+  readonly regions: readonly GuestRegion[];
+  readonly #regions: Region[];
+  readonly #start: Float64Array;
+  readonly #size: Float64Array;
+  #count: number;
+  #last = 0;
+  #closed = false;
+
+  private constructor(regions: Region[]) {
+    this.#regions = regions;
+    this.regions = regions;
+    this.#count = regions.length;
+    this.#start = new Float64Array(regions.map((r) => r.gpa));
+    this.#size = new Float64Array(regions.map((r) => r.size));
+  }
+
+  /** A table with no regions (before `SET_MEM_TABLE`). */
+  static empty(): GuestMemory {
+    return new GuestMemory([]);
+  }
+
+  /**
+   * Map each region's fd (`MAP_SHARED`, read-write, `size + mmapOffset`
+   * bytes from offset 0) and view it at `mmapOffset`. The fds are not closed
+   * (the caller owns them; a mapping stays valid after its fd is closed).
+   *
+   * @throws GuestMemoryError for a zero size, an address or end beyond 2^53,
+   *   regions overlapping in guest-physical or frontend space, or a file
+   *   shorter than the region; SysError when `mmap` fails. Whatever was
+   *   mapped before the failure is unmapped.
+   */
+  static map(regions: readonly MemoryRegionSpec[]): GuestMemory {
+    validate(regions);
+    const mapped: Region[] = [];
+    try {
+      regions.forEach((spec, i) => mapped.push(mapRegion(spec, i)));
+    } catch (e) {
+      for (const r of mapped) r.mapping!.release();
+      throw e;
+    }
+    return new GuestMemory(mapped);
+  }
+
+  /**
+   * Views of regions mapped elsewhere in this process (by a table on another
+   * thread, see {@linkcode GuestMemory.share}). Owns nothing: `close()`
+   * unmaps nothing, and the owner must outlive every user of these views.
+   */
+  static fromShared(regions: readonly SharedRegion[]): GuestMemory {
+    validate(regions);
+    return new GuestMemory(
+      regions.map((r) =>
+        new Region(
+          r.gpa,
+          r.size,
+          r.uva,
+          new Uint8Array(viewOf(r.address, r.size)),
+          r.address,
+          null,
+          true,
+        )
+      ),
+    );
+  }
+
+  /**
+   * Regions over JavaScript buffers (unit tests, a frontend's own memory).
+   * `uva` defaults to `gpa`. The buffers are used, not copied. Such a table
+   * cannot be shared with Workers by address.
+   */
+  static fromBuffers(
+    regions: readonly { gpa: number; uva?: number; bytes: Uint8Array }[],
+  ): GuestMemory {
+    const list = regions.map((r) => ({
+      gpa: r.gpa,
+      uva: r.uva ?? r.gpa,
+      size: r.bytes.length,
+      bytes: r.bytes,
+    }));
+    validate(list);
+    return new GuestMemory(
+      list.map((r) => new Region(r.gpa, r.size, r.uva, r.bytes, -1, null, false)),
+    );
+  }
+
+  /** Whether {@linkcode GuestMemory.close} ran. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Describe the regions so that a Worker can view them with
+   * {@linkcode GuestMemory.fromShared}. This table must stay open while the
+   * Worker uses them.
+   *
+   * @throws GuestMemoryError for a closed table or regions over JavaScript
+   *   buffers (their memory may move or be collected).
+   */
+  share(): SharedRegion[] {
+    if (this.#closed) throw new GuestMemoryError("cannot share a closed memory table");
+    return this.#regions.map((r, i) => {
+      if (!r.shareable) {
+        throw new GuestMemoryError(
+          `${describeRegion(r, i)} is a JavaScript buffer and cannot be shared`,
+        );
+      }
+      return { gpa: r.gpa, size: r.size, uva: r.uva, address: r.address };
+    });
+  }
+
+  /**
+   * A new table with this table's regions plus `region` (`ADD_MEM_REG`),
+   * mapped like {@linkcode GuestMemory.map}. The new table takes its own
+   * reference on the regions it shares with this one; both must be closed.
+   *
+   * @throws GuestMemoryError when the region is invalid or overlaps one of
+   *   this table's regions; nothing is mapped then.
+   */
+  with(region: MemoryRegionSpec): GuestMemory {
+    this.#checkOpen("add a region to");
+    validate([...this.#regions, region]);
+    const added = mapRegion(region, this.#regions.length);
+    for (const r of this.#regions) r.mapping?.retain();
+    return new GuestMemory([...this.#regions, added]);
+  }
+
+  /**
+   * A new table without the region at exactly `gpa` of exactly `size` bytes
+   * (`REM_MEM_REG`). The new table references the remaining regions; the
+   * removed one stays mapped until this table is closed.
+   *
+   * @throws GuestMemoryError when no region has that address and size.
+   */
+  without(gpa: number, size: number): GuestMemory {
+    this.#checkOpen("remove a region from");
+    const index = this.#regions.findIndex((r) => r.gpa === gpa && r.size === size);
+    if (index < 0) {
+      throw new GuestMemoryError(
+        `no region at gpa ${hex(gpa)} with size ${hex(size)} to remove (the table has ` +
+          (this.#regions.map(describeRegion).join(", ") || "no regions") + ")",
+      );
+    }
+    const kept = this.#regions.filter((_, i) => i !== index);
+    for (const r of kept) r.mapping?.retain();
+    return new GuestMemory(kept);
+  }
+
+  /**
+   * Index of the region holding all of `[gpa, gpa + length)`, or -1. Datapath
+   * lookup: no allocation, no exception. A range that runs past a region's
+   * end, even into an adjacent region, is -1. `length` may be 0 (then `gpa`
+   * must be inside a region).
+   */
+  find(gpa: number, length: number): number {
+    const start = this.#start, size = this.#size;
+    let i = this.#last;
+    if (i < this.#count) {
+      const off = gpa - start[i];
+      if (off >= 0 && off < size[i] && length >= 0 && length <= size[i] - off) return i;
+    }
+    for (i = 0; i < this.#count; i++) {
+      const off = gpa - start[i];
+      if (off >= 0 && off < size[i] && length >= 0 && length <= size[i] - off) {
+        this.#last = i;
+        return i;
+      }
+    }
+    return -1;
+  }
+
+  /**
+   * Translate a frontend virtual address range to guest-physical (for the
+   * ring addresses of `SET_VRING_ADDR`).
+   *
+   * @throws GuestMemoryError when the range is not inside one region.
+   */
+  uvaToGpa(uva: number, length: number): number {
+    const { region, offset } = this.#locate("uva", uva, length);
+    return region.gpa + offset;
+  }
+
+  /**
+   * The guest's bytes `[gpa, gpa + length)` (a view, not a copy).
+   *
+   * @throws GuestMemoryError when the range is not inside one region.
+   */
+  bytes(gpa: number, length: number): Uint8Array {
+    const { region, offset } = this.#locate("gpa", gpa, length);
+    return region.bytes.subarray(offset, offset + length);
+  }
+
+  /**
+   * Host address of guest-physical `gpa` (for VFIO DMA mapping).
+   *
+   * @throws GuestMemoryError when `[gpa, gpa + length)` is not inside one region.
+   */
+  hostAddress(gpa: number, length: number): number {
+    const { region, offset } = this.#locate("gpa", gpa, length);
+    return region.address + offset;
+  }
+
+  /** Release this table's references; unmaps mappings no other table holds. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#count = 0;
+    for (const r of this.#regions) r.mapping?.release();
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#closed) throw new GuestMemoryError(`cannot ${what} a closed memory table`);
+  }
+
+  /** Find the region of a range in one address space, or explain why there is none. */
+  #locate(
+    space: "gpa" | "uva",
+    address: number,
+    length: number,
+  ): { region: Region; offset: number } {
+    const what = `${space} ${hex(address)} length ${length}`;
+    if (!isAddress(address)) {
+      throw new GuestMemoryError(`${what}: address is not a non-negative safe integer`);
+    }
+    if (!isAddress(length)) {
+      throw new GuestMemoryError(`${what}: length is not a non-negative safe integer`);
+    }
+    if (this.#closed) throw new GuestMemoryError(`${what}: the memory table is closed`);
+    const base = (r: Region) => space === "gpa" ? r.gpa : r.uva;
+    const regions = this.#regions;
+    const i = regions.findIndex((r) => address >= base(r) && address - base(r) < r.size);
+    if (i < 0) {
+      throw new GuestMemoryError(
+        `${what}: not inside any region (` +
+          (regions.length ? regions.map(describeRegion).join(", ") : "the table is empty") + ")",
+      );
+    }
+    const region = regions[i];
+    const offset = address - base(region);
+    if (length > region.size - offset) {
+      const end = base(region) + region.size;
+      const next = regions.findIndex((r) => base(r) === end);
+      const past = offset + length - region.size;
+      throw new GuestMemoryError(
+        `${what}: ends ${past} byte(s) past the end of ${describeRegion(region, i)}` +
+          (next >= 0
+            ? `, crossing into region ${next}; an access must stay inside one region`
+            : ""),
+      );
+    }
+    return { region, offset };
+  }
+}

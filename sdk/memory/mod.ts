@@ -1,0 +1,24 @@
+/**
+ * Guest memory: the frontend's memory table mapped into this process, with
+ * bounds-checked translation from guest-physical and frontend-virtual
+ * addresses, and the dirty-page log of live migration.
+ *
+ * @example
+ * ```ts
+ * import { GuestMemory } from "@vhost-mdev/sdk";
+ * const memory = GuestMemory.fromBuffers([{ gpa: 0, bytes: new Uint8Array(4096) }]);
+ * memory.find(4000, 96); // 0: inside region 0
+ * memory.find(4000, 97); // -1: one byte past the end
+ * ```
+ *
+ * @module
+ */
+
+export {
+  GuestMemory,
+  GuestMemoryError,
+  type GuestRegion,
+  type MemoryRegionSpec,
+  type SharedRegion,
+} from "./guest_memory.ts";
+export { DIRTY_LOG_PAGE_SIZE, DirtyLog, type SharedDirtyLog } from "./dirty_log.ts";

@@ -1,0 +1,696 @@
+/**
+ * The frontend side of vhost-user, in TypeScript: what QEMU or DPDK's
+ * virtio_user do to a backend, for testing backends (ours or anyone's)
+ * without a VM. It owns the guest memory (a memfd it maps itself, shared
+ * with the backend by `SET_MEM_TABLE`), the kick and call eventfds of each
+ * ring, and speaks the requests of QEMU's `docs/interop/vhost-user.rst`:
+ * 12-byte little-endian header (request, flags, size), then the payload, with
+ * file descriptors as `SCM_RIGHTS` ancillary data.
+ *
+ * With `REPLY_ACK` negotiated, every request that has no reply of its own
+ * asks for an ack, and a non-zero ack fails the call. Every error names the
+ * request it came from.
+ *
+ * @example
+ * ```ts ignore
+ * import { VhostUserFrontend } from "@vhost-mdev/sdk/testing";
+ *
+ * const fe = await VhostUserFrontend.connect("/tmp/vhost.sock", { memoryMiB: 16 });
+ * try {
+ *   await fe.handshake();
+ *   console.log(fe.backendFeatures.toString(16), fe.queueNum);
+ * } finally {
+ *   fe.close();
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import { GuestMemory } from "../memory/guest_memory.ts";
+import {
+  accept,
+  bindUnix,
+  close,
+  connectUnix,
+  eventfd,
+  eventfdRead,
+  eventfdWrite,
+  ftruncate,
+  listen,
+  type Mapping,
+  memfdCreate,
+  mmap,
+  pollAsync,
+  POLLIN,
+  SysError,
+  unixSocket,
+} from "../sys/mod.ts";
+import { MessageSocket } from "../vhost_user/connection.ts";
+import {
+  CONFIG_HEADER_SIZE,
+  FrontendRequest,
+  frontendRequestName,
+  HeaderFlag,
+  MAX_CONFIG_SIZE,
+  MEM_REGION_SIZE,
+  ProtocolFeatureBit,
+  VRING_ADDR_SIZE,
+  VRING_NOFD_FLAG,
+  VRING_STATE_SIZE,
+} from "../uapi/vhost_user.ts";
+import { bit, hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
+
+/** Protocol features the frontend asks for unless told otherwise. */
+export const DEFAULT_FRONTEND_PROTOCOL_FEATURES: bigint = bit(ProtocolFeatureBit.MQ) |
+  bit(ProtocolFeatureBit.REPLY_ACK) | bit(ProtocolFeatureBit.CONFIG) |
+  bit(ProtocolFeatureBit.STATUS);
+
+/** Options of {@linkcode VhostUserFrontend.connect} and {@linkcode VhostUserFrontend.listen}. */
+export interface VhostUserFrontendOptions {
+  /** Guest memory size in MiB (default 64). */
+  memoryMiB?: number;
+  /** Guest-physical address of the memory's first byte (default 0). */
+  memoryGpa?: number;
+  /** Protocol features to ask for; the backend's offer is intersected with it. */
+  protocolFeatures?: bigint;
+  /** How long a reply may take, in ms (default 5000). */
+  replyTimeoutMs?: number;
+  /**
+   * `connect`: how long to retry while the socket is missing or refuses
+   * (default 5000 ms). `listen`: how long to wait for the backend (default 10000 ms).
+   */
+  connectTimeoutMs?: number;
+}
+
+/** A ring's layout as guest-physical addresses (what a virtio driver programs). */
+export interface FrontendRingLayout {
+  /** Number of descriptors (a power of two). */
+  num: number;
+  /** Descriptor table GPA. */
+  descAddr: number;
+  /** Available ring GPA. */
+  availAddr: number;
+  /** Used ring GPA. */
+  usedAddr: number;
+}
+
+/** A request failed: refused, answered wrongly, timed out, or the connection ended. */
+export class VhostUserFrontendError extends Error {
+  /** The request's name (`SET_MEM_TABLE`). */
+  readonly request: string;
+  /**
+   * Create the error.
+   *
+   * @param request The request code it concerns.
+   * @param message What went wrong.
+   */
+  constructor(request: number, message: string) {
+    const name = frontendRequestName(request);
+    super(`${name}: ${message}`);
+    this.name = "VhostUserFrontendError";
+    this.request = name;
+  }
+}
+
+interface RingFds {
+  kick: number;
+  call: number;
+}
+
+const MIB = 1024 * 1024;
+
+/**
+ * One vhost-user connection from the frontend side, with its guest memory.
+ * Requests run one at a time in call order. Always {@linkcode close} it.
+ */
+export class VhostUserFrontend {
+  /** The guest memory: one region at `memoryGpa`, whose frontend address is {@linkcode address}. */
+  readonly memory: GuestMemory;
+  /** Where the memory is mapped in this process (the "uva" the backend is told). */
+  readonly address: number;
+  /** GPA of the memory's first byte. */
+  readonly memoryGpa: number;
+  /** Memory size in bytes. */
+  readonly memorySize: number;
+  #socket: MessageSocket;
+  #memfd: number;
+  #mapping: Mapping;
+  #replyTimeoutMs: number;
+  #wantProtocol: bigint;
+  #queue: Promise<unknown> = Promise.resolve();
+  #rings = new Map<number, RingFds>();
+  #closed = false;
+  #backendFeatures = 0n;
+  #protocolFeatures = 0n;
+  #protocolNegotiated = false;
+  #queueNum = 0;
+
+  private constructor(fd: number, options: VhostUserFrontendOptions) {
+    const size = (options.memoryMiB ?? 64) * MIB;
+    if (!Number.isInteger(size) || size <= 0) {
+      close(fd);
+      throw new RangeError(`memoryMiB ${options.memoryMiB} is not a positive whole number of MiB`);
+    }
+    const gpa = options.memoryGpa ?? 0;
+    if (
+      !Number.isSafeInteger(gpa) || gpa < 0 || gpa % 4096 !== 0 ||
+      gpa + size > Number.MAX_SAFE_INTEGER
+    ) {
+      close(fd);
+      throw new RangeError(`memoryGpa ${gpa} is not a page-aligned address below 2^53`);
+    }
+    let memfd = -1;
+    let mapping: Mapping | null = null;
+    try {
+      this.#socket = new MessageSocket(fd);
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
+    try {
+      memfd = memfdCreate("vhost-user-frontend");
+      ftruncate(memfd, size);
+      mapping = mmap(memfd, size);
+      // Views of our own mapping: shareable with Workers; the frontend unmaps it.
+      this.memory = GuestMemory.fromShared([{
+        gpa,
+        size,
+        uva: mapping.address,
+        address: mapping.address,
+      }]);
+    } catch (e) {
+      mapping?.unmap();
+      if (memfd >= 0) close(memfd);
+      this.#socket.close();
+      throw e;
+    }
+    this.#memfd = memfd;
+    this.#mapping = mapping;
+    this.address = mapping.address;
+    this.memoryGpa = gpa;
+    this.memorySize = size;
+    this.#replyTimeoutMs = options.replyTimeoutMs ?? 5000;
+    this.#wantProtocol = options.protocolFeatures ?? DEFAULT_FRONTEND_PROTOCOL_FEATURES;
+  }
+
+  /**
+   * Connect to a backend listening on `path` (the usual QEMU/DPDK setup),
+   * retrying while the socket is missing or refuses, and allocate the guest
+   * memory.
+   *
+   * @throws Error naming the path and errno when it never answers.
+   */
+  static async connect(
+    path: string,
+    options: VhostUserFrontendOptions = {},
+  ): Promise<VhostUserFrontend> {
+    const deadline = Date.now() + (options.connectTimeoutMs ?? 5000);
+    for (;;) {
+      const fd = unixSocket();
+      try {
+        connectUnix(fd, path);
+        return new VhostUserFrontend(fd, options);
+      } catch (e) {
+        if (!(e instanceof SysError)) throw e;
+        close(fd);
+        const retry = e.code === "ENOENT" || e.code === "ECONNREFUSED" || e.code === "EAGAIN";
+        if (!retry || Date.now() > deadline) {
+          throw new Error(`vhost-user frontend: cannot connect to ${path}: ${e.message}`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
+  /**
+   * Listen on `path` (server mode, like QEMU `server=on`), accept one backend,
+   * and stop listening (the socket file is removed).
+   *
+   * @throws Error when nobody connects within `connectTimeoutMs` (default 10000).
+   */
+  static async listen(
+    path: string,
+    options: VhostUserFrontendOptions = {},
+  ): Promise<VhostUserFrontend> {
+    const lfd = unixSocket({ nonBlocking: true });
+    try {
+      try {
+        bindUnix(lfd, path);
+      } catch (e) {
+        if (!(e instanceof SysError) || e.code !== "EADDRINUSE") throw e;
+        // A stale socket file from a dead process: nobody accepts on it.
+        const probe = unixSocket();
+        try {
+          connectUnix(probe, path);
+          throw new Error(`vhost-user frontend: ${path} is served by a live process`);
+        } catch (c) {
+          if (!(c instanceof SysError)) throw c;
+        } finally {
+          close(probe);
+        }
+        Deno.removeSync(path);
+        bindUnix(lfd, path);
+      }
+      listen(lfd, 1);
+      const timeout = options.connectTimeoutMs ?? 10000;
+      const rev = await pollAsync([{ fd: lfd, events: POLLIN }], timeout);
+      if ((rev[0] & POLLIN) === 0) {
+        throw new Error(
+          `vhost-user frontend: no backend connected to ${path} within ${timeout} ms`,
+        );
+      }
+      const fd = accept(lfd);
+      return new VhostUserFrontend(fd, options);
+    } finally {
+      close(lfd);
+      try {
+        Deno.removeSync(path);
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+
+  /** Virtio features the backend offered (`GET_FEATURES`); 0 before it was asked. */
+  get backendFeatures(): bigint {
+    return this.#backendFeatures;
+  }
+
+  /** Protocol features in force (after `SET_PROTOCOL_FEATURES`). */
+  get protocolFeatures(): bigint {
+    return this.#protocolFeatures;
+  }
+
+  /**
+   * What the backend answered to `GET_QUEUE_NUM`, or 0 when not asked (no
+   * `MQ`). virtio-net backends (DPDK, this SDK) and QEMU count queue pairs.
+   */
+  get queueNum(): number {
+    return this.#queueNum;
+  }
+
+  /** Whether {@linkcode close} was called or the connection failed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The kick eventfd of ring `q` (the frontend writes it), or -1 before {@linkcode setupRing}. */
+  kickFd(q: number): number {
+    return this.#rings.get(q)?.kick ?? -1;
+  }
+
+  /** The call eventfd of ring `q` (the backend writes it), or -1 before {@linkcode setupRing}. */
+  callFd(q: number): number {
+    return this.#rings.get(q)?.call ?? -1;
+  }
+
+  /** Notify the backend that ring `q` has new buffers. */
+  kick(q: number): void {
+    const fds = this.#rings.get(q);
+    if (!fds) throw new RangeError(`kick: ring ${q} has no kick fd (setupRing first)`);
+    eventfdWrite(fds.kick, 1);
+  }
+
+  /** Read and reset ring `q`'s call counter: interrupts since the last read (0 if none). */
+  takeCalls(q: number): number {
+    const fds = this.#rings.get(q);
+    if (!fds) return 0;
+    try {
+      return eventfdRead(fds.call);
+    } catch (e) {
+      if (e instanceof SysError && e.code === "EAGAIN") return 0;
+      throw e;
+    }
+  }
+
+  /** Translate a GPA of the guest memory into this frontend's address (what QEMU sends). */
+  frontendAddress(gpa: number, length = 1): number {
+    if (gpa < this.memoryGpa || gpa + length > this.memoryGpa + this.memorySize) {
+      throw new RangeError(
+        `GPA 0x${gpa.toString(16)}+${length} is outside guest memory ` +
+          `0x${this.memoryGpa.toString(16)}+0x${this.memorySize.toString(16)}`,
+      );
+    }
+    return this.address + (gpa - this.memoryGpa);
+  }
+
+  // --- requests -----------------------------------------------------------
+
+  /**
+   * Send one request and wait for its answer: the reply payload for requests
+   * that have one (`reply: true`), otherwise the `REPLY_ACK` ack when
+   * negotiated. Returns the reply payload (empty without a reply).
+   */
+  request(
+    request: number,
+    payload: Uint8Array = new Uint8Array(0),
+    fds: readonly number[] = [],
+    reply = false,
+  ): Promise<Uint8Array> {
+    const run = () => this.#exchange(request, payload, fds, reply);
+    const result = this.#queue.then(run, run);
+    this.#queue = result.catch(() => {});
+    return result;
+  }
+
+  async #exchange(
+    request: number,
+    payload: Uint8Array,
+    fds: readonly number[],
+    reply: boolean,
+  ): Promise<Uint8Array> {
+    if (this.#closed || this.#socket.closed) {
+      throw new VhostUserFrontendError(request, "the connection is closed");
+    }
+    const ack = !reply && this.#protocolNegotiated &&
+      hasBit(this.#protocolFeatures, ProtocolFeatureBit.REPLY_ACK);
+    const flags = HeaderFlag.VERSION | (ack ? HeaderFlag.NEED_REPLY : 0);
+    const msg = new Uint8Array(12 + payload.length);
+    const v = new DataView(msg.buffer);
+    v.setUint32(0, request, true);
+    v.setUint32(4, flags, true);
+    v.setUint32(8, payload.length, true);
+    msg.set(payload, 12);
+    try {
+      this.#socket.send(msg, fds);
+    } catch (e) {
+      this.#fail();
+      if (e instanceof SysError && (e.code === "EPIPE" || e.code === "ECONNRESET")) {
+        throw new VhostUserFrontendError(request, "the backend closed the connection");
+      }
+      throw new VhostUserFrontendError(request, `send failed: ${(e as Error).message}`);
+    }
+    if (!reply && !ack) return new Uint8Array(0);
+    const answer = await this.#readReply(request);
+    if (ack) {
+      if (answer.length !== 8) {
+        throw new VhostUserFrontendError(request, `ack of ${answer.length} bytes, expected 8`);
+      }
+      const status = new DataView(answer.buffer, answer.byteOffset, 8).getBigUint64(0, true);
+      if (status !== 0n) {
+        throw new VhostUserFrontendError(request, `backend refused the request (ack ${status})`);
+      }
+    }
+    return answer;
+  }
+
+  async #readReply(request: number): Promise<Uint8Array> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), this.#replyTimeoutMs);
+    });
+    let m;
+    try {
+      m = await Promise.race([this.#socket.read(), timeout]);
+    } catch (e) {
+      this.#fail();
+      throw new VhostUserFrontendError(request, `bad reply: ${(e as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (m === "timeout") {
+      // The read is still pending; closing the socket ends it.
+      this.#fail();
+      throw new VhostUserFrontendError(request, `no reply within ${this.#replyTimeoutMs} ms`);
+    }
+    if (m === null) {
+      this.#fail();
+      throw new VhostUserFrontendError(request, "the backend closed the connection");
+    }
+    for (const fd of m.fds) close(fd);
+    if (m.request !== request || (m.flags & HeaderFlag.REPLY) === 0) {
+      this.#fail();
+      throw new VhostUserFrontendError(
+        request,
+        `expected its reply, got ${frontendRequestName(m.request)} with flags 0x${
+          m.flags.toString(16)
+        }`,
+      );
+    }
+    return m.payload;
+  }
+
+  /** A broken connection is closed: later requests fail at once. */
+  #fail(): void {
+    this.#socket.close();
+  }
+
+  #u64(request: number, value: bigint | number): Promise<Uint8Array> {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
+    return this.request(request, b);
+  }
+
+  async #getU64(request: number): Promise<bigint> {
+    const r = await this.request(request, new Uint8Array(0), [], true);
+    if (r.length !== 8) {
+      throw new VhostUserFrontendError(request, `reply of ${r.length} bytes, expected 8`);
+    }
+    return new DataView(r.buffer, r.byteOffset, 8).getBigUint64(0, true);
+  }
+
+  #state(request: number, index: number, num: number, reply = false): Promise<Uint8Array> {
+    const b = new Uint8Array(VRING_STATE_SIZE);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, index, true);
+    v.setUint32(4, num, true);
+    return this.request(request, b, [], reply);
+  }
+
+  /** `SET_OWNER`: this connection now owns the device. */
+  async setOwner(): Promise<void> {
+    await this.request(FrontendRequest.SET_OWNER);
+  }
+
+  /** `GET_FEATURES`: the backend's virtio feature bits (also kept in {@linkcode backendFeatures}). */
+  async getFeatures(): Promise<bigint> {
+    this.#backendFeatures = await this.#getU64(FrontendRequest.GET_FEATURES);
+    return this.#backendFeatures;
+  }
+
+  /** `SET_FEATURES`: acknowledge `features`; refuses bits the backend did not offer. */
+  async setFeatures(features: bigint): Promise<void> {
+    const extra = features & ~this.#backendFeatures;
+    if (extra !== 0n) {
+      throw new VhostUserFrontendError(
+        FrontendRequest.SET_FEATURES,
+        `features 0x${extra.toString(16)} were not offered (offer 0x${
+          this.#backendFeatures.toString(16)
+        })`,
+      );
+    }
+    await this.#u64(FrontendRequest.SET_FEATURES, features);
+  }
+
+  /** `GET_PROTOCOL_FEATURES`: the backend's protocol feature bits. */
+  getProtocolFeatures(): Promise<bigint> {
+    return this.#getU64(FrontendRequest.GET_PROTOCOL_FEATURES);
+  }
+
+  /** `SET_PROTOCOL_FEATURES`: from now on `features` are in force (`REPLY_ACK` included). */
+  async setProtocolFeatures(features: bigint): Promise<void> {
+    await this.#u64(FrontendRequest.SET_PROTOCOL_FEATURES, features);
+    this.#protocolFeatures = features;
+    this.#protocolNegotiated = true;
+  }
+
+  /** `GET_QUEUE_NUM` (needs `MQ`): how many queues (net: queue pairs) the backend supports. */
+  async getQueueNum(): Promise<number> {
+    const n = await this.#getU64(FrontendRequest.GET_QUEUE_NUM);
+    if (n > 0xffffn) {
+      throw new VhostUserFrontendError(
+        FrontendRequest.GET_QUEUE_NUM,
+        `backend reports ${n} queues`,
+      );
+    }
+    this.#queueNum = Number(n);
+    return this.#queueNum;
+  }
+
+  /**
+   * The opening every frontend does: `SET_OWNER`, `GET_FEATURES`, and when
+   * the backend offers protocol features, `GET_PROTOCOL_FEATURES`,
+   * `SET_PROTOCOL_FEATURES` (the offer intersected with what was asked) and,
+   * with `MQ`, `GET_QUEUE_NUM`. Returns the backend's virtio features.
+   */
+  async handshake(): Promise<bigint> {
+    await this.setOwner();
+    const features = await this.getFeatures();
+    if (hasBit(features, VirtioFeatureBit.PROTOCOL_FEATURES)) {
+      const offer = await this.getProtocolFeatures();
+      await this.setProtocolFeatures(offer & this.#wantProtocol);
+      if (hasBit(this.#protocolFeatures, ProtocolFeatureBit.MQ)) await this.getQueueNum();
+    }
+    return features;
+  }
+
+  /** `SET_MEM_TABLE`: share the guest memory (one region, the memfd) with the backend. */
+  async setMemTable(): Promise<void> {
+    const b = new Uint8Array(8 + MEM_REGION_SIZE);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, 1, true);
+    v.setBigUint64(8, BigInt(this.memoryGpa), true);
+    v.setBigUint64(16, BigInt(this.memorySize), true);
+    v.setBigUint64(24, BigInt(this.address), true);
+    v.setBigUint64(32, 0n, true);
+    await this.request(FrontendRequest.SET_MEM_TABLE, b, [this.#memfd]);
+  }
+
+  /** `SET_VRING_NUM`: ring `q` has `num` descriptors. */
+  async setVringNum(q: number, num: number): Promise<void> {
+    await this.#state(FrontendRequest.SET_VRING_NUM, q, num);
+  }
+
+  /** `SET_VRING_BASE`: the backend starts at available index `base` of ring `q`. */
+  async setVringBase(q: number, base: number): Promise<void> {
+    await this.#state(FrontendRequest.SET_VRING_BASE, q, base);
+  }
+
+  /**
+   * `SET_VRING_ADDR`: ring `q`'s tables. `layout` holds GPAs; like QEMU, the
+   * message carries this frontend's virtual addresses of them.
+   */
+  async setVringAddr(q: number, layout: FrontendRingLayout, flags = 0): Promise<void> {
+    const b = new Uint8Array(VRING_ADDR_SIZE);
+    const v = new DataView(b.buffer);
+    const n = layout.num;
+    v.setUint32(0, q, true);
+    v.setUint32(4, flags, true);
+    v.setBigUint64(8, BigInt(this.frontendAddress(layout.descAddr, 16 * n)), true);
+    v.setBigUint64(16, BigInt(this.frontendAddress(layout.usedAddr, 6 + 8 * n)), true);
+    v.setBigUint64(24, BigInt(this.frontendAddress(layout.availAddr, 6 + 2 * n)), true);
+    v.setBigUint64(32, 0n, true);
+    await this.request(FrontendRequest.SET_VRING_ADDR, b);
+  }
+
+  /** `SET_VRING_KICK`: ring `q`'s kick eventfd, or polling mode when `fd` is null. */
+  async setVringKick(q: number, fd: number | null): Promise<void> {
+    await this.#vringFd(FrontendRequest.SET_VRING_KICK, q, fd);
+  }
+
+  /** `SET_VRING_CALL`: ring `q`'s call eventfd, or none when `fd` is null. */
+  async setVringCall(q: number, fd: number | null): Promise<void> {
+    await this.#vringFd(FrontendRequest.SET_VRING_CALL, q, fd);
+  }
+
+  async #vringFd(request: number, q: number, fd: number | null): Promise<void> {
+    if (q < 0 || q > 0xff) throw new VhostUserFrontendError(request, `ring index ${q} exceeds 255`);
+    const value = fd === null ? q | VRING_NOFD_FLAG : q;
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
+    await this.request(request, b, fd === null ? [] : [fd]);
+  }
+
+  /** `SET_VRING_ENABLE`: start or stop the backend processing ring `q`. */
+  async setVringEnable(q: number, enable: boolean): Promise<void> {
+    await this.#state(FrontendRequest.SET_VRING_ENABLE, q, enable ? 1 : 0);
+  }
+
+  /** `GET_VRING_BASE`: stop ring `q` and return the backend's next available index. */
+  async getVringBase(q: number): Promise<number> {
+    const r = await this.#state(FrontendRequest.GET_VRING_BASE, q, 0, true);
+    if (r.length !== VRING_STATE_SIZE) {
+      throw new VhostUserFrontendError(
+        FrontendRequest.GET_VRING_BASE,
+        `reply of ${r.length} bytes, expected ${VRING_STATE_SIZE}`,
+      );
+    }
+    const v = new DataView(r.buffer, r.byteOffset, VRING_STATE_SIZE);
+    if (v.getUint32(0, true) !== q) {
+      throw new VhostUserFrontendError(
+        FrontendRequest.GET_VRING_BASE,
+        `reply names ring ${v.getUint32(0, true)}, asked for ${q}`,
+      );
+    }
+    return v.getUint32(4, true);
+  }
+
+  /** `SET_STATUS` (needs `STATUS`): the virtio device status byte. */
+  async setStatus(status: number): Promise<void> {
+    await this.#u64(FrontendRequest.SET_STATUS, status);
+  }
+
+  /** `GET_STATUS` (needs `STATUS`). */
+  async getStatus(): Promise<number> {
+    return Number(await this.#getU64(FrontendRequest.GET_STATUS) & 0xffn);
+  }
+
+  /** `GET_CONFIG` (needs `CONFIG`): `size` bytes of device config space at `offset`. */
+  async getConfig(offset: number, size: number): Promise<Uint8Array> {
+    const req = FrontendRequest.GET_CONFIG;
+    if (!hasBit(this.#protocolFeatures, ProtocolFeatureBit.CONFIG)) {
+      throw new VhostUserFrontendError(req, "the CONFIG protocol feature was not negotiated");
+    }
+    if (offset < 0 || size <= 0 || offset + size > MAX_CONFIG_SIZE) {
+      throw new VhostUserFrontendError(
+        req,
+        `offset ${offset} size ${size} exceed ${MAX_CONFIG_SIZE}`,
+      );
+    }
+    const b = new Uint8Array(CONFIG_HEADER_SIZE + size);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, offset, true);
+    v.setUint32(4, size, true);
+    const r = await this.request(req, b, [], true);
+    if (r.length < CONFIG_HEADER_SIZE) {
+      throw new VhostUserFrontendError(req, `reply of ${r.length} bytes has no config header`);
+    }
+    const rv = new DataView(r.buffer, r.byteOffset, r.byteLength);
+    const got = rv.getUint32(4, true);
+    if (got !== size || r.length < CONFIG_HEADER_SIZE + size) {
+      throw new VhostUserFrontendError(
+        req,
+        `backend returned ${got} config bytes (${
+          r.length - CONFIG_HEADER_SIZE
+        } present), asked for ${size}`,
+      );
+    }
+    return r.slice(CONFIG_HEADER_SIZE, CONFIG_HEADER_SIZE + size);
+  }
+
+  /**
+   * Program ring `q`: `SET_VRING_NUM`, `SET_VRING_BASE`, `SET_VRING_ADDR`,
+   * and new kick and call eventfds (`SET_VRING_KICK`, `SET_VRING_CALL`),
+   * which this frontend owns. Replaces earlier fds of the ring.
+   */
+  async setupRing(q: number, layout: FrontendRingLayout, base = 0): Promise<void> {
+    await this.setVringNum(q, layout.num);
+    await this.setVringBase(q, base);
+    await this.setVringAddr(q, layout);
+    const old = this.#rings.get(q);
+    const fds = { kick: eventfd(0, { nonBlocking: true }), call: -1 };
+    try {
+      fds.call = eventfd(0, { nonBlocking: true });
+    } catch (e) {
+      close(fds.kick);
+      throw e;
+    }
+    this.#rings.set(q, fds);
+    if (old) {
+      close(old.kick);
+      close(old.call);
+    }
+    await this.setVringKick(q, fds.kick);
+    await this.setVringCall(q, fds.call);
+  }
+
+  /**
+   * Close the connection (the backend sees the frontend go away), the
+   * eventfds and the memfd, and unmap the memory. Idempotent. Views of
+   * {@linkcode memory} must not be used afterwards.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#socket.close();
+    for (const { kick, call } of this.#rings.values()) {
+      close(kick);
+      close(call);
+    }
+    this.#rings.clear();
+    this.memory.close();
+    this.#mapping.unmap();
+    close(this.#memfd);
+  }
+}

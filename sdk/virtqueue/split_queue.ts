@@ -1,0 +1,704 @@
+/**
+ * The device side of a split virtqueue (virtio 1.2 §2.7), for software
+ * devices: take descriptor chains the driver made available, copy to and
+ * from their buffers, return them on the used ring, and decide when to
+ * interrupt the driver.
+ *
+ * Memory ordering. The driver is another process (or thread) writing the
+ * same memory. On x86-64 loads are not reordered with loads and stores not
+ * with stores, and V8 emits plain typed-array accesses in program order, so:
+ * reading `avail.idx` once per batch and then the ring entries and
+ * descriptors sees what the driver wrote before it published the index; and
+ * writing used elements before `used.idx` publishes them in order. The one
+ * reordering x86 allows, a later load passing an earlier store, matters when
+ * the device stores an index and then reads the driver's suppression fields
+ * (`used_event`, `avail.flags`, `avail.idx` after re-enabling
+ * notifications): those stores use `Atomics.store`, which is a full barrier
+ * (`xchg`) and also keeps the compiler from moving accesses across it.
+ *
+ * Hostile chains. {@linkcode SplitQueue.pop} validates every descriptor it
+ * follows and throws a {@linkcode DescriptorChainError} for the first rule a
+ * chain breaks, without reading outside the descriptor table, the indirect
+ * table or guest memory. The error is counted in
+ * {@linkcode SplitQueue.counters}. What the device should do next:
+ *
+ * - For a chain error with `head >= 0` the head was consumed. Either return
+ *   the chain unused, `pushUsed(err.head, 0)`, and go on with the next chain
+ *   (what the SDK's software devices do: the driver gets its buffer back and
+ *   the device keeps running), or stop and set `NEEDS_RESET` in the device
+ *   status. Both are allowed by virtio 1.2 §2.7.
+ * - For `bad-index` of the head (`head === -1`) there is nothing to return:
+ *   skip it (the slot was consumed) or set `NEEDS_RESET`.
+ * - For `bad-avail-idx` nothing was consumed and the ring cannot be trusted:
+ *   set `NEEDS_RESET`. Calling `pop` again re-reads `avail.idx` and
+ *   continues if the driver has corrected it.
+ *
+ * @module
+ */
+
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import type { DirtyLog } from "../memory/dirty_log.ts";
+import {
+  DESCRIPTOR_CHAIN_ERROR_KINDS,
+  type DescriptorChain,
+  DescriptorChainError,
+  type DescriptorChainErrorKind,
+} from "./descriptor.ts";
+import {
+  availEventOffset,
+  DESC_SIZE,
+  ringViews,
+  type SplitQueueLayout,
+  USED_ELEM_SIZE,
+  VIRTQ_AVAIL_F_NO_INTERRUPT,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+  VIRTQ_USED_F_NO_NOTIFY,
+  vringNeedEvent,
+} from "./layout.ts";
+
+export type { SplitQueueLayout } from "./layout.ts";
+
+/** How a {@linkcode SplitQueue} starts and what was negotiated. */
+export interface SplitQueueOptions {
+  /** Next available index to process (`SET_VRING_BASE`). */
+  lastAvailIdx: number;
+  /**
+   * Next used index to write. Default: the `used.idx` found in memory, as
+   * a resumed device must continue from what the driver saw.
+   */
+  usedIdx?: number;
+  /** `VIRTIO_F_EVENT_IDX` was negotiated. */
+  eventIdx: boolean;
+  /** `VIRTIO_F_INDIRECT_DESC` was negotiated. */
+  indirect: boolean;
+  /**
+   * Most buffer descriptors one chain may have, direct and indirect together
+   * (default and maximum: the queue size, as virtio 1.2 §2.7.5.3.1 requires
+   * of drivers). An indirect table may hold at most queue-size descriptors.
+   */
+  maxChainLength?: number;
+  /** Dirty log to mark written buffers and used-ring updates in (live migration). */
+  log?: DirtyLog | null;
+}
+
+/** What a queue has seen since it was made. */
+export interface SplitQueueCounters {
+  /** Chains popped successfully. */
+  chains: number;
+  /** Used elements pushed. */
+  used: number;
+  /** Hostile chains and corrupt `avail.idx` values seen (all kinds). */
+  errors: number;
+  /** Errors by kind. */
+  byKind: Record<DescriptorChainErrorKind, number>;
+  /** Times {@linkcode SplitQueue.needsNotify} said to interrupt. */
+  notifications: number;
+  /** Times it said the driver does not want an interrupt. */
+  suppressed: number;
+}
+
+const TWO_32 = 4294967296;
+// An address's high word above this makes the address exceed 2^53 - 1.
+const MAX_HIGH_WORD = 0x1fffff;
+// A copy of at most this many bytes is done byte by byte: cheaper than
+// making the subarray that `Uint8Array.set` needs.
+const SMALL_COPY = 16;
+
+function hex(n: number): string {
+  return "0x" + n.toString(16);
+}
+
+/**
+ * The device side of one split virtqueue over a {@linkcode GuestMemory}.
+ *
+ * The memory must stay open while the queue is used (the SDK stops a device
+ * before it replaces the memory table); make a new queue for a new table.
+ *
+ * @example A loopback device step
+ * ```ts ignore
+ * import { DescriptorChain, SplitQueue } from "@vhost-mdev/sdk";
+ *
+ * const queue = new SplitQueue(ctx.memory, ctx.vring(0), {
+ *   lastAvailIdx: ctx.vring(0).base, eventIdx: true, indirect: true,
+ * });
+ * const chain = new DescriptorChain();
+ * const buffer = new Uint8Array(65536);
+ * while (queue.pop(chain)) {
+ *   const n = queue.readChain(chain, buffer);
+ *   queue.pushUsed(chain.head, 0);
+ * }
+ * queue.publishUsed();
+ * if (queue.needsNotify()) ctx.signal(0);
+ * ```
+ */
+export class SplitQueue {
+  /** The ring's size. */
+  readonly num: number;
+  /** What the queue has seen. */
+  readonly counters: SplitQueueCounters;
+  readonly #memory: GuestMemory;
+  readonly #regionBytes: Uint8Array[];
+  readonly #regionViews: DataView[];
+  readonly #regionGpa: Float64Array;
+  readonly #regionSize: Float64Array;
+  readonly #desc: Uint32Array;
+  readonly #avail: Uint16Array;
+  readonly #used: Uint16Array;
+  readonly #usedElems: Uint32Array;
+  readonly #mask: number;
+  readonly #eventIdx: boolean;
+  readonly #indirect: boolean;
+  readonly #maxChain: number;
+  readonly #usedAddr: number;
+  readonly #availEventSlot: number;
+  readonly #seen: Uint32Array;
+  readonly #seenIndirect: Uint32Array;
+  #stamp = 0;
+  #lastAvail: number;
+  #shadowAvail: number;
+  #usedIdx: number;
+  #publishedUsed: number;
+  #signalledUsed = 0;
+  #signalledValid = false;
+  #usedFlags = 0;
+  #log: DirtyLog | null;
+
+  /**
+   * Validate the layout and make the views. Writes the device's
+   * notification fields: `used.flags` = 0 and, with EVENT_IDX,
+   * `avail_event` = `lastAvailIdx`, so the driver kicks for its next buffer.
+   *
+   * @throws RangeError for a queue size that is not a power of two up to
+   *   32768, indexes out of 0..65535, a ring not inside one region or
+   *   misaligned, or a `maxChainLength` out of 1..num.
+   */
+  constructor(memory: GuestMemory, layout: SplitQueueLayout, options: SplitQueueOptions) {
+    const views = ringViews(memory.regions, layout);
+    const num = layout.num;
+    this.num = num;
+    this.#memory = memory;
+    this.#regionBytes = memory.regions.map((r) => r.bytes);
+    this.#regionViews = memory.regions.map((r) => r.view);
+    this.#regionGpa = new Float64Array(memory.regions.map((r) => r.gpa));
+    this.#regionSize = new Float64Array(memory.regions.map((r) => r.size));
+    this.#desc = views.desc;
+    this.#avail = views.avail;
+    this.#used = views.used;
+    this.#usedElems = views.usedElems;
+    this.#mask = num - 1;
+    this.#eventIdx = options.eventIdx;
+    this.#indirect = options.indirect;
+    const maxChain = options.maxChainLength ?? num;
+    if (!Number.isInteger(maxChain) || maxChain < 1 || maxChain > num) {
+      throw new RangeError(`maxChainLength ${maxChain} is not in 1..${num}`);
+    }
+    this.#maxChain = maxChain;
+    this.#usedAddr = layout.usedAddr;
+    this.#availEventSlot = availEventOffset(num) / 2;
+    this.#seen = new Uint32Array(num);
+    this.#seenIndirect = new Uint32Array(num);
+    const checkIdx = (name: string, v: number) => {
+      if (!Number.isInteger(v) || v < 0 || v > 0xffff) {
+        throw new RangeError(`${name} ${v} is not in 0..65535`);
+      }
+      return v;
+    };
+    this.#lastAvail = checkIdx("lastAvailIdx", options.lastAvailIdx);
+    this.#shadowAvail = this.#lastAvail;
+    this.#usedIdx = checkIdx("usedIdx", options.usedIdx ?? this.#used[1]);
+    this.#publishedUsed = this.#usedIdx;
+    this.#log = options.log ?? null;
+    const kinds = {} as Record<DescriptorChainErrorKind, number>;
+    for (const k of DESCRIPTOR_CHAIN_ERROR_KINDS) kinds[k] = 0;
+    this.counters = {
+      chains: 0,
+      used: 0,
+      errors: 0,
+      byKind: kinds,
+      notifications: 0,
+      suppressed: 0,
+    };
+    this.#used[0] = 0;
+    if (this.#eventIdx) Atomics.store(this.#used, this.#availEventSlot, this.#lastAvail);
+  }
+
+  /** The memory the queue reads. */
+  get memory(): GuestMemory {
+    return this.#memory;
+  }
+
+  /** Next available index to process: what `GET_VRING_BASE` reports. */
+  get lastAvailIdx(): number {
+    return this.#lastAvail;
+  }
+
+  /** Next used index to write (published or not). */
+  get usedIdx(): number {
+    return this.#usedIdx;
+  }
+
+  /** Start or stop marking writes in a dirty log. */
+  setLog(log: DirtyLog | null): void {
+    this.#log = log;
+  }
+
+  /**
+   * Chains the driver has made available and the device has not popped.
+   * Reads `avail.idx` once; {@linkcode SplitQueue.pop} then works from that
+   * value until it is used up.
+   *
+   * @throws DescriptorChainError `bad-avail-idx` when `avail.idx` is more than
+   *   the queue size ahead of the device (counted).
+   */
+  available(): number {
+    const idx = this.#avail[1];
+    const n = (idx - this.#lastAvail) & 0xffff;
+    if (n > this.num) {
+      this.#count("bad-avail-idx");
+      throw new DescriptorChainError(
+        "bad-avail-idx",
+        -1,
+        -1,
+        false,
+        `avail.idx ${idx} is ${n} entries past the device's last available index ` +
+          `${this.#lastAvail}, more than the queue size ${this.num}`,
+      );
+    }
+    this.#shadowAvail = idx;
+    return n;
+  }
+
+  /**
+   * Take the next available chain into `chain`. Returns false when there is
+   * none. No allocation (unless `chain` must grow).
+   *
+   * @throws DescriptorChainError for a hostile chain, counted, with the head
+   *   consumed (see the module documentation for what to do with it).
+   */
+  pop(chain: DescriptorChain): boolean {
+    if (this.#lastAvail === this.#shadowAvail && this.available() === 0) return false;
+    const head = this.#avail[2 + (this.#lastAvail & this.#mask)];
+    this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
+    chain.reset(head);
+    if (head >= this.num) {
+      chain.head = -1;
+      this.#fail(
+        chain,
+        "bad-index",
+        head,
+        false,
+        `head index ${head} is not below the queue size ${this.num}`,
+      );
+    }
+    const stamp = this.#nextStamp();
+    const desc = this.#desc, seen = this.#seen;
+    let i = head;
+    let buffers = 0;
+    for (;;) {
+      if (seen[i] === stamp) {
+        this.#fail(chain, "loop", i, false, `descriptor ${i} appears twice in the chain (a loop)`);
+      }
+      seen[i] = stamp;
+      chain.descriptors++;
+      const w = i << 2;
+      const lo = desc[w], hi = desc[w + 1], len = desc[w + 2], fn = desc[w + 3];
+      const flags = fn & 0xffff;
+      if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+        this.#indirectTable(chain, i, lo, hi, len, flags, buffers);
+        break;
+      }
+      if (++buffers > this.#maxChain) {
+        this.#fail(
+          chain,
+          "too-long",
+          i,
+          false,
+          `chain is longer than ${this.#maxChain} descriptors`,
+        );
+      }
+      this.#buffer(chain, i, false, lo, hi, len, flags);
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
+      const next = fn >>> 16;
+      if (next >= this.num) {
+        this.#fail(
+          chain,
+          "bad-index",
+          i,
+          false,
+          `descriptor ${i} has next ${next}, not below the queue size ${this.num}`,
+        );
+      }
+      i = next;
+    }
+    this.counters.chains++;
+    return true;
+  }
+
+  /**
+   * Copy the chain's readable bytes, starting `offset` bytes into them, to
+   * `dst`. Returns the number of bytes copied (at most `dst.length`).
+   */
+  readChain(chain: DescriptorChain, dst: Uint8Array, offset = 0): number {
+    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
+    const cap = dst.length;
+    let skip = offset, pos = 0;
+    for (let s = 0, n = chain.readable; s < n && pos < cap; s++) {
+      let len = lengths[s];
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      const from = offsets[s] + skip;
+      len -= skip;
+      skip = 0;
+      const take = len < cap - pos ? len : cap - pos;
+      const src = this.#regionBytes[regions[s]];
+      if (take <= SMALL_COPY) {
+        for (let k = 0; k < take; k++) dst[pos + k] = src[from + k];
+      } else {
+        dst.set(src.subarray(from, from + take), pos);
+      }
+      pos += take;
+    }
+    return pos;
+  }
+
+  /**
+   * Copy `src` into the chain's writable buffers, starting `offset` bytes
+   * into them. Returns the number of bytes written (less than `src.length`
+   * when the buffers are too small). Marks the dirty log when one is set.
+   */
+  writeChain(chain: DescriptorChain, src: Uint8Array, offset = 0): number {
+    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
+    const addresses = chain.addresses;
+    const total = src.length;
+    let skip = offset, pos = 0;
+    for (let s = chain.readable, n = chain.count; s < n && pos < total; s++) {
+      let len = lengths[s];
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      const to = offsets[s] + skip;
+      len -= skip;
+      const take = len < total - pos ? len : total - pos;
+      const dst = this.#regionBytes[regions[s]];
+      if (take <= SMALL_COPY) {
+        for (let k = 0; k < take; k++) dst[to + k] = src[pos + k];
+      } else {
+        dst.set(src.subarray(pos, pos + take), to);
+      }
+      if (this.#log !== null) this.#log.mark(addresses[s] + skip, take);
+      skip = 0;
+      pos += take;
+    }
+    return pos;
+  }
+
+  /**
+   * Put chain `head` on the used ring with `len` bytes written. Not visible
+   * to the driver until {@linkcode SplitQueue.publishUsed}.
+   *
+   * @throws RangeError when `head` is not a descriptor index.
+   */
+  pushUsed(head: number, len: number): void {
+    if (!((head >>> 0) < this.num) || head !== (head | 0)) {
+      throw new RangeError(`used head ${head} is not below the queue size ${this.num}`);
+    }
+    const slot = this.#usedIdx & this.#mask;
+    this.#usedElems[slot * 2] = head;
+    this.#usedElems[slot * 2 + 1] = len;
+    this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
+    this.counters.used++;
+    if (this.#log !== null) {
+      this.#log.mark(this.#usedAddr + 4 + slot * USED_ELEM_SIZE, USED_ELEM_SIZE);
+    }
+  }
+
+  /** Publish every pushed element: store `used.idx` (after the elements). */
+  publishUsed(): void {
+    if (this.#publishedUsed === this.#usedIdx) return;
+    Atomics.store(this.#used, 1, this.#usedIdx);
+    this.#publishedUsed = this.#usedIdx;
+    if (this.#log !== null) this.#log.mark(this.#usedAddr + 2, 2);
+  }
+
+  /**
+   * Whether to interrupt the driver now for what was published since the
+   * last call. With EVENT_IDX: `used_event` passed (virtio 1.2 §2.7.10);
+   * the first call after construction says yes, as the device cannot know
+   * what was signalled before it. Otherwise: the driver did not set
+   * `VIRTQ_AVAIL_F_NO_INTERRUPT`.
+   */
+  needsNotify(): boolean {
+    let need: boolean;
+    if (this.#eventIdx) {
+      const now = this.#publishedUsed;
+      const old = this.#signalledUsed;
+      const valid = this.#signalledValid;
+      this.#signalledUsed = now;
+      this.#signalledValid = true;
+      need = !valid || vringNeedEvent(this.#avail[2 + this.num], now, old);
+    } else {
+      need = (this.#avail[0] & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    }
+    if (need) this.counters.notifications++;
+    else this.counters.suppressed++;
+    return need;
+  }
+
+  /**
+   * Ask the driver not to kick while the device is busy polling. With
+   * EVENT_IDX this writes nothing: the driver stops kicking by itself once it
+   * passes the `avail_event` of the last {@linkcode SplitQueue.enableNotifications}.
+   */
+  disableNotifications(): void {
+    if (!this.#eventIdx) {
+      this.#usedFlags |= VIRTQ_USED_F_NO_NOTIFY;
+      this.#used[0] = this.#usedFlags;
+    }
+  }
+
+  /**
+   * Ask the driver to kick for its next buffer (`avail_event` =
+   * last available index, or clear `VIRTQ_USED_F_NO_NOTIFY`). Returns true
+   * when buffers arrived that are not popped yet: the caller must process
+   * them, since the driver may not kick for those.
+   */
+  enableNotifications(): boolean {
+    if (this.#eventIdx) {
+      Atomics.store(this.#used, this.#availEventSlot, this.#lastAvail);
+    } else {
+      this.#usedFlags &= ~VIRTQ_USED_F_NO_NOTIFY;
+      Atomics.store(this.#used, 0, this.#usedFlags);
+    }
+    if (this.#log !== null) {
+      const at = this.#eventIdx ? this.#availEventSlot * 2 : 0;
+      this.#log.mark(this.#usedAddr + at, 2);
+    }
+    return this.#avail[1] !== this.#lastAvail;
+  }
+
+  /** A fresh stamp for loop detection; clears the marks when the counter wraps. */
+  #nextStamp(): number {
+    if (this.#stamp === 0xffffffff) {
+      this.#seen.fill(0);
+      this.#seenIndirect.fill(0);
+      this.#stamp = 0;
+    }
+    return ++this.#stamp;
+  }
+
+  #count(kind: DescriptorChainErrorKind): void {
+    this.counters.errors++;
+    this.counters.byKind[kind]++;
+  }
+
+  #fail(
+    chain: DescriptorChain,
+    kind: DescriptorChainErrorKind,
+    desc: number,
+    inTable: boolean,
+    why: string,
+  ): never {
+    this.#count(kind);
+    const head = chain.head;
+    chain.count =
+      chain.readable =
+      chain.readableBytes =
+      chain.writableBytes =
+        0;
+    const where = inTable ? `indirect descriptor ${desc}` : `descriptor ${desc}`;
+    throw new DescriptorChainError(
+      kind,
+      head,
+      desc,
+      inTable,
+      `chain with head ${head >= 0 ? head : "(invalid)"}: ${desc >= 0 ? where + ": " : ""}${why}`,
+    );
+  }
+
+  /** Validate one buffer descriptor and add it to the chain. */
+  #buffer(
+    chain: DescriptorChain,
+    i: number,
+    inTable: boolean,
+    lo: number,
+    hi: number,
+    len: number,
+    flags: number,
+  ): void {
+    const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
+    if (!writable && chain.count > chain.readable) {
+      this.#fail(
+        chain,
+        "write-before-read",
+        i,
+        inTable,
+        "device-readable descriptor follows a device-writable one",
+      );
+    }
+    if (hi > MAX_HIGH_WORD) {
+      this.#fail(
+        chain,
+        "out-of-bounds",
+        i,
+        inTable,
+        `address 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")} is beyond 2^53`,
+      );
+    }
+    if (len === 0) return;
+    const gpa = lo + hi * TWO_32;
+    const r = this.#memory.find(gpa, len);
+    if (r >= 0) {
+      chain.addSegment(gpa, len, r, gpa - this.#regionGpa[r], writable);
+      return;
+    }
+    this.#spanning(chain, i, inTable, gpa, len, writable);
+  }
+
+  /** A buffer not inside one region: split it if it runs across adjacent regions. */
+  #spanning(
+    chain: DescriptorChain,
+    i: number,
+    inTable: boolean,
+    gpa: number,
+    len: number,
+    writable: boolean,
+  ): void {
+    let at = gpa, left = len;
+    while (left > 0) {
+      const r = this.#memory.find(at, 1);
+      if (r < 0) {
+        this.#fail(
+          chain,
+          "out-of-bounds",
+          i,
+          inTable,
+          `buffer gpa ${hex(gpa)} length ${len}: ` +
+            (at === gpa ? "not inside guest memory" : `byte ${hex(at)} is not inside guest memory`),
+        );
+      }
+      const offset = at - this.#regionGpa[r];
+      const room = this.#regionSize[r] - offset;
+      const take = left < room ? left : room;
+      chain.addSegment(at, take, r, offset, writable);
+      at += take;
+      left -= take;
+    }
+  }
+
+  /** Follow an indirect table (virtio 1.2 §2.7.5.3). */
+  #indirectTable(
+    chain: DescriptorChain,
+    i: number,
+    lo: number,
+    hi: number,
+    len: number,
+    flags: number,
+    buffers: number,
+  ): void {
+    if (!this.#indirect) {
+      this.#fail(
+        chain,
+        "bad-indirect",
+        i,
+        false,
+        "indirect descriptor but VIRTIO_F_INDIRECT_DESC was not negotiated",
+      );
+    }
+    if ((flags & VIRTQ_DESC_F_NEXT) !== 0) {
+      this.#fail(chain, "bad-indirect", i, false, "indirect descriptor also has the NEXT flag");
+    }
+    if (len === 0 || len % DESC_SIZE !== 0) {
+      this.#fail(
+        chain,
+        "bad-indirect",
+        i,
+        false,
+        `indirect table length ${len} is not a positive multiple of 16`,
+      );
+    }
+    const entries = len / DESC_SIZE;
+    if (entries > this.num) {
+      this.#fail(
+        chain,
+        "bad-indirect",
+        i,
+        false,
+        `indirect table of ${entries} descriptors is larger than the queue size ${this.num}`,
+      );
+    }
+    const gpa = lo + hi * TWO_32;
+    const r = hi > MAX_HIGH_WORD ? -1 : this.#memory.find(gpa, len);
+    if (r < 0) {
+      this.#fail(
+        chain,
+        "out-of-bounds",
+        i,
+        false,
+        `indirect table gpa 0x${hi.toString(16)}${
+          lo.toString(16).padStart(8, "0")
+        } length ${len} ` +
+          "is not inside one region of guest memory",
+      );
+    }
+    chain.indirect = true;
+    const view = this.#regionViews[r];
+    const base = gpa - this.#regionGpa[r];
+    const seen = this.#seenIndirect;
+    const stamp = this.#stamp;
+    let j = 0;
+    for (;;) {
+      if (seen[j] === stamp) {
+        this.#fail(
+          chain,
+          "loop",
+          j,
+          true,
+          `descriptor ${j} appears twice in the indirect table (a loop)`,
+        );
+      }
+      seen[j] = stamp;
+      chain.descriptors++;
+      const at = base + j * DESC_SIZE;
+      const dlo = view.getUint32(at, true);
+      const dhi = view.getUint32(at + 4, true);
+      const dlen = view.getUint32(at + 8, true);
+      const dflags = view.getUint16(at + 12, true);
+      if ((dflags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+        this.#fail(
+          chain,
+          "nested-indirect",
+          j,
+          true,
+          "indirect descriptor inside an indirect table",
+        );
+      }
+      if (++buffers > this.#maxChain) {
+        this.#fail(
+          chain,
+          "too-long",
+          j,
+          true,
+          `chain is longer than ${this.#maxChain} descriptors`,
+        );
+      }
+      this.#buffer(chain, j, true, dlo, dhi, dlen, dflags);
+      if ((dflags & VIRTQ_DESC_F_NEXT) === 0) return;
+      const next = view.getUint16(at + 14, true);
+      if (next >= entries) {
+        this.#fail(
+          chain,
+          "bad-index",
+          j,
+          true,
+          `descriptor ${j} has next ${next}, not below the table's ${entries} entries`,
+        );
+      }
+      j = next;
+    }
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Finding the real peers tests run against (DPDK testpmd, QEMU, busybox).
+ * Outside CI a missing peer skips the test with the reason printed; in CI
+ * (`CI=true`) a missing peer is a failure, so a broken setup cannot pass.
+ *
+ * @module
+ */
+
+/** Debian package that provides each peer binary. */
+const PACKAGES: Readonly<Record<string, string>> = {
+  "dpdk-testpmd": "dpdk",
+  "qemu-system-x86_64": "qemu-system-x86",
+  "busybox": "busybox-static",
+};
+
+/** Directories searched after `PATH` (sbin is often missing from a user's PATH). */
+const EXTRA_DIRS = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin"];
+
+async function isExecutableFile(path: string): Promise<boolean> {
+  try {
+    const info = await Deno.stat(path);
+    return info.isFile && ((info.mode ?? 0) & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The absolute path of `binary` on `PATH` (or in the usual sbin and bin
+ * directories). When it is missing: returns `null` after printing
+ * `skipping: <binary> not installed (apt-get install <pkg>)`, or, when the
+ * environment has `CI=true`, throws.
+ *
+ * @param binary A program name such as `"dpdk-testpmd"`.
+ * @returns The path to run, or `null` to skip the test.
+ * @throws Error when the binary is missing and `CI` is `"true"`.
+ *
+ * @example
+ * ```ts ignore
+ * import { requirePeer } from "../support/peers.ts";
+ *
+ * Deno.test("frontend talks to testpmd", async () => {
+ *   const testpmd = await requirePeer("dpdk-testpmd");
+ *   if (testpmd === null) return;
+ *   // ... spawn testpmd ...
+ * });
+ * ```
+ */
+export async function requirePeer(binary: string): Promise<string | null> {
+  if (binary.includes("/")) {
+    if (await isExecutableFile(binary)) return binary;
+  }
+  const pathDirs = (Deno.env.get("PATH") ?? "").split(":").filter((d) => d.startsWith("/"));
+  for (const dir of [...pathDirs, ...EXTRA_DIRS]) {
+    const candidate = `${dir.replace(/\/+$/, "")}/${binary}`;
+    if (await isExecutableFile(candidate)) return candidate;
+  }
+  const pkg = PACKAGES[binary] ?? binary;
+  if (Deno.env.get("CI") === "true") {
+    throw new Error(`peer ${binary} is missing in CI: install it with apt-get install ${pkg}`);
+  }
+  console.log(`skipping: ${binary} not installed (apt-get install ${pkg})`);
+  return null;
+}

@@ -1,0 +1,108 @@
+/**
+ * A driver for tests: offers virtio-net features, records every op the SDK
+ * calls with the ring state it saw, and never touches the rings.
+ *
+ * @module
+ */
+
+import type { DeviceContext, Driver, VringInfo } from "@vhost-mdev/sdk";
+
+/** One recorded call. */
+export interface RecordedCall {
+  op: "start" | "stop" | "notify" | "getVringBase" | "featuresChanged";
+  queue?: number;
+  features?: bigint;
+  rings?: VringInfo[];
+  /** Whether every enabled ring's addresses fell inside the memory table at start. */
+  ringsInMemory?: boolean;
+}
+
+/** The recorder: the driver plus what it saw. */
+export interface Recorder {
+  driver: Driver;
+  calls: RecordedCall[];
+  /** The context the SDK handed to probe. */
+  ctx: () => DeviceContext;
+  /** Wait until `pred` holds on the calls (polling every 10 ms), or throw after `ms`. */
+  until(pred: (calls: RecordedCall[]) => boolean, ms?: number, what?: string): Promise<void>;
+  count(op: RecordedCall["op"]): number;
+}
+
+/** VERSION_1 | MRG_RXBUF | MQ | EVENT_IDX | MAC | STATUS (what testpmd's virtio_user wants). */
+export const NET_FEATURES: bigint = (1n << 32n) | (1n << 15n) | (1n << 22n) | (1n << 29n) |
+  (1n << 5n) | (1n << 16n) | (1n << 28n);
+
+/** Make a recorder; `failStart` makes `start` throw. */
+export function recordingDriver(
+  options: { failStart?: boolean; maxQueueSize?: number } = {},
+): Recorder {
+  const calls: RecordedCall[] = [];
+  let ctx: DeviceContext | undefined;
+  const snapshot = (c: DeviceContext) =>
+    Array.from({ length: c.numQueues }, (_, i) => ({ ...c.vring(i) }) as VringInfo);
+  const driver: Driver = {
+    name: "recorder",
+    description: "records the ops the SDK calls",
+    pciIds: [],
+    probe(c, params) {
+      ctx = c;
+      return {
+        deviceId: 1,
+        features: NET_FEATURES,
+        numQueues: 2 * params.queues,
+        maxQueueSize: options.maxQueueSize ?? 1024,
+        config: new Uint8Array([0x52, 0x54, 0, 0x12, 0x34, 0x56, 1, 0, params.queues, 0, 0xdc, 5]),
+        ops: {
+          start() {
+            const rings = snapshot(c);
+            let inMemory = true;
+            for (const r of rings.filter((r) => r.enabled)) {
+              const m = c.memory;
+              if (
+                m.find(r.descAddr, 16 * r.num) < 0 || m.find(r.availAddr, 4 + 2 * r.num) < 0 ||
+                m.find(r.usedAddr, 4 + 8 * r.num) < 0
+              ) inMemory = false;
+            }
+            calls.push({ op: "start", rings, ringsInMemory: inMemory });
+            if (options.failStart) throw new Error("start failed on purpose");
+          },
+          stop() {
+            calls.push({ op: "stop" });
+          },
+          notify(q) {
+            calls.push({ op: "notify", queue: q });
+          },
+          getVringBase(q) {
+            calls.push({ op: "getVringBase", queue: q });
+            return c.vring(q).base;
+          },
+          featuresChanged(f) {
+            calls.push({ op: "featuresChanged", features: f });
+          },
+        },
+      };
+    },
+  };
+  return {
+    driver,
+    calls,
+    ctx: () => {
+      if (!ctx) throw new Error("not probed");
+      return ctx;
+    },
+    count: (op) => calls.filter((c) => c.op === op).length,
+    async until(pred, ms = 15000, what = "condition") {
+      const end = Date.now() + ms;
+      while (!pred(calls)) {
+        if (Date.now() > end) {
+          throw new Error(
+            `timed out waiting for ${what}; calls: ${
+              calls.map((c) => c.op + (c.queue ?? "")).join(",")
+            }`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+  };
+}
