@@ -16,11 +16,16 @@
 
 import { GuestMemory } from "../memory/guest_memory.ts";
 import { eventfdWrite } from "../sys/mod.ts";
-import { checkDmaMapping, type DmaMapping, type DmaSpace, type IovaRange } from "../pci/function.ts";
+import {
+  checkDmaMapping,
+  type DmaMapping,
+  type DmaSpace,
+  type IovaRange,
+} from "../pci/function.ts";
 import type { PciFunction, PciIrqInfo, PciRegion } from "../pci/function.ts";
 import { PciConfigBuffer } from "../pci/config.ts";
 import { checkAccess, type MmioAccessor } from "../pci/mmio.ts";
-import { vfioPciRegionOffset, VfioPciIrq, VfioPciRegion } from "../uapi/vfio.ts";
+import { VfioPciIrq, VfioPciRegion, vfioPciRegionOffset } from "../uapi/vfio.ts";
 
 /** Register behaviour of one emulated BAR; offsets are aligned to `width`. */
 export interface EmulatedRegisters {
@@ -151,7 +156,9 @@ export class EmulatedDmaSpace implements DmaSpace {
 
   map(m: DmaMapping): void {
     checkDmaMapping(m, this.pageSize, this.iovaRanges);
-    const overlap = this.#mappings.find((o) => m.iova < o.iova + o.size && o.iova < m.iova + m.size);
+    const overlap = this.#mappings.find((o) =>
+      m.iova < o.iova + o.size && o.iova < m.iova + m.size
+    );
     if (overlap) {
       throw new RangeError(
         `DMA map: IOVA 0x${m.iova.toString(16)}+0x${m.size.toString(16)} overlaps the mapping at ` +

@@ -353,6 +353,10 @@ export class Testpmd {
   readonly args: readonly string[];
   /** The EAL file prefix in use. */
   readonly filePrefix: string;
+  /** Process ID of testpmd (stdbuf execs it, so this is testpmd itself). */
+  get pid(): number {
+    return this.#child.pid;
+  }
   #child: Deno.ChildProcess;
   #stdin: WritableStreamDefaultWriter<Uint8Array>;
   #encoder = new TextEncoder();
@@ -428,11 +432,6 @@ export class Testpmd {
       throw e;
     }
     return tp;
-  }
-
-  /** The process id. */
-  get pid(): number {
-    return this.#child.pid;
   }
 
   /** Whether the process has exited. */

@@ -47,6 +47,7 @@ import {
   unixSocket,
 } from "../sys/mod.ts";
 import { MessageSocket } from "../vhost_user/connection.ts";
+import { encodeMessage } from "../vhost_user/message.ts";
 import {
   CONFIG_HEADER_SIZE,
   FrontendRequest,
@@ -210,16 +211,18 @@ export class VhostUserFrontend {
       const fd = unixSocket();
       try {
         connectUnix(fd, path);
-        return new VhostUserFrontend(fd, options);
       } catch (e) {
-        if (!(e instanceof SysError)) throw e;
         close(fd);
+        if (!(e instanceof SysError)) throw e;
         const retry = e.code === "ENOENT" || e.code === "ECONNREFUSED" || e.code === "EAGAIN";
         if (!retry || Date.now() > deadline) {
           throw new Error(`vhost-user frontend: cannot connect to ${path}: ${e.message}`);
         }
         await new Promise((r) => setTimeout(r, 20));
+        continue;
       }
+      // The constructor owns the fd from here, on success and on failure.
+      return new VhostUserFrontend(fd, options);
     }
   }
 
@@ -366,12 +369,7 @@ export class VhostUserFrontend {
     const ack = !reply && this.#protocolNegotiated &&
       hasBit(this.#protocolFeatures, ProtocolFeatureBit.REPLY_ACK);
     const flags = HeaderFlag.VERSION | (ack ? HeaderFlag.NEED_REPLY : 0);
-    const msg = new Uint8Array(12 + payload.length);
-    const v = new DataView(msg.buffer);
-    v.setUint32(0, request, true);
-    v.setUint32(4, flags, true);
-    v.setUint32(8, payload.length, true);
-    msg.set(payload, 12);
+    const msg = encodeMessage(request, flags, payload);
     try {
       this.#socket.send(msg, fds);
     } catch (e) {

@@ -110,6 +110,11 @@ function hex(n: number): string {
   return "0x" + n.toString(16);
 }
 
+/** A descriptor's 64-bit address from its two words, as hex (exact beyond 2^53). */
+function hex64(lo: number, hi: number): string {
+  return hi === 0 ? hex(lo) : hex(hi) + lo.toString(16).padStart(8, "0");
+}
+
 /**
  * The device side of one split virtqueue over a {@linkcode GuestMemory}.
  *
@@ -271,19 +276,18 @@ export class SplitQueue {
   }
 
   /**
-   * Take the next available chain into `chain`. Returns false when there is
-   * none. No allocation (unless `chain` must grow).
+   * Take the next available chain into `chain`. Returns false (with `chain`
+   * emptied) when there is none. No allocation (unless `chain` must grow).
    *
    * @throws DescriptorChainError for a hostile chain, counted, with the head
    *   consumed (see the module documentation for what to do with it).
    */
   pop(chain: DescriptorChain): boolean {
+    chain.reset(-1);
     if (this.#lastAvail === this.#shadowAvail && this.available() === 0) return false;
     const head = this.#avail[2 + (this.#lastAvail & this.#mask)];
     this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
-    chain.reset(head);
     if (head >= this.num) {
-      chain.head = -1;
       this.#fail(
         chain,
         "bad-index",
@@ -292,6 +296,7 @@ export class SplitQueue {
         `head index ${head} is not below the queue size ${this.num}`,
       );
     }
+    chain.head = head;
     const stamp = this.#nextStamp();
     const desc = this.#desc, seen = this.#seen;
     let i = head;
@@ -339,6 +344,9 @@ export class SplitQueue {
   /**
    * Copy the chain's readable bytes, starting `offset` bytes into them, to
    * `dst`. Returns the number of bytes copied (at most `dst.length`).
+   * Segments up to 16 bytes are copied byte by byte; longer ones with
+   * `Uint8Array.set` from a subarray of the region (a short-lived view: the
+   * engine has no copy between two buffers without one).
    */
   readChain(chain: DescriptorChain, dst: Uint8Array, offset = 0): number {
     const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
@@ -546,7 +554,7 @@ export class SplitQueue {
         "out-of-bounds",
         i,
         inTable,
-        `address 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")} is beyond 2^53`,
+        `address ${hex64(lo, hi)} is beyond 2^53`,
       );
     }
     if (len === 0) return;
@@ -639,10 +647,9 @@ export class SplitQueue {
         "out-of-bounds",
         i,
         false,
-        `indirect table gpa 0x${hi.toString(16)}${
-          lo.toString(16).padStart(8, "0")
-        } length ${len} ` +
-          "is not inside one region of guest memory",
+        `indirect table gpa ${
+          hex64(lo, hi)
+        } length ${len} is not inside one region of guest memory`,
       );
     }
     chain.indirect = true;

@@ -8,7 +8,7 @@
 
 /** Debian package that provides each peer binary. */
 const PACKAGES: Readonly<Record<string, string>> = {
-  "dpdk-testpmd": "dpdk",
+  "dpdk-testpmd": "dpdk-dev",
   "qemu-system-x86_64": "qemu-system-x86",
   "busybox": "busybox-static",
 };

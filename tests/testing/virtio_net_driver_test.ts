@@ -4,7 +4,8 @@
 // testpmd's counters and the frames' contents are the proof.
 
 import assert from "node:assert/strict";
-import { findExecutable, Testpmd, type TestpmdOptions } from "../../sdk/testing/testpmd.ts";
+import { requirePeer } from "../support/peers.ts";
+import { Testpmd, type TestpmdOptions } from "../../sdk/testing/testpmd.ts";
 import { VhostUserFrontend } from "../../sdk/testing/vhost_user_frontend.ts";
 import {
   VirtioNetDriver,
@@ -13,13 +14,8 @@ import {
 import { buildUdp, parseUdp } from "../../sdk/testing/frames.ts";
 import { bit, VirtioFeatureBit, VirtioNetFeatureBit } from "../../sdk/uapi/virtio.ts";
 
-const TESTPMD = findExecutable("dpdk-testpmd");
-if (!TESTPMD) {
-  if (Deno.env.get("CI") === "true") {
-    throw new Error("dpdk-testpmd is required when CI=true (Debian package dpdk-dev)");
-  }
-  console.log("skipping DPDK tests: dpdk-testpmd not found (install dpdk-dev)");
-}
+// Skips (printing why) when DPDK is missing; with CI=true that is a failure.
+const TESTPMD = await requirePeer("dpdk-testpmd");
 
 const ME = "02:00:00:00:00:01";
 const PEER = "02:00:00:00:00:02";
@@ -37,6 +33,7 @@ async function withPeer(
   let fe: VhostUserFrontend | null = null;
   try {
     tp = await Testpmd.start({
+      binary: TESTPMD!,
       vdevs: `net_vhost0,iface=${sock},queues=${queuePairs}`,
       rxq: queuePairs,
       txq: queuePairs,

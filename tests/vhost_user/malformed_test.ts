@@ -224,6 +224,22 @@ const cases: Case[] = [
     reason: /2 regions but 1 fd/,
   },
   {
+    name: "garbage after a mapped memory table",
+    send(f) {
+      const m = memfdCreate("g");
+      ftruncate(m, 1 << 20);
+      const p = new Uint8Array(8 + 32);
+      const v = new DataView(p.buffer);
+      v.setUint32(0, 1, true);
+      v.setBigUint64(16, BigInt(1 << 20), true); // size; gpa 0
+      v.setBigUint64(24, 0x10000000n, true); // uva
+      f.send(encodeMessage(FrontendRequest.SET_MEM_TABLE, V, p), [m]);
+      f.send(encodeMessage(77, V, new Uint8Array(0)));
+      return [m];
+    },
+    reason: /unknown request code 77/,
+  },
+  {
     name: "wrong payload size",
     send(f) {
       f.send(encodeMessage(FrontendRequest.SET_VRING_NUM, V, new Uint8Array(5)));

@@ -3,7 +3,7 @@
 // and the same over a real memfd mapped twice.
 
 import assert from "node:assert/strict";
-import { GuestMemory } from "../../sdk/memory/mod.ts";
+import { DirtyLog, GuestMemory } from "../../sdk/memory/mod.ts";
 import { close, ftruncate, memfdCreate, openFdCount } from "../../sdk/sys/mod.ts";
 import { DescriptorChain, vringNeedEvent } from "../../sdk/virtqueue/mod.ts";
 import { BASE, DATA, fill, rig, SIZE } from "./rig.ts";
@@ -325,4 +325,30 @@ Deno.test("round trip over a real memfd, driver and device on separate mappings"
     close(fd);
   }
   assert.equal(openFdCount(), fdsBefore);
+});
+
+Deno.test("dirty log: written buffers and used-ring updates are marked", () => {
+  const bytes = new Uint8Array((BASE + SIZE) / 4096 / 8);
+  const log = DirtyLog.fromBytes(bytes);
+  const { driver, device, chain, layout } = rig({ device: { log } });
+  driver.add(
+    [{ gpa: DATA, len: 16, write: false }, { gpa: DATA + 0x3ff0, len: 0x20, write: true }],
+    1,
+  );
+  driver.publish();
+  assert.ok(device.pop(chain));
+  device.readChain(chain, new Uint8Array(16));
+  assert.ok(bytes.every((b) => b === 0), "reads mark nothing");
+  device.writeChain(chain, new Uint8Array(0x18), 4); // bytes DATA+0x3ff4 .. DATA+0x400c
+  assert.equal(log.isDirty(DATA + 0x3000), true);
+  assert.equal(log.isDirty(DATA + 0x4000), true);
+  assert.equal(log.isDirty(DATA), false, "the readable buffer is not marked");
+  assert.equal(log.isDirty(layout.usedAddr), false);
+  device.pushUsed(chain.head, 0x18);
+  device.publishUsed();
+  assert.equal(log.isDirty(layout.usedAddr), true);
+  device.setLog(null);
+  bytes.fill(0);
+  device.writeChain(chain, new Uint8Array(4));
+  assert.ok(bytes.every((b) => b === 0), "logging switched off");
 });
