@@ -8,7 +8,12 @@
  * @module
  */
 
-import { type DeviceEvent, VhostMdevDevice, VhostUserClient, VhostUserServer } from "@vhost-mdev/sdk";
+import {
+  type DeviceEvent,
+  VhostMdevDevice,
+  VhostUserClient,
+  VhostUserServer,
+} from "@vhost-mdev/sdk";
 import { BUNDLED_DRIVERS, findDriver } from "./drivers.ts";
 import { formatEvent, parseFlags } from "./format.ts";
 
@@ -110,14 +115,20 @@ async function main(args: string[]): Promise<number> {
     ? setInterval(() => {
       const s = device.stats();
       if (s.length === 0) return;
-      const line = s.map((q) => `q${q.queue} ${q.packets}p ${q.bytes}B drop ${q.drops} err ${q.errors}`)
+      const line = s.map((q) =>
+        `q${q.queue} ${q.packets}p ${q.bytes}B drop ${q.drops} err ${q.errors}`
+      )
         .join(" | ");
-      console.log(json ? JSON.stringify({ type: "stats", device: driver.name, queues: s }) : `stats: ${line}`);
+      console.log(
+        json ? JSON.stringify({ type: "stats", device: driver.name, queues: s }) : `stats: ${line}`,
+      );
     }, statsEvery * 1000)
     : undefined;
 
   const stop = new Promise<string>((resolve) => {
-    for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, () => resolve(sig));
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      Deno.addSignalListener(sig, () => resolve(sig));
+    }
   });
   const sig = await stop;
   if (timer !== undefined) clearInterval(timer);

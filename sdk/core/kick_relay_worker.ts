@@ -28,7 +28,11 @@ self.onmessage = (e: MessageEvent<{ kicks: WatchedKick[]; stopFd: number }>) => 
         } catch {
           // Another reader drained it first (EAGAIN): still a kick.
         }
-        self.postMessage({ type: "kick", queue: kicks[i - 1].queue, time: performance.timeOrigin + performance.now() });
+        self.postMessage({
+          type: "kick",
+          queue: kicks[i - 1].queue,
+          time: performance.timeOrigin + performance.now(),
+        });
       }
     }
   } catch (err) {

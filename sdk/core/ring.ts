@@ -62,7 +62,11 @@ export class RingState implements VringInfo {
     this.setErr(-1);
     this.kickSet = false;
     this.num = 0;
-    this.descAddr = this.availAddr = this.usedAddr = this.logAddr = 0;
+    this.descAddr =
+      this.availAddr =
+      this.usedAddr =
+      this.logAddr =
+        0;
     this.logging = false;
     this.base = 0;
     this.enabled = false;

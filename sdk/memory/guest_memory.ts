@@ -10,6 +10,12 @@
  * region, is refused with a {@linkcode GuestMemoryError} naming the address,
  * the length and the reason.
  *
+ * A region's file must be at least `mmapOffset + size` bytes long when it
+ * is mapped (checked for regular files and memfds): touching a page past
+ * the end of a shared file raises SIGBUS. A frontend that shrinks the file
+ * later can still cause that; sealing the memfd (`F_SEAL_SHRINK`) is the
+ * frontend's protection against it.
+ *
  * Ownership of mappings: each mapped file is reference-counted. A table made
  * by {@linkcode GuestMemory.map} holds one reference per region;
  * {@linkcode GuestMemory.with} and {@linkcode GuestMemory.without} return a

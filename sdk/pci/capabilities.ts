@@ -64,7 +64,9 @@ export function listCapabilities(cfg: PciConfigAccess): PciCapability[] {
       throw new PciCapabilityError(`${where} loops back to an earlier capability`);
     }
     if (caps.length === MAX_CAPABILITIES) {
-      throw new PciCapabilityError(`more than ${MAX_CAPABILITIES} capabilities: the list is corrupt`);
+      throw new PciCapabilityError(
+        `more than ${MAX_CAPABILITIES} capabilities: the list is corrupt`,
+      );
     }
     seen.add(ptr);
     caps.push({ id: cfg.read8(ptr), offset: ptr });

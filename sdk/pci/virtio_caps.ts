@@ -74,7 +74,9 @@ export function readVirtioPciLayout(cfg: PciConfigAccess): VirtioPciLayout {
     const type = cfg.read8(at + VirtioPciCap.CFG_TYPE);
     if (capLen < VirtioPciCap.SIZE || at + VirtioPciCap.SIZE > cfg.size) {
       throw new VirtioPciLayoutError(
-        `virtio capability at 0x${at.toString(16)} has length ${capLen}, less than ${VirtioPciCap.SIZE}`,
+        `virtio capability at 0x${
+          at.toString(16)
+        } has length ${capLen}, less than ${VirtioPciCap.SIZE}`,
       );
     }
     const bar = cfg.read8(at + VirtioPciCap.BAR);

@@ -15,9 +15,9 @@ import {
   VfioDmaMap,
   VfioDmaUnmap,
   VfioInfoCap,
+  VfioIoctl,
   VfioIommuInfo,
   VfioIommuType,
-  VfioIoctl,
 } from "../uapi/vfio.ts";
 import {
   checkDmaMapping,
@@ -119,7 +119,9 @@ export class VfioContainer implements DmaSpace {
   map(m: DmaMapping): void {
     this.#open();
     checkDmaMapping(m, this.#pageSize, this.#iovaRanges);
-    const overlap = this.#mappings.find((o) => m.iova < o.iova + o.size && o.iova < m.iova + m.size);
+    const overlap = this.#mappings.find((o) =>
+      m.iova < o.iova + o.size && o.iova < m.iova + m.size
+    );
     if (overlap) {
       throw new RangeError(
         `DMA map: IOVA 0x${m.iova.toString(16)}+0x${m.size.toString(16)} overlaps the mapping at ` +

@@ -153,7 +153,9 @@ export class VfioPciDevice implements PciFunction {
       throw new RangeError(`BAR ${bar} does not exist: BARs are 0..5`);
     }
     const r = this.region(bar);
-    if (r.size === 0) throw new VfioError("unsupported", `${this.address}: BAR ${bar} is not implemented`);
+    if (r.size === 0) {
+      throw new VfioError("unsupported", `${this.address}: BAR ${bar} is not implemented`);
+    }
     if (!r.mappable) {
       throw new VfioError(
         "unsupported",

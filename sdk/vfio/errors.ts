@@ -59,7 +59,11 @@ export function noVfioError(devVfio: string): VfioError {
  * The device is bound to another driver (or none): the commands that hand
  * it to vfio-pci.
  */
-export function notBoundError(address: string, current: string | null, sysfsRoot: string): VfioError {
+export function notBoundError(
+  address: string,
+  current: string | null,
+  sysfsRoot: string,
+): VfioError {
   const dev = `${sysfsRoot}/bus/pci/devices/${address}`;
   const lines = [`echo vfio-pci > ${dev}/driver_override`];
   if (current) lines.push(`echo ${address} > ${sysfsRoot}/bus/pci/drivers/${current}/unbind`);

@@ -13,13 +13,13 @@
  * @module
  */
 
-import { open, O_CLOEXEC, O_RDWR, SysError } from "../sys/mod.ts";
+import { O_CLOEXEC, O_RDWR, open, SysError } from "../sys/mod.ts";
 import { VfioContainer } from "./container.ts";
 import { VfioPciDevice } from "./device.ts";
 import {
   groupNotViableError,
-  noVfioError,
   notBoundError,
+  noVfioError,
   permissionError,
   VfioError,
 } from "./errors.ts";

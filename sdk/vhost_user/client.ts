@@ -57,7 +57,11 @@ export class VhostUserClient {
   }
 
   /** Start connecting `device` to the frontend at `path`. */
-  static connect(device: VhostMdevDevice, path: string, options: ClientOptions = {}): VhostUserClient {
+  static connect(
+    device: VhostMdevDevice,
+    path: string,
+    options: ClientOptions = {},
+  ): VhostUserClient {
     return new VhostUserClient(device, path, options);
   }
 

@@ -12,9 +12,9 @@ import {
   close,
   eventfd,
   eventfdWrite,
+  pollAsync,
   POLLIN,
   POLLOUT,
-  pollAsync,
   pollSync,
   recvMsg,
   sendMsg,
@@ -140,7 +140,9 @@ export class MessageSocket {
       } catch (e) {
         if (e instanceof SysError && e.code === "EAGAIN") {
           const rev = pollSync([{ fd: this.#fd, events: POLLOUT }], 1000);
-          if (rev[0] === 0) throw new ProtocolError("peer does not read its socket (send timed out)");
+          if (rev[0] === 0) {
+            throw new ProtocolError("peer does not read its socket (send timed out)");
+          }
           continue;
         }
         throw e;

@@ -15,8 +15,8 @@ import {
   eventfd,
   eventfdWrite,
   listen,
-  POLLIN,
   pollAsync,
+  POLLIN,
   SysError,
   unixSocket,
 } from "../sys/mod.ts";
@@ -68,7 +68,11 @@ export class VhostUserServer {
    * @throws Error when the path is served by a live process, or cannot be
    *   bound (the message says which and what to do).
    */
-  static listen(device: VhostMdevDevice, path: string, options: ServerOptions = {}): VhostUserServer {
+  static listen(
+    device: VhostMdevDevice,
+    path: string,
+    options: ServerOptions = {},
+  ): VhostUserServer {
     prepareSocketPath(path, options.replaceStale ?? true);
     const fd = unixSocket({ nonBlocking: true });
     try {
@@ -77,7 +81,9 @@ export class VhostUserServer {
     } catch (e) {
       close(fd);
       if (e instanceof SysError) {
-        throw new Error(`cannot listen on ${path}: ${e.message}; check the directory exists and is writable`);
+        throw new Error(
+          `cannot listen on ${path}: ${e.message}; check the directory exists and is writable`,
+        );
       }
       throw e;
     }
@@ -148,7 +154,9 @@ function prepareSocketPath(path: string, replaceStale: boolean): void {
     return;
   }
   if (!info.isSocket) {
-    throw new Error(`${path} exists and is not a socket; remove it or choose another --socket path`);
+    throw new Error(
+      `${path} exists and is not a socket; remove it or choose another --socket path`,
+    );
   }
   const probe = unixSocket();
   try {

@@ -72,7 +72,7 @@ export function isValidQueueSize(num: number): boolean {
 }
 
 /**
- * The notification test of virtio 1.2 §2.7.10 (`vring_need_event`): after
+ * The notification test of virtio 1.2 §2.7 (`vring_need_event`): after
  * moving an index from `oldIdx` to `newIdx`, the other side asked to be told
  * once the index passes `eventIdx`. All arithmetic is modulo 2^16, so it is
  * right across the wrap from 65535 to 0.

@@ -75,8 +75,10 @@ export interface SplitQueueOptions {
   indirect: boolean;
   /**
    * Most buffer descriptors one chain may have, direct and indirect together
-   * (default and maximum: the queue size, as virtio 1.2 §2.7.5.3.1 requires
-   * of drivers). An indirect table may hold at most queue-size descriptors.
+   * (default and maximum: the queue size, as virtio 1.2 §2.7.5.3 requires
+   * of drivers). An indirect table may hold at most queue-size descriptors;
+   * a larger one is `bad-indirect` (guests build such tables only for block
+   * devices whose segment limit exceeds the queue size).
    */
   maxChainLength?: number;
   /** Dirty log to mark written buffers and used-ring updates in (live migration). */
@@ -435,7 +437,7 @@ export class SplitQueue {
 
   /**
    * Whether to interrupt the driver now for what was published since the
-   * last call. With EVENT_IDX: `used_event` passed (virtio 1.2 §2.7.10);
+   * last call. With EVENT_IDX: `used_event` passed (virtio 1.2 §2.7, notification suppression);
    * the first call after construction says yes, as the device cannot know
    * what was signalled before it. Otherwise: the driver did not set
    * `VIRTQ_AVAIL_F_NO_INTERRUPT`.

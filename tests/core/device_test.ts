@@ -91,7 +91,10 @@ Deno.test("rings: sizes, indexes and addresses are checked", async () => {
   const dev = await newDevice(rec);
   await dev.ioctl(VhostIoctl.SET_FEATURES, NET_FEATURES);
   await assert.rejects(dev.ioctl(VhostIoctl.SET_VRING_NUM, { index: 0, num: 300 }), RequestRefused);
-  await assert.rejects(dev.ioctl(VhostIoctl.SET_VRING_NUM, { index: 0, num: 1024 }), RequestRefused);
+  await assert.rejects(
+    dev.ioctl(VhostIoctl.SET_VRING_NUM, { index: 0, num: 1024 }),
+    RequestRefused,
+  );
   await assert.rejects(
     dev.ioctl(VhostIoctl.SET_VRING_NUM, { index: 2, num: 256 }),
     (e: Error) => e instanceof ProtocolError && /ring index 2 is out of range/.test(e.message),
@@ -195,7 +198,10 @@ Deno.test("state: SET_STATUS drives start at DRIVER_OK and reset at 0", async ()
 Deno.test("state: VHOST_MDEV_SET_STATE switches RUNNING and STOPPED exactly once each", async () => {
   const rec = recordingDriver();
   const { dev } = await configured(rec);
-  await assert.rejects(dev.ioctl(VhostIoctl.MDEV_SET_STATE, VhostMdevState.RUNNING), /no ring is enabled/);
+  await assert.rejects(
+    dev.ioctl(VhostIoctl.MDEV_SET_STATE, VhostMdevState.RUNNING),
+    /no ring is enabled/,
+  );
   await dev.setVringEnable(0, true);
   await dev.ioctl(VhostIoctl.MDEV_SET_STATE, VhostMdevState.STOPPED);
   await dev.ioctl(VhostIoctl.MDEV_SET_STATE, VhostMdevState.STOPPED);

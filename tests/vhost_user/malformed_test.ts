@@ -19,8 +19,8 @@ import {
   ftruncate,
   memfdCreate,
   openFdCount,
-  POLLIN,
   pollAsync,
+  POLLIN,
   recvMsg,
   sendMsg,
   unixSocket,
@@ -312,7 +312,9 @@ Deno.test("refused request with REPLY_ACK gets a non-zero ack and the session go
       );
       assert.equal(new DataView((await f.reply())!.payload.buffer).getBigUint64(0, true), 0n);
       // A supported-but-unimplemented request (SEND_RARP) with NEED_REPLY: nack, session lives.
-      f.send(encodeMessage(FrontendRequest.SEND_RARP, V | HeaderFlag.NEED_REPLY, new Uint8Array(8)));
+      f.send(
+        encodeMessage(FrontendRequest.SEND_RARP, V | HeaderFlag.NEED_REPLY, new Uint8Array(8)),
+      );
       assert.notEqual(new DataView((await f.reply())!.payload.buffer).getBigUint64(0, true), 0n);
       f.send(encodeMessage(FrontendRequest.GET_FEATURES, V, new Uint8Array(0)));
       assert.equal((await f.reply())!.request, FrontendRequest.GET_FEATURES);

@@ -2,7 +2,12 @@
 // in both directions of connection, with a driver that records every op.
 
 import assert from "node:assert/strict";
-import { type DeviceEvent, VhostMdevDevice, VhostUserClient, VhostUserServer } from "@vhost-mdev/sdk";
+import {
+  type DeviceEvent,
+  VhostMdevDevice,
+  VhostUserClient,
+  VhostUserServer,
+} from "@vhost-mdev/sdk";
 import { eventfdWrite } from "@vhost-mdev/sdk/sys";
 import { Testpmd } from "../../sdk/testing/testpmd.ts";
 import { requirePeer } from "../support/peers.ts";
@@ -94,7 +99,11 @@ for (const queues of [1, 2]) {
 
         // A kick from the frontend reaches notify: txonly fills TX ring 1 and kicks it.
         await tp.startForwarding();
-        await rec.until((c) => c.some((x) => x.op === "notify" && x.queue === 1), 10000, "notify(1)");
+        await rec.until(
+          (c) => c.some((x) => x.op === "notify" && x.queue === 1),
+          10000,
+          "notify(1)",
+        );
         await tp.stopForwarding();
 
         // A write to a call fd reaches the frontend's eventfd: a distinctive count appears there.

@@ -1,0 +1,20 @@
+/**
+ * What vendors test drivers with: a vhost-user frontend and a minimal
+ * virtio-net guest driver in TypeScript, frame builders, a typed runner for
+ * DPDK's testpmd, and emulated PCI hardware behind the VFIO interfaces.
+ *
+ * @example Attach the TypeScript frontend to a served device
+ * ```ts ignore
+ * import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/sdk/testing";
+ *
+ * const frontend = await VhostUserFrontend.connect("/tmp/vhost-net0.sock");
+ * const net = await VirtioNetDriver.attach(frontend, { queuePairs: 1 });
+ * ```
+ *
+ * @module
+ */
+
+export * from "./testpmd.ts";
+export * from "./frames.ts";
+export * from "./vhost_user_frontend.ts";
+export * from "./virtio_net_driver.ts";
