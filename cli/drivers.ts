@@ -1,21 +1,23 @@
 /**
  * The drivers bundled with vhost-mdev, by name, and lookup of plugins by
- * module specifier.
+ * module specifier. Bundled drivers load on demand, so naming one never loads
+ * the others.
  *
  * @module
  */
 
 import { type Driver, loadDriverModule } from "@vhost-mdev/sdk";
-import { driver as sim } from "@vhost-mdev/sim";
-import { driver as ifcvf } from "@vhost-mdev/ifcvf";
 
-/** Bundled drivers by name. */
-export const BUNDLED_DRIVERS: Readonly<Record<string, Driver>> = { sim, ifcvf };
+/** Bundled drivers by name, each loaded when asked for. */
+export const BUNDLED_DRIVERS: Readonly<Record<string, () => Promise<Driver>>> = {
+  sim: async () => (await import("@vhost-mdev/sim")).driver,
+  ifcvf: async () => (await import("@vhost-mdev/ifcvf")).driver,
+};
 
 /** A bundled driver by name, or a plugin loaded from a path or URL. */
 export async function findDriver(nameOrModule: string): Promise<Driver> {
   const bundled = BUNDLED_DRIVERS[nameOrModule];
-  if (bundled) return bundled;
+  if (bundled) return await bundled();
   if (/[/.:]/.test(nameOrModule)) return await loadDriverModule(nameOrModule);
   throw new Error(
     `no driver named "${nameOrModule}"; bundled drivers: ${
