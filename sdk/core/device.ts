@@ -55,57 +55,93 @@ export interface DeviceOwner {
 
 /** Argument of `SET_VRING_ADDR`: frontend virtual addresses. */
 export interface VringAddr {
+  /** Ring index. */
   index: number;
+  /** `VRING_F_LOG` (bit 0): log writes to the used ring. */
   flags: number;
+  /** Descriptor table, frontend virtual address. */
   desc: number;
+  /** Used ring, frontend virtual address. */
   used: number;
+  /** Available ring, frontend virtual address. */
   avail: number;
+  /** Used ring log address, guest-physical. */
   log: number;
 }
 
 /** Argument of `SET_VRING_NUM`, `SET_VRING_BASE`, and result of `GET_VRING_BASE`. */
 export interface VringState {
+  /** Ring index. */
   index: number;
+  /** Ring size, or base index. */
   num: number;
 }
 
 /** Argument of `SET_VRING_KICK/CALL/ERR`: an fd (owned by the device afterwards) or -1. */
 export interface VringFile {
+  /** Ring index. */
   index: number;
+  /** The eventfd, or -1 for none. */
   fd: number;
 }
 
 /** Argument types of {@linkcode VhostMdevDevice.ioctl}, by request. */
 export interface IoctlArgs {
+  /** `VHOST_GET_FEATURES` argument. */
   [VhostIoctl.GET_FEATURES]: undefined;
+  /** `VHOST_SET_FEATURES` argument. */
   [VhostIoctl.SET_FEATURES]: bigint;
+  /** `VHOST_SET_OWNER` argument. */
   [VhostIoctl.SET_OWNER]: undefined;
+  /** `VHOST_RESET_OWNER` argument. */
   [VhostIoctl.RESET_OWNER]: undefined;
+  /** `VHOST_SET_MEM_TABLE` argument. */
   [VhostIoctl.SET_MEM_TABLE]: readonly MemoryRegionSpec[];
+  /** `VHOST_SET_VRING_NUM` argument. */
   [VhostIoctl.SET_VRING_NUM]: VringState;
+  /** `VHOST_SET_VRING_ADDR` argument. */
   [VhostIoctl.SET_VRING_ADDR]: VringAddr;
+  /** `VHOST_SET_VRING_BASE` argument. */
   [VhostIoctl.SET_VRING_BASE]: VringState;
+  /** `VHOST_GET_VRING_BASE` argument. */
   [VhostIoctl.GET_VRING_BASE]: { index: number };
+  /** `VHOST_SET_VRING_KICK` argument. */
   [VhostIoctl.SET_VRING_KICK]: VringFile;
+  /** `VHOST_SET_VRING_CALL` argument. */
   [VhostIoctl.SET_VRING_CALL]: VringFile;
+  /** `VHOST_SET_VRING_ERR` argument. */
   [VhostIoctl.SET_VRING_ERR]: VringFile;
+  /** `VHOST_MDEV_SET_STATE` argument. */
   [VhostIoctl.MDEV_SET_STATE]: number;
 }
 
 /** Result types of {@linkcode VhostMdevDevice.ioctl}, by request. */
 export interface IoctlResults {
+  /** `VHOST_GET_FEATURES` result. */
   [VhostIoctl.GET_FEATURES]: bigint;
+  /** `VHOST_SET_FEATURES` result. */
   [VhostIoctl.SET_FEATURES]: void;
+  /** `VHOST_SET_OWNER` result. */
   [VhostIoctl.SET_OWNER]: void;
+  /** `VHOST_RESET_OWNER` result. */
   [VhostIoctl.RESET_OWNER]: void;
+  /** `VHOST_SET_MEM_TABLE` result. */
   [VhostIoctl.SET_MEM_TABLE]: void;
+  /** `VHOST_SET_VRING_NUM` result. */
   [VhostIoctl.SET_VRING_NUM]: void;
+  /** `VHOST_SET_VRING_ADDR` result. */
   [VhostIoctl.SET_VRING_ADDR]: void;
+  /** `VHOST_SET_VRING_BASE` result. */
   [VhostIoctl.SET_VRING_BASE]: void;
+  /** `VHOST_GET_VRING_BASE` result. */
   [VhostIoctl.GET_VRING_BASE]: VringState;
+  /** `VHOST_SET_VRING_KICK` result. */
   [VhostIoctl.SET_VRING_KICK]: void;
+  /** `VHOST_SET_VRING_CALL` result. */
   [VhostIoctl.SET_VRING_CALL]: void;
+  /** `VHOST_SET_VRING_ERR` result. */
   [VhostIoctl.SET_VRING_ERR]: void;
+  /** `VHOST_MDEV_SET_STATE` result. */
   [VhostIoctl.MDEV_SET_STATE]: void;
 }
 

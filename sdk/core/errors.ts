@@ -10,7 +10,11 @@
  * hostile: its session is failed and closed.
  */
 export class ProtocolError extends Error {
-  /** @param message What was wrong, naming the request and the value. */
+  /**
+   * Make the error.
+   *
+   * @param message What was wrong, naming the request and the value.
+   */
   constructor(message: string) {
     super(message);
     this.name = "ProtocolError";
@@ -24,7 +28,11 @@ export class ProtocolError extends Error {
  * without it the session is failed.
  */
 export class RequestRefused extends Error {
-  /** @param message Why, and what the frontend should do instead. */
+  /**
+   * Make the error.
+   *
+   * @param message Why, and what the frontend should do instead.
+   */
   constructor(message: string) {
     super(message);
     this.name = "RequestRefused";

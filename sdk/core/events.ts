@@ -43,7 +43,11 @@ export type DeviceEventListener = (event: DeviceEvent) => void;
 export class DeviceEventHub {
   #listeners = new Set<DeviceEventListener>();
 
-  /** @param device Name put in every event. */
+  /**
+   * Make an empty hub.
+   *
+   * @param device Name put in every event.
+   */
   constructor(readonly device: string) {}
 
   /** Add `listener`; returns a function that removes it. */

@@ -28,7 +28,11 @@ export class RingState implements VringInfo {
   /** Whether SET_VRING_KICK was received (with an fd or with the no-fd flag). */
   kickSet = false;
 
-  /** @param index Ring index. */
+  /**
+   * A ring with nothing configured.
+   *
+   * @param index Ring index.
+   */
   constructor(readonly index: number) {}
 
   /** Size, addresses and kick are set, so the ring may run. */

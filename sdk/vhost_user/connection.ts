@@ -33,7 +33,11 @@ export class MessageSocket {
   #released = false;
   #header = new Uint8Array(HEADER_SIZE);
 
-  /** @param fd A connected UNIX stream socket; set non-blocking here. */
+  /**
+   * Wrap a socket.
+   *
+   * @param fd A connected UNIX stream socket; set non-blocking here.
+   */
   constructor(fd: number) {
     this.#fd = fd;
     setNonBlocking(fd, true);

@@ -75,6 +75,8 @@ export class VhostUserSession {
   #endReason = "";
 
   /**
+   * Bind a connected socket to a device.
+   *
    * @param fd A connected socket; the session owns it from now on.
    * @param description How the peer is named in logs.
    */

@@ -18,8 +18,8 @@ import {
   ftruncate,
   memfdCreate,
   mmap,
-  POLLIN,
   pollAsync,
+  POLLIN,
   recvMsg,
   socketPair,
 } from "@vhost-mdev/sdk/sys";
