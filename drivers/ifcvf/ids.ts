@@ -67,6 +67,8 @@ export function isVirtioNet(id: PciIdentity): boolean {
 export function describeIds(): string {
   const h = (n = 0) => n.toString(16).padStart(4, "0");
   return IFCVF_PCI_IDS.map((e) =>
-    `${h(e.vendor)}:${h(e.device)} subsystem ${h(e.subsystemVendor)}:${h(e.subsystemDevice)} (${e.name})`
+    `${h(e.vendor)}:${h(e.device)} subsystem ${h(e.subsystemVendor)}:${
+      h(e.subsystemDevice)
+    } (${e.name})`
   ).join("; ");
 }

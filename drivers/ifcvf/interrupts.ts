@@ -17,8 +17,8 @@ import {
   eventfd,
   eventfdRead,
   eventfdWrite,
-  POLLIN,
   pollAsync,
+  POLLIN,
   SysError,
 } from "@vhost-mdev/sdk/sys";
 

@@ -2,8 +2,8 @@
  * A busybox initramfs built in TypeScript: the static busybox as the whole
  * userland (`/bin/sh` links to it; `/init` installs the other applets), the
  * kernel modules the guest loads, and an `/init` script. The archive is a
- * gzip-compressed newc cpio, cached by a hash of its contents, so building
- * the same guest twice costs a hash.
+ * gzip-compressed newc cpio, cached under a hash of its inputs, so building
+ * the same guest twice costs a few `stat` calls.
  *
  * Per-run values (addresses, ports) belong on the kernel command line, not in
  * the script: the kernel hands each unknown `name=value` parameter (without a
@@ -60,6 +60,34 @@ const KEEP_IMAGES = 16;
  * ```
  */
 export async function buildInitramfs(options: InitramfsOptions): Promise<string> {
+  const cache = `${options.cacheDir ?? guestCacheDir()}/initramfs`;
+  await Deno.mkdir(cache, { recursive: true });
+  // The name comes from the inputs (script, extra files, and the identity of
+  // the binaries: path, size, mtime), so a cached image is found without
+  // reading busybox and the modules again.
+  const identity = async (path: string) => {
+    const st = await Deno.stat(path);
+    return [path, st.size, st.mtime?.getTime() ?? 0];
+  };
+  const key = await sha256Hex(JSON.stringify({
+    format: 1,
+    init: options.init,
+    busybox: await identity(options.busybox),
+    modules: await Promise.all(
+      options.modules.map(async (m) => [m.name, ...await identity(m.path)]),
+    ),
+    files: (options.files ?? []).map((f) => [
+      f.path,
+      f.mode ?? 0o644,
+      typeof f.data === "string" ? f.data : Array.from(f.data),
+    ]),
+  }));
+  const path = `${cache}/${key.slice(0, 16)}.cpio.gz`;
+  if (await exists(path)) {
+    const now = new Date();
+    await Deno.utime(path, now, now); // keeps it among the newest when pruning
+    return path;
+  }
   const encoder = new TextEncoder();
   const entries: CpioEntry[] = [];
   const dirs = new Set<string>();
@@ -100,14 +128,6 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
   }
   entries.push({ type: "file", path: "init", data: encoder.encode(options.init), mode: 0o755 });
   const archive = writeCpio(entries);
-  const cache = `${options.cacheDir ?? guestCacheDir()}/initramfs`;
-  await Deno.mkdir(cache, { recursive: true });
-  const path = `${cache}/${(await sha256Hex(archive)).slice(0, 16)}.cpio.gz`;
-  if (await exists(path)) {
-    const now = new Date();
-    await Deno.utime(path, now, now); // keeps it among the newest when pruning
-    return path;
-  }
   options.log?.(`initramfs: building ${path} (${(archive.length / 1e6).toFixed(1)} MB)`);
   const gz = await new Response(
     new Blob([archive as Uint8Array<ArrayBuffer>]).stream().pipeThrough(

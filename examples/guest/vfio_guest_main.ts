@@ -27,6 +27,7 @@
  */
 
 import { parseArgs } from "node:util";
+import type { VhostUserFrontend } from "@vhost-mdev/sdk/testing";
 import { firstDifference, testFrame } from "./frames.ts";
 
 // Printed before the SDK is imported, so the host can tell Deno's start-up
@@ -59,7 +60,7 @@ async function main(): Promise<void> {
 
   const loading = performance.now();
   const { VhostMdevDevice, VhostUserServer } = await import("@vhost-mdev/sdk");
-  const { VhostUserFrontend, VirtioNetDriver } = await import("@vhost-mdev/sdk/testing");
+  const testing = await import("@vhost-mdev/sdk/testing");
   const { driver } = await import("@vhost-mdev/ifcvf");
   say(`SDK and ifcvf loaded in ${Math.round(performance.now() - loading)} ms`);
 
@@ -75,11 +76,11 @@ async function main(): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "vfio-guest-" });
   const socket = `${dir}/ifcvf.sock`;
   const server = VhostUserServer.listen(device, socket);
-  let frontend: InstanceType<typeof VhostUserFrontend> | null = null;
+  let frontend: VhostUserFrontend | null = null;
   try {
     const starting = performance.now();
-    frontend = await VhostUserFrontend.connect(socket, { memoryMiB: 32 });
-    const net = await VirtioNetDriver.start(frontend, { queuePairs: 1, ringSize: RING_SIZE });
+    frontend = await testing.VhostUserFrontend.connect(socket, { memoryMiB: 32 });
+    const net = await testing.VirtioNetDriver.start(frontend, { queuePairs: 1, ringSize: RING_SIZE });
     if (!device.running) throw new Error("the device is not running after DRIVER_OK");
     say(
       `device running: ifcvf (generic) on ${values.pci}, features 0x${

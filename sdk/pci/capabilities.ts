@@ -13,6 +13,8 @@ import type { PciConfigAccess } from "./config.ts";
 /** A capability list that cannot be walked. */
 export class PciCapabilityError extends Error {
   /**
+   * Make the error.
+   *
    * @param message Which pointer was bad and why.
    */
   constructor(message: string) {

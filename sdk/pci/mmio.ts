@@ -31,6 +31,8 @@
 /** Thrown for an access outside the region or not aligned to its width. */
 export class MmioError extends RangeError {
   /**
+   * Make the error.
+   *
    * @param message What was accessed and why it is refused.
    */
   constructor(message: string) {
@@ -96,6 +98,8 @@ export class MappedMmio implements MmioAccessor {
   #u64: BigUint64Array;
 
   /**
+   * Access the registers in `buffer`.
+   *
    * @param buffer The mapped region; its length must be a multiple of 8
    *   (BAR sizes are powers of two of at least 16 bytes).
    */
@@ -163,6 +167,8 @@ export class MmioWindow implements MmioAccessor {
   #what: string;
 
   /**
+   * A window of `inner` from `base`, `length` bytes long.
+   *
    * @param what Name used in errors ("common cfg").
    * @throws MmioError when the window does not fit in `inner`.
    */

@@ -43,6 +43,8 @@ export interface VirtioPciLayout {
 /** Config space does not describe a usable virtio modern device. */
 export class VirtioPciLayoutError extends Error {
   /**
+   * Make the error.
+   *
    * @param message What is missing or malformed.
    */
   constructor(message: string) {

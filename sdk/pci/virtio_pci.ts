@@ -19,6 +19,8 @@ const TWO_32 = 0x1_0000_0000;
 /** The device did not do what the transport asked (refused features, stuck reset). */
 export class VirtioPciError extends Error {
   /**
+   * Make the error.
+   *
    * @param message What the device refused.
    */
   constructor(message: string) {

@@ -123,6 +123,41 @@ export function write(fd: number, buf: Uint8Array): number {
 }
 
 /**
+ * Read up to `buf.length` bytes at file offset `offset` without moving the
+ * file position (e.g. a VFIO device's config region); returns the count.
+ * Retries on EINTR.
+ */
+export function pread(fd: number, buf: Uint8Array, offset: number): number {
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new SysError("pread", Errno.EINVAL, `fd ${fd} (offset ${offset})`);
+  }
+  const c = libc();
+  for (;;) {
+    const n = c.pread(fd, buf, BigInt(buf.length), BigInt(offset));
+    if (n >= 0) return n;
+    const errno = lastErrno();
+    if (errno !== Errno.EINTR) throw new SysError("pread", errno, `fd ${fd} offset ${offset}`);
+  }
+}
+
+/**
+ * Write up to `buf.length` bytes at file offset `offset` without moving the
+ * file position; returns the count. Retries on EINTR.
+ */
+export function pwrite(fd: number, buf: Uint8Array, offset: number): number {
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new SysError("pwrite", Errno.EINVAL, `fd ${fd} (offset ${offset})`);
+  }
+  const c = libc();
+  for (;;) {
+    const n = c.pwrite(fd, buf, BigInt(buf.length), BigInt(offset));
+    if (n >= 0) return n;
+    const errno = lastErrno();
+    if (errno !== Errno.EINTR) throw new SysError("pwrite", errno, `fd ${fd} offset ${offset}`);
+  }
+}
+
+/**
  * Open a file; returns the fd.
  *
  * @param flags e.g. `O_RDWR | O_CLOEXEC`.

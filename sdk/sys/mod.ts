@@ -53,6 +53,8 @@ export {
   O_WRONLY,
   open,
   openFdCount,
+  pread,
+  pwrite,
   read,
   S_IFCHR,
   S_IFMT,

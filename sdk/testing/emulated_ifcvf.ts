@@ -43,7 +43,13 @@ import {
   VirtioCommonCfg as C,
   VirtioPciCapType,
 } from "../uapi/pci.ts";
-import { bit, hasBit, VirtioFeatureBit, VirtioNetFeatureBit, VirtioStatus } from "../uapi/virtio.ts";
+import {
+  bit,
+  hasBit,
+  VirtioFeatureBit,
+  VirtioNetFeatureBit,
+  VirtioStatus,
+} from "../uapi/virtio.ts";
 import { DescriptorChain } from "../virtqueue/descriptor.ts";
 import { DescriptorChainError } from "../virtqueue/descriptor.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
@@ -62,9 +68,8 @@ export const EmulatedIfcvfLayout = {
   ISR_LENGTH: 4,
   DEVICE: 0x2000,
   DEVICE_LENGTH: 0x100,
+  /** Doorbells: `max(0x1000, notify_off_multiplier * queues)` bytes from here. */
   NOTIFY: 0x3000,
-  NOTIFY_LENGTH: 0x1000,
-  BAR0_SIZE: 0x4000,
   /** BAR holding the MSI-X table (offset 0) and PBA (offset 0x800). */
   MSIX_BAR: 1,
   /** The live-migration BAR. */
@@ -187,6 +192,7 @@ export class EmulatedIfcvf {
   readonly #pairs: number;
   readonly #maxQueueSize: number;
   readonly #multiplier: number;
+  readonly #notifyLength: number;
   readonly #msixVectors: number;
   readonly #backlogLimit: number;
   readonly #mac: number[];
@@ -218,6 +224,7 @@ export class EmulatedIfcvf {
     this.#pairs = pairs;
     this.#maxQueueSize = options.maxQueueSize ?? 256;
     this.#multiplier = options.notifyOffMultiplier ?? 4;
+    this.#notifyLength = Math.max(0x1000, this.#multiplier * 2 * pairs);
     this.#msixVectors = options.msixVectors ?? 2 * pairs + 1;
     this.#backlogLimit = options.wireBacklog ?? 256;
     this.#mac = [...(options.mac ?? [0x52, 0x54, 0x00, 0x12, 0x34, 0x56])];
@@ -236,9 +243,10 @@ export class EmulatedIfcvf {
       subsystemDevice: options.subsystemDevice ?? 0x001a,
       msixVectors: this.#msixVectors,
       multiplier: this.#multiplier,
+      notifyLength: this.#notifyLength,
     });
     const bar0: EmulatedRegisters = {
-      size: EmulatedIfcvfLayout.BAR0_SIZE,
+      size: bar0Size(this.#notifyLength),
       read: (off, width) => this.#readBar0(off, width),
       write: (off, width, value) => this.#writeBar0(off, width, value),
     };
@@ -247,7 +255,13 @@ export class EmulatedIfcvf {
       read: (off, width) => this.#readLm(off, width),
       write: (off, width, value) => this.#writeLm(off, width, value),
     };
-    const bars: (EmulatedRegisters | null)[] = [bar0, new MemoryRegisters(0x1000), null, null, null];
+    const bars: (EmulatedRegisters | null)[] = [
+      bar0,
+      new MemoryRegisters(0x1000),
+      null,
+      null,
+      null,
+    ];
     bars[EmulatedIfcvfLayout.LM_BAR] = options.liveMigrationBar === false ? null : lm;
     this.function = new EmulatedPciFunction({
       address: options.name ?? "emulated:ifcvf",
@@ -312,7 +326,7 @@ export class EmulatedIfcvf {
   #writeBar0(off: number, width: 1 | 2 | 4, value: number): void {
     const L = EmulatedIfcvfLayout;
     if (off < L.COMMON + L.COMMON_LENGTH) return this.#writeCommon(off, width, value);
-    if (off >= L.NOTIFY && off < L.NOTIFY + L.NOTIFY_LENGTH) {
+    if (off >= L.NOTIFY && off < L.NOTIFY + this.#notifyLength) {
       return this.#doorbell(off - L.NOTIFY, width, value);
     }
     this.#bad(`write${width * 8} 0x${value.toString(16)} to BAR0 offset 0x${off.toString(16)}`);
@@ -369,7 +383,9 @@ export class EmulatedIfcvf {
 
   #writeCommon(off: number, width: 1 | 2 | 4, value: number): void {
     if (COMMON_WIDTH[off] !== width) {
-      this.#bad(`write${width * 8} 0x${value.toString(16)} to common cfg offset 0x${off.toString(16)}`);
+      this.#bad(
+        `write${width * 8} 0x${value.toString(16)} to common cfg offset 0x${off.toString(16)}`,
+      );
       return;
     }
     const q = this.#queues[this.#queueSelect];
@@ -407,7 +423,9 @@ export class EmulatedIfcvf {
         return;
       case C.QUEUE_ENABLE:
         if (value === 1) q!.enabled = true;
-        if (q!.enabled && this.#status & VirtioStatus.DRIVER_OK) this.#startQueue(this.#queueSelect);
+        if (q!.enabled && this.#status & VirtioStatus.DRIVER_OK) {
+          this.#startQueue(this.#queueSelect);
+        }
         return;
       case C.QUEUE_DESC:
       case C.QUEUE_DESC + 4:
@@ -540,7 +558,9 @@ export class EmulatedIfcvf {
 
   #doorbell(off: number, width: 1 | 2 | 4, value: number): void {
     if (width !== 2 && width !== 4) {
-      this.#bad(`write${width * 8} 0x${value.toString(16)} to doorbell offset 0x${off.toString(16)}`);
+      this.#bad(
+        `write${width * 8} 0x${value.toString(16)} to doorbell offset 0x${off.toString(16)}`,
+      );
       return;
     }
     // The address selects the queue; with multiplier 0 the value does.
@@ -746,6 +766,11 @@ export class EmulatedIfcvf {
   }
 }
 
+/** BAR 0 size: a power of two holding the doorbells after 0x3000. */
+function bar0Size(notifyLength: number): number {
+  return 2 ** Math.ceil(Math.log2(EmulatedIfcvfLayout.NOTIFY + notifyLength));
+}
+
 /** Config space of the emulated device: header, MSI-X and virtio capabilities. */
 function buildConfigSpace(o: {
   deviceId: number;
@@ -753,6 +778,7 @@ function buildConfigSpace(o: {
   subsystemDevice: number;
   msixVectors: number;
   multiplier: number;
+  notifyLength: number;
 }): PciConfigBuffer {
   const L = EmulatedIfcvfLayout;
   const cfg = new PciConfigBuffer(PciConfig.SIZE);
@@ -763,8 +789,8 @@ function buildConfigSpace(o: {
   v.setUint8(PciConfig.REVISION_ID, 1);
   v.setUint8(PciConfig.CLASS_PROG + 2, 0x02); // network controller
   v.setUint32(PciConfig.BAR0, 0xfe000000, true);
-  v.setUint32(PciConfig.BAR0 + 4, 0xfe004000, true);
-  v.setUint32(PciConfig.BAR0 + 16, 0xfe005000, true);
+  v.setUint32(PciConfig.BAR0 + 4, 0xfd000000, true);
+  v.setUint32(PciConfig.BAR0 + 16, 0xfd001000, true);
   v.setUint16(PciConfig.SUBSYSTEM_VENDOR_ID, o.subsystemVendor, true);
   v.setUint16(PciConfig.SUBSYSTEM_ID, o.subsystemDevice, true);
   v.setUint8(PciConfig.INTERRUPT_PIN, 1);
@@ -781,20 +807,20 @@ function buildConfigSpace(o: {
       return 12;
     });
   }
-  const virtioCap = (type: number, offset: number, length: number, multiplier?: number) =>
-  (at: number) => {
-    const len = multiplier === undefined ? 16 : 20;
-    v.setUint8(at, PciCapabilityId.VENDOR);
-    v.setUint8(at + 2, len);
-    v.setUint8(at + 3, type);
-    v.setUint8(at + 4, 0);
-    v.setUint32(at + 8, offset, true);
-    v.setUint32(at + 12, length, true);
-    if (multiplier !== undefined) v.setUint32(at + 16, multiplier, true);
-    return len;
-  };
+  const virtioCap =
+    (type: number, offset: number, length: number, multiplier?: number) => (at: number) => {
+      const len = multiplier === undefined ? 16 : 20;
+      v.setUint8(at, PciCapabilityId.VENDOR);
+      v.setUint8(at + 2, len);
+      v.setUint8(at + 3, type);
+      v.setUint8(at + 4, 0);
+      v.setUint32(at + 8, offset, true);
+      v.setUint32(at + 12, length, true);
+      if (multiplier !== undefined) v.setUint32(at + 16, multiplier, true);
+      return len;
+    };
   caps.push(virtioCap(VirtioPciCapType.COMMON, L.COMMON, L.COMMON_LENGTH));
-  caps.push(virtioCap(VirtioPciCapType.NOTIFY, L.NOTIFY, L.NOTIFY_LENGTH, o.multiplier));
+  caps.push(virtioCap(VirtioPciCapType.NOTIFY, L.NOTIFY, o.notifyLength, o.multiplier));
   caps.push(virtioCap(VirtioPciCapType.ISR, L.ISR, L.ISR_LENGTH));
   caps.push(virtioCap(VirtioPciCapType.DEVICE, L.DEVICE, L.DEVICE_LENGTH));
   caps.forEach((write, i) => {

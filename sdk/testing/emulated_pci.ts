@@ -23,7 +23,7 @@ import {
   type IovaRange,
 } from "../pci/function.ts";
 import type { PciFunction, PciIrqInfo, PciRegion } from "../pci/function.ts";
-import { PciConfigBuffer } from "../pci/config.ts";
+import type { PciConfigBuffer } from "../pci/config.ts";
 import { checkAccess, type MmioAccessor } from "../pci/mmio.ts";
 import { VfioPciIrq, VfioPciRegion, vfioPciRegionOffset } from "../uapi/vfio.ts";
 
@@ -128,6 +128,7 @@ export class MemoryRegisters implements EmulatedRegisters {
  * the device a {@linkcode GuestMemory} whose "guest-physical" addresses are
  * IOVAs, so the device reaches exactly the memory the driver mapped, and an
  * address outside every mapping is an error, as an IOMMU fault would be.
+ * The read/write permissions of a mapping are recorded, not enforced.
  */
 export class EmulatedDmaSpace implements DmaSpace {
   readonly iovaRanges: readonly IovaRange[];
@@ -137,6 +138,8 @@ export class EmulatedDmaSpace implements DmaSpace {
   #generation = 0;
 
   /**
+   * An empty address space.
+   *
    * @param options.iovaRanges What the IOMMU translates (default 0..2^48-1).
    * @param options.pageSize Mapping granularity (default 4096).
    */

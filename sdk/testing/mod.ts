@@ -18,3 +18,5 @@ export * from "./testpmd.ts";
 export * from "./frames.ts";
 export * from "./vhost_user_frontend.ts";
 export * from "./virtio_net_driver.ts";
+export * from "./emulated_pci.ts";
+export * from "./emulated_ifcvf.ts";

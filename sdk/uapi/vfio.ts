@@ -7,13 +7,6 @@
  * @module
  */
 
-const VFIO_TYPE = 0x3b; // ';'
-const VFIO_BASE = 100;
-
-function io(n: number): number {
-  return (VFIO_TYPE << 8) | (VFIO_BASE + n);
-}
-
 /** The VFIO API version the kernel must report (`VFIO_API_VERSION`). */
 export const VFIO_API_VERSION = 0;
 
@@ -25,38 +18,38 @@ export const VfioIommuType = {
   TYPE1v2: 3,
 } as const;
 
-/** VFIO ioctl request numbers. */
+/** VFIO ioctl request numbers: `_IO(';', 100 + n)`, i.e. `0x3b64 + n`. */
 export const VfioIoctl = {
   /** Container: returns `VFIO_API_VERSION`. */
-  GET_API_VERSION: io(0),
+  GET_API_VERSION: 0x3b64,
   /** Container: returns > 0 when the extension (an IOMMU type) is supported. */
-  CHECK_EXTENSION: io(1),
+  CHECK_EXTENSION: 0x3b65,
   /** Container: choose the IOMMU model (integer argument). */
-  SET_IOMMU: io(2),
+  SET_IOMMU: 0x3b66,
   /** Group: fills `vfio_group_status`. */
-  GROUP_GET_STATUS: io(3),
+  GROUP_GET_STATUS: 0x3b67,
   /** Group: attach to a container (argument: pointer to the container fd, an s32). */
-  GROUP_SET_CONTAINER: io(4),
+  GROUP_SET_CONTAINER: 0x3b68,
   /** Group: detach from its container. */
-  GROUP_UNSET_CONTAINER: io(5),
+  GROUP_UNSET_CONTAINER: 0x3b69,
   /** Group: returns a device fd (argument: the device name, a C string). */
-  GROUP_GET_DEVICE_FD: io(6),
+  GROUP_GET_DEVICE_FD: 0x3b6a,
   /** Device: fills `vfio_device_info`. */
-  DEVICE_GET_INFO: io(7),
+  DEVICE_GET_INFO: 0x3b6b,
   /** Device: fills `vfio_region_info` for `index`. */
-  DEVICE_GET_REGION_INFO: io(8),
+  DEVICE_GET_REGION_INFO: 0x3b6c,
   /** Device: fills `vfio_irq_info` for `index`. */
-  DEVICE_GET_IRQ_INFO: io(9),
+  DEVICE_GET_IRQ_INFO: 0x3b6d,
   /** Device: `vfio_irq_set` (wire interrupts to eventfds, or unwire). */
-  DEVICE_SET_IRQS: io(10),
+  DEVICE_SET_IRQS: 0x3b6e,
   /** Device: function-level reset. */
-  DEVICE_RESET: io(11),
+  DEVICE_RESET: 0x3b6f,
   /** Container (type1): fills `vfio_iommu_type1_info`. */
-  IOMMU_GET_INFO: io(12),
+  IOMMU_GET_INFO: 0x3b70,
   /** Container (type1): `vfio_iommu_type1_dma_map`. */
-  IOMMU_MAP_DMA: io(13),
+  IOMMU_MAP_DMA: 0x3b71,
   /** Container (type1): `vfio_iommu_type1_dma_unmap`. */
-  IOMMU_UNMAP_DMA: io(14),
+  IOMMU_UNMAP_DMA: 0x3b72,
 } as const;
 
 /** `vfio_group_status`: `{ u32 argsz; u32 flags; }`. */

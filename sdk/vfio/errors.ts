@@ -34,6 +34,8 @@ export class VfioError extends Error {
   readonly kind: VfioErrorKind;
 
   /**
+   * Make the error.
+   *
    * @param kind Which failure.
    * @param message What happened and what to do.
    * @param options The underlying error, if any.

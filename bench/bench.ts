@@ -1,0 +1,480 @@
+/**
+ * `deno task bench`: the SDK's datapath against DPDK's, side by side in one
+ * run. DPDK testpmd's `net_virtio_user` is the frontend; the backend is
+ * either the SDK serving `drivers/sim` ("ours") or DPDK's own `net_vhost`
+ * ("dpdk"). Runs alternate ours, dpdk, ours, dpdk, ... and each side's
+ * result is the median of its runs. Then the kick-to-notify relay latency.
+ *
+ * @module
+ */
+
+import { findExecutable } from "@vhost-mdev/sdk/testing";
+import { type BaselineLatency, buildBaseline, runBaseline } from "./kick_baseline.ts";
+import {
+  KICK_GAP_US,
+  KICK_WARMUP,
+  type KickLatencyResult,
+  type LatencyStats,
+  measureKickLatency,
+} from "./kick_latency.ts";
+import { fixed, type Spread, spread, textTable } from "./summary.ts";
+import { type RunConfig, runOnce, type RunResult, SCENARIOS, type Side } from "./throughput.ts";
+
+const HELP = `Usage: deno task bench [options]
+
+Throughput of the SDK's sim backend and of DPDK's net_vhost backend, both
+driven by DPDK testpmd's net_virtio_user frontend, alternating runs in one
+invocation; then the kick-to-notify relay latency.
+
+Options:
+  --runs N              runs per side and scenario; the median is reported (default 5)
+  --seconds S           measured seconds per run, after the warm-up (default 4)
+  --warmup S            seconds of forwarding before measuring (default 1)
+  --scenario LIST       comma-separated scenario ids (default all):
+                          ${SCENARIOS.map((s) => s.id).join(", ")}
+                        f2b = frontend->backend (virtio_user txonly vs sim sink / vhost rxonly)
+                        b2f = backend->frontend (sim source / vhost txonly vs virtio_user rxonly)
+  --sides LIST          ours,dpdk (default both)
+  --latency-samples N   kicks for the latency measurement, 0 to skip (default 5000)
+  --backend-cpu C       CPU of the backend (default 0)
+  --frontend-cpu C      CPU of the frontend testpmd (default 1)
+  --testpmd PATH        dpdk-testpmd binary (default: found on PATH)
+  --profile DIR         write a V8 CPU profile of our backend child per run into DIR
+  --json                print one JSON document on stdout instead of tables
+  --help                this text
+
+Progress goes to stderr. Needs dpdk-testpmd (apt-get install dpdk-dev) and
+taskset (util-linux).
+`;
+
+interface Args {
+  runs: number;
+  seconds: number;
+  warmup: number;
+  scenarios: string[];
+  sides: Side[];
+  latencySamples: number;
+  backendCpu: number;
+  frontendCpu: number;
+  testpmd: string | null;
+  profile: string | null;
+  json: boolean;
+  help: boolean;
+  /** Internal: measure kick latency in this process and print it as JSON. */
+  latencyChild: number | null;
+}
+
+class UsageError extends Error {}
+
+function parseArgs(argv: readonly string[]): Args {
+  const a: Args = {
+    runs: 5,
+    seconds: 4,
+    warmup: 1,
+    scenarios: SCENARIOS.map((s) => s.id),
+    sides: ["ours", "dpdk"],
+    latencySamples: 5000,
+    backendCpu: 0,
+    frontendCpu: 1,
+    testpmd: null,
+    profile: null,
+    json: false,
+    help: false,
+    latencyChild: null,
+  };
+  const num = (name: string, v: string, min: number, integer: boolean) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
+      throw new UsageError(
+        `--${name} ${v}: expected ${integer ? "an integer" : "a number"} >= ${min}`,
+      );
+    }
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const eq = arg.indexOf("=");
+    const name = arg.startsWith("--") ? arg.slice(2, eq >= 0 ? eq : undefined) : arg;
+    const value = (): string => {
+      if (eq >= 0) return arg.slice(eq + 1);
+      if (i + 1 >= argv.length) throw new UsageError(`--${name} needs a value`);
+      return argv[++i];
+    };
+    switch (name) {
+      case "runs":
+        a.runs = num(name, value(), 1, true);
+        break;
+      case "seconds":
+        a.seconds = num(name, value(), 0.1, false);
+        break;
+      case "warmup":
+        a.warmup = num(name, value(), 0, false);
+        break;
+      case "scenario": {
+        const ids = value().split(",").map((s) => s.trim()).filter((s) => s);
+        for (const id of ids) {
+          if (!SCENARIOS.some((s) => s.id === id)) {
+            throw new UsageError(
+              `--scenario ${id}: unknown; choose from ${SCENARIOS.map((s) => s.id).join(", ")}`,
+            );
+          }
+        }
+        if (ids.length === 0) throw new UsageError("--scenario needs at least one id");
+        a.scenarios = ids;
+        break;
+      }
+      case "sides": {
+        const sides = value().split(",").map((s) => s.trim());
+        for (const s of sides) {
+          if (s !== "ours" && s !== "dpdk") throw new UsageError(`--sides ${s}: ours or dpdk`);
+        }
+        a.sides = [...new Set(sides)] as Side[];
+        break;
+      }
+      case "latency-samples":
+        a.latencySamples = num(name, value(), 0, true);
+        break;
+      case "backend-cpu":
+        a.backendCpu = num(name, value(), 0, true);
+        break;
+      case "frontend-cpu":
+        a.frontendCpu = num(name, value(), 0, true);
+        break;
+      case "testpmd":
+        a.testpmd = value();
+        break;
+      case "profile":
+        a.profile = value();
+        break;
+      case "latency-child":
+        a.latencyChild = num(name, value(), 1, true);
+        break;
+      case "json":
+        a.json = true;
+        break;
+      case "help":
+      case "-h":
+        a.help = true;
+        break;
+      default:
+        throw new UsageError(`unknown argument "${arg}" (see --help)`);
+    }
+  }
+  return a;
+}
+
+/** One side's runs of one scenario. */
+export interface SideResult {
+  /** Receiving side's Mpps of each run, in run order. */
+  mpps: number[];
+  /** Median, min and max of `mpps`. */
+  summary: Spread;
+  /** Sending side's Mpps of each run (what was offered). */
+  offeredMpps: number[];
+  /** Packets counted by the receiver in each run's measured interval. */
+  packets: number[];
+  /** Length of each run's measured interval, seconds. */
+  seconds: number[];
+}
+
+/** One scenario's results. */
+export interface ScenarioResult {
+  /** Scenario id (`f2b-64`). */
+  id: string;
+  /** Which way packets flow. */
+  direction: string;
+  /** Frame size, bytes. */
+  frameSize: number;
+  /** The SDK serving drivers/sim, when measured. */
+  ours: SideResult | null;
+  /** DPDK net_vhost, when measured. */
+  dpdk: SideResult | null;
+  /** Median ours / median DPDK, when both were measured. */
+  ratio: number | null;
+}
+
+/** The whole report (`--json`). */
+export interface BenchReport {
+  /** Format version of this document. */
+  version: 1;
+  /** When the run started (ISO 8601). */
+  date: string;
+  /** How it ran. */
+  config: {
+    runs: number;
+    seconds: number;
+    warmupSeconds: number;
+    backendCpu: number;
+    frontendCpu: number;
+    testpmd: string;
+    deno: string;
+    cpus: number;
+    kernel: string;
+  };
+  /** Throughput per scenario. */
+  scenarios: ScenarioResult[];
+  /** Kick-to-notify latency, or null when skipped. */
+  latency: LatencyReport | null;
+}
+
+/** Kick latency under one CPU placement. */
+export interface LatencyPlacement {
+  /** The `taskset -c` CPU list the measuring process ran on. */
+  cpus: string;
+  /** The SDK's relay. */
+  sdk: KickLatencyResult;
+  /** The C baseline, or null when it could not be built. */
+  c: BaselineLatency | null;
+}
+
+/** The kick latency part of the report. */
+export interface LatencyReport {
+  /** Kicks measured per placement (after warm-up). */
+  samples: number;
+  /** Microseconds between a notify and the next kick. */
+  gapUs: number;
+  /** One entry per CPU placement. */
+  placements: LatencyPlacement[];
+  /** Why the C baseline is missing, or "". */
+  baselineMissing: string;
+}
+
+function sideResult(runs: RunResult[]): SideResult {
+  return {
+    mpps: runs.map((r) => r.mpps),
+    summary: spread(runs.map((r) => r.mpps)),
+    offeredMpps: runs.map((r) => r.offeredMpps),
+    packets: runs.map((r) => r.packets),
+    seconds: runs.map((r) => r.seconds),
+  };
+}
+
+function progress(message: string): void {
+  console.error(`bench: ${message}`);
+}
+
+function kernel(): string {
+  try {
+    return Deno.readTextFileSync("/proc/sys/kernel/osrelease").trim();
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Run the benchmark as `args` ask; returns the report. */
+async function bench(args: Args, testpmd: string, root: string): Promise<BenchReport> {
+  const dir = await Deno.makeTempDir({ prefix: "vhost-mdev-bench-" });
+  const report: BenchReport = {
+    version: 1,
+    date: new Date().toISOString(),
+    config: {
+      runs: args.runs,
+      seconds: args.seconds,
+      warmupSeconds: args.warmup,
+      backendCpu: args.backendCpu,
+      frontendCpu: args.frontendCpu,
+      testpmd,
+      deno: Deno.version.deno,
+      cpus: navigator.hardwareConcurrency,
+      kernel: kernel(),
+    },
+    scenarios: [],
+    latency: null,
+  };
+  try {
+    if (args.profile) await Deno.mkdir(args.profile, { recursive: true });
+    const cfg: RunConfig = {
+      testpmd,
+      root,
+      dir,
+      warmupSeconds: args.warmup,
+      seconds: args.seconds,
+      backendCpu: args.backendCpu,
+      frontendCpu: args.frontendCpu,
+      denoFlags: args.profile
+        ? ["--cpu-prof", `--cpu-prof-dir=${await Deno.realPath(args.profile)}`]
+        : undefined,
+    };
+    for (const id of args.scenarios) {
+      const scenario = SCENARIOS.find((s) => s.id === id)!;
+      const runs: Record<Side, RunResult[]> = { ours: [], dpdk: [] };
+      for (let i = 1; i <= args.runs; i++) {
+        for (const side of args.sides) {
+          const r = await runOnce(scenario, side, cfg);
+          runs[side].push(r);
+          progress(
+            `${id} run ${i}/${args.runs} ${side}: ${fixed(r.mpps, 3)} Mpps received ` +
+              `(${r.packets} packets in ${fixed(r.seconds, 2)} s; sender ${
+                fixed(r.offeredMpps, 3)
+              } Mpps)`,
+          );
+        }
+      }
+      const ours = args.sides.includes("ours") ? sideResult(runs.ours) : null;
+      const dpdk = args.sides.includes("dpdk") ? sideResult(runs.dpdk) : null;
+      report.scenarios.push({
+        id,
+        direction: scenario.direction,
+        frameSize: scenario.frameSize,
+        ours,
+        dpdk,
+        ratio: ours && dpdk ? ours.summary.median / dpdk.summary.median : null,
+      });
+    }
+    if (args.latencySamples > 0) {
+      report.latency = await latency(args, root, dir);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  return report;
+}
+
+/** Kick latency with the measuring process on one CPU, then on two. */
+async function latency(args: Args, root: string, dir: string): Promise<LatencyReport> {
+  const baseline = await buildBaseline(dir);
+  const placements: LatencyPlacement[] = [];
+  const cpuSets = [String(args.backendCpu), `${args.backendCpu},${args.frontendCpu}`];
+  for (const cpus of cpuSets) {
+    progress(`kick-to-notify latency on CPU(s) ${cpus}, ${args.latencySamples} kicks`);
+    const out = await new Deno.Command("taskset", {
+      args: [
+        "-c",
+        cpus,
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        `${root}/bench/bench.ts`,
+        "--latency-child",
+        String(args.latencySamples),
+      ],
+      cwd: root,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(
+        `kick latency measurement failed: ${new TextDecoder().decode(out.stderr).trim()}`,
+      );
+    }
+    const sdk = JSON.parse(new TextDecoder().decode(out.stdout)) as KickLatencyResult;
+    const c = baseline.path
+      ? await runBaseline(baseline.path, cpus, args.latencySamples, KICK_WARMUP, KICK_GAP_US)
+      : null;
+    placements.push({ cpus, sdk, c });
+  }
+  return {
+    samples: args.latencySamples,
+    gapUs: KICK_GAP_US,
+    placements,
+    baselineMissing: baseline.why,
+  };
+}
+
+function range(s: Spread, digits: number): string {
+  return `${fixed(s.median, digits)} (${fixed(s.min, digits)}-${fixed(s.max, digits)})`;
+}
+
+/** The report as text tables. */
+export function formatReport(r: BenchReport): string {
+  const out: string[] = [];
+  const c = r.config;
+  out.push(
+    `Throughput, Mpps received: median of ${c.runs} run(s) (min-max), ${c.seconds} s measured ` +
+      `per run after ${c.warmupSeconds} s warm-up; backend on CPU ${c.backendCpu}, ` +
+      `frontend (testpmd net_virtio_user) on CPU ${c.frontendCpu}`,
+  );
+  out.push("");
+  out.push(textTable(
+    ["scenario", "frame", "ours (sim)", "DPDK net_vhost", "ours/DPDK"],
+    r.scenarios.map((s) => [
+      s.direction,
+      `${s.frameSize} B`,
+      s.ours ? range(s.ours.summary, 3) : "-",
+      s.dpdk ? range(s.dpdk.summary, 3) : "-",
+      s.ratio === null ? "-" : fixed(s.ratio, 2),
+    ]),
+  ));
+  if (r.latency) {
+    const l = r.latency;
+    const cell = (v: LatencyStats | undefined) =>
+      v ? `${fixed(v.p50, 1)} / ${fixed(v.p99, 1)}` : "-";
+    const rows: [string, (p: LatencyPlacement) => LatencyStats | undefined][] = [
+      ["SDK: eventfd write -> ops.notify (device)", (p) => p.sdk.kickToNotify],
+      ["SDK: eventfd write -> relay Worker woke", (p) => p.sdk.kickToRelayWake],
+      ["SDK: eventfd write -> relay message handled", (p) => p.sdk.kickToRelayMessage],
+      ["C: eventfd write -> poll() woke (one hop)", (p) => p.c?.oneHop],
+      ["C: write -> relay thread -> writer woke (two hops)", (p) => p.c?.twoHop],
+    ];
+    out.push("");
+    out.push(
+      `Kick latency, microseconds, p50 / p99 (${l.samples} kicks per placement, ` +
+        `${l.gapUs} us between a notify and the next kick)` +
+        (l.baselineMissing ? `; C baseline skipped: ${l.baselineMissing}` : ""),
+    );
+    out.push("");
+    out.push(textTable(
+      ["path", ...l.placements.map((p) => `CPU ${p.cpus}`)],
+      rows.map(([name, pick]) => [name, ...l.placements.map((p) => cell(pick(p)))]),
+    ));
+  }
+  return out.join("\n");
+}
+
+async function main(argv: string[]): Promise<number> {
+  let args: Args;
+  try {
+    args = parseArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`bench: ${e.message}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (args.latencyChild !== null) {
+    const dir = await Deno.makeTempDir({ prefix: "vhost-mdev-kick-" });
+    try {
+      console.log(JSON.stringify(await measureKickLatency(dir, args.latencyChild)));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    return 0;
+  }
+  const testpmd = findExecutable(args.testpmd ?? "dpdk-testpmd");
+  if (!testpmd) {
+    console.error(
+      `bench: ${args.testpmd ?? "dpdk-testpmd"} not found; install DPDK's testpmd with ` +
+        "`apt-get install dpdk-dev` (or pass --testpmd PATH)",
+    );
+    return 1;
+  }
+  if (!findExecutable("taskset")) {
+    console.error("bench: taskset not found; install it with `apt-get install util-linux`");
+    return 1;
+  }
+  const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+  if (args.sides.includes("ours")) {
+    try {
+      Deno.statSync(`${root}/drivers/sim/mod.ts`);
+    } catch {
+      console.error(`bench: ${root}/drivers/sim/mod.ts is missing: our side needs drivers/sim`);
+      return 1;
+    }
+  }
+  const report = await bench(args, testpmd, root);
+  console.log(args.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (e) {
+    console.error(`bench: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+}

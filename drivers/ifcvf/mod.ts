@@ -1,0 +1,102 @@
+/**
+ * `ifcvf`: the driver of the Intel IFC VF (the virtio-net VF of the N3000
+ * and C5000X-PL cards), the userspace twin of Linux's `drivers/vdpa/ifcvf`
+ * and DPDK's `drivers/vdpa/ifc`. It maps the device through VFIO, programs
+ * the frontend's rings into the hardware, wires MSI-X to the frontend's call
+ * eventfds, rings doorbells (or hands them to the frontend as host
+ * notifiers) and keeps ring state across stop/start in the live-migration
+ * BAR.
+ *
+ * `--pci ADDRESS` names a device bound to vfio-pci; `--pci emulated` runs
+ * the driver on the SDK's emulated IFC VF, no hardware needed. A device
+ * outside the IFC VF ID table is refused unless `--generic true` asks to
+ * drive it as a plain modern virtio-net device (what the kernel's vp_vdpa
+ * does), e.g. QEMU's virtio-net-pci in a VM with a vIOMMU.
+ *
+ * @example Serve the emulated IFC VF
+ * ```ts ignore
+ * import { VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
+ * import { driver } from "@vhost-mdev/ifcvf";
+ *
+ * const device = await VhostMdevDevice.create(driver, { queues: 1, pci: "emulated", options: {} });
+ * const server = VhostUserServer.listen(device, "/tmp/ifcvf.sock");
+ * ```
+ *
+ * @module
+ */
+
+import type { Driver, ProbeParams } from "@vhost-mdev/sdk";
+import { openVfioPci } from "@vhost-mdev/sdk/vfio";
+import { EmulatedIfcvf } from "@vhost-mdev/sdk/testing";
+import { IFCVF_PCI_IDS } from "./ids.ts";
+import { type IfcvfTarget, probeIfcvf } from "./ifcvf.ts";
+
+export { describeIds, IFCVF_PCI_IDS, type IfcvfId, isVirtioNet, matchIfcvf } from "./ids.ts";
+export {
+  IfcvfLiveMigration,
+  LM_BAR,
+  LM_CFG_SIZE,
+  LM_RING_STATE_OFFSET,
+  type RingState,
+} from "./lm.ts";
+export { InterruptFanout, planVectors, type VectorPlan } from "./interrupts.ts";
+export type { IfcvfTarget } from "./ifcvf.ts";
+
+/** Opens the PCI function a probe asks for. */
+export type IfcvfOpener = (params: ProbeParams) => IfcvfTarget;
+
+/**
+ * The default opener: `params.pci === "emulated"` builds an
+ * {@linkcode EmulatedIfcvf}; anything else is a PCI address opened through
+ * VFIO.
+ */
+export function openIfcvfTarget(params: ProbeParams): IfcvfTarget {
+  const pci = params.pci;
+  if (!pci) {
+    throw new Error(
+      "ifcvf needs a device: --pci ADDRESS (bound to vfio-pci, e.g. 0000:03:00.0) or --pci emulated",
+    );
+  }
+  if (pci === "emulated") {
+    const device = new EmulatedIfcvf({ queuePairs: Math.min(8, Math.max(1, params.queues)) });
+    return {
+      fn: device.function,
+      dma: device.dma,
+      description: "the emulated IFC VF",
+      stats: () => device.stats(),
+      close: () => device.function.close(),
+    };
+  }
+  const vfio = openVfioPci(pci);
+  return {
+    fn: vfio.device,
+    dma: vfio.container,
+    description: `${vfio.address} (VFIO group ${vfio.group.number})`,
+    close: () => vfio.close(),
+  };
+}
+
+/**
+ * An ifcvf driver whose devices come from `open` (tests hand it emulated
+ * devices with other IDs or fewer vectors).
+ */
+export function makeIfcvfDriver(open: IfcvfOpener = openIfcvfTarget): Driver {
+  return {
+    name: "ifcvf",
+    description: "Intel IFC VF (N3000 / C5000X-PL virtio VF) through VFIO, or emulated",
+    pciIds: IFCVF_PCI_IDS,
+    options: [
+      {
+        name: "generic",
+        description: "drive any modern virtio-net PCI device, not only IFC VFs (like vp_vdpa)",
+        values: ["true", "false"],
+        default: "false",
+      },
+    ],
+    probe: (ctx, params) => probeIfcvf(ctx, params, open(params)),
+  };
+}
+
+/** The ifcvf driver. */
+export const driver: Driver = makeIfcvfDriver();
+export default driver;

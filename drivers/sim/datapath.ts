@@ -1,0 +1,647 @@
+/**
+ * One queue pair of the sim device: receive ring `2k` and transmit ring
+ * `2k + 1` (virtio 1.2 §5.1.2), processed in the device's mode. A Worker
+ * runs it (see `datapath_worker.ts`); the class itself does no waiting, so
+ * the same code can be stepped synchronously.
+ *
+ * Every frame travels behind a `virtio_net_hdr` (virtio 1.2 §5.1.6): 12
+ * bytes with `VERSION_1` or `MRG_RXBUF`, else 10. On receive the device sets
+ * `num_buffers` (how many receive buffers the frame spans; always 1 without
+ * `MRG_RXBUF`).
+ *
+ * Flow control: in loopback and responder modes a frame leaves the transmit
+ * ring only when it can be delivered; while the receive ring has no buffers
+ * the transmit chain is held (not returned), so nothing is lost and the
+ * guest sees its transmit ring fill, as on a link with pause frames. A frame
+ * that cannot fit a receive buffer without `MRG_RXBUF` is dropped and the
+ * buffer returned with length 0 (guests count that as a length error).
+ *
+ * Chains are completed in the order they were made available (`IN_ORDER`).
+ * A chain that breaks the descriptor rules is returned with length 0 and
+ * counted as an error; the ring goes on. A corrupt `avail.idx` stops the
+ * ring until its next kick.
+ *
+ * @module
+ */
+
+import {
+  DescriptorChain,
+  DescriptorChainError,
+  type GuestMemory,
+  SplitQueue,
+} from "@vhost-mdev/sdk";
+import { eventfdWrite } from "@vhost-mdev/sdk/sys";
+import { completeChecksum, MAX_REPLY_SIZE, respond, sourceFrame } from "./packets.ts";
+import {
+  CONTROL_BASES,
+  type DatapathSetup,
+  STAT_BYTES,
+  STAT_DROPS,
+  STAT_ERRORS,
+  STAT_FIELDS,
+  STAT_PACKETS,
+} from "./protocol.ts";
+
+/** Chains taken from one ring per {@linkcode QueuePairDatapath.run}, before used entries are published. */
+const BATCH = 128;
+/** `virtio_net_hdr.flags`: the checksum from `csum_start` is to be completed. */
+const NEEDS_CSUM = 1;
+/** Largest frame the device takes from the guest (no segmentation offload). */
+const MAX_FRAME = 65535;
+/** Copies up to this size go byte by byte (no subarray object). */
+const SMALL_COPY = 64;
+
+/** {@linkcode QueuePairDatapath.waitMask}: the receive ring. */
+export const WAIT_RX = 1;
+/** {@linkcode QueuePairDatapath.waitMask}: the transmit ring. */
+export const WAIT_TX = 2;
+
+const MODE_LOOPBACK = 0;
+const MODE_SINK = 1;
+const MODE_SOURCE = 2;
+const MODE_RESPONDER = 3;
+
+// Local counters, flushed into the shared stats once per run.
+const RX = 0;
+const TX = STAT_FIELDS;
+
+/** Receives a chain error or a malformed frame, per ring. */
+export type DatapathReport = (ring: number, message: string) => void;
+
+/**
+ * The rings of one queue pair and what the device does between them.
+ *
+ * @example Step a pair by hand (what the Worker does in a loop)
+ * ```ts ignore
+ * const dp = new QueuePairDatapath(GuestMemory.fromShared(setup.memory), setup, console.warn);
+ * while (dp.run() > 0) {}
+ * ```
+ */
+export class QueuePairDatapath {
+  /** The receive ring, or null when it does not run. */
+  readonly rx: SplitQueue | null;
+  /** The transmit ring, or null when it does not run. */
+  readonly tx: SplitQueue | null;
+  readonly #setup: DatapathSetup;
+  readonly #report: DatapathReport;
+  readonly #mode: number;
+  readonly #hdrLen: number;
+  readonly #mrg: boolean;
+  readonly #csum: boolean;
+  readonly #guestCsum: boolean;
+  readonly #regions: Uint8Array[];
+  readonly #stats: Float64Array;
+  readonly #control: Int32Array;
+  readonly #local = new Float64Array(2 * STAT_FIELDS);
+  readonly #rxCall: number;
+  readonly #txCall: number;
+  readonly #txChain = new DescriptorChain();
+  readonly #rxFirst = new DescriptorChain();
+  readonly #rxNext = new DescriptorChain();
+  /** Transmitted frame (header + frame) in loopback and responder modes. */
+  readonly #frame: Uint8Array;
+  /** The responder's reply, behind a header. */
+  readonly #reply: Uint8Array;
+  /** Source mode's frame, behind a header with `num_buffers` = 1. */
+  readonly #packet: Uint8Array;
+  readonly #heads: Uint32Array;
+  readonly #lens: Uint32Array;
+  readonly #deferred: Uint32Array;
+  // The delivery in progress: `#out[0, #outLen)` going to the receive ring.
+  #out: Uint8Array | null = null;
+  #outLen = 0;
+  #outPos = 0;
+  #bufs = 0;
+  #deferredCount = 0;
+  #firstHeld = false;
+  /** Head of the transmit chain whose frame is being delivered, or -1. */
+  #txPending = -1;
+  #rxBroken = false;
+  #txBroken = false;
+  #rxPushed = 0;
+  #txPushed = 0;
+
+  /**
+   * Make the rings' views (validating their layout) over `memory`.
+   *
+   * @throws RangeError when a ring is not inside guest memory or misaligned.
+   */
+  constructor(memory: GuestMemory, setup: DatapathSetup, report: DatapathReport) {
+    const f = setup.features;
+    const ring = (r: DatapathSetup["rx"]) =>
+      r === null ? null : new SplitQueue(memory, r, {
+        lastAvailIdx: r.base,
+        eventIdx: f.eventIdx,
+        indirect: f.indirect,
+      });
+    this.rx = ring(setup.rx);
+    this.tx = ring(setup.tx);
+    this.#setup = setup;
+    this.#report = report;
+    this.#mode = ["loopback", "sink", "source", "responder"].indexOf(setup.mode);
+    if (this.#mode < 0) throw new RangeError(`unknown mode ${setup.mode}`);
+    this.#hdrLen = f.version1 || f.mrgRxbuf ? 12 : 10;
+    this.#mrg = f.mrgRxbuf;
+    this.#csum = f.csum;
+    this.#guestCsum = f.guestCsum;
+    this.#regions = memory.regions.map((r) => r.bytes);
+    this.#stats = new Float64Array(setup.stats);
+    this.#control = new Int32Array(setup.control);
+    this.#rxCall = setup.rx?.callFd ?? -1;
+    this.#txCall = setup.tx?.callFd ?? -1;
+    const h = this.#hdrLen;
+    const forwards = this.#mode === MODE_LOOPBACK || this.#mode === MODE_RESPONDER;
+    this.#frame = new Uint8Array(forwards ? h + MAX_FRAME : 0);
+    this.#reply = new Uint8Array(this.#mode === MODE_RESPONDER ? h + MAX_REPLY_SIZE : 0);
+    if (this.#mode === MODE_SOURCE) {
+      this.#packet = new Uint8Array(h + setup.frameSize);
+      this.#packet.set(sourceFrame(setup.frameSize, setup.mac), h);
+      if (h === 12) this.#packet[10] = 1;
+    } else {
+      this.#packet = new Uint8Array(0);
+    }
+    const n = this.rx?.num ?? 1;
+    this.#heads = new Uint32Array(n);
+    this.#lens = new Uint32Array(n);
+    this.#deferred = new Uint32Array(n);
+    this.#writeBases();
+  }
+
+  /** Ring index of the receive ring. */
+  get rxRing(): number {
+    return 2 * this.#setup.pair;
+  }
+
+  /** Ring index of the transmit ring. */
+  get txRing(): number {
+    return 2 * this.#setup.pair + 1;
+  }
+
+  /**
+   * Process what the rings hold, up to a batch per ring; publish used
+   * entries, interrupt the guest where it asked for it, and update the
+   * counters. Returns the number of chains handled (0: nothing to do, or
+   * waiting for receive buffers).
+   */
+  run(): number {
+    let work: number;
+    switch (this.#mode) {
+      case MODE_SINK:
+        work = this.#sink();
+        break;
+      case MODE_SOURCE:
+        work = this.#source();
+        break;
+      default:
+        work = this.#forward();
+    }
+    this.#finish();
+    return work;
+  }
+
+  /** Which rings' kicks the pair waits for when idle: {@linkcode WAIT_RX} | {@linkcode WAIT_TX}. */
+  waitMask(): number {
+    switch (this.#mode) {
+      case MODE_SINK:
+        return WAIT_TX;
+      case MODE_SOURCE:
+        return WAIT_RX;
+      default:
+        return this.#txPending >= 0 ? WAIT_RX : WAIT_TX;
+    }
+  }
+
+  /**
+   * Ask the guest to kick the rings in `mask` for new buffers. Returns true
+   * when buffers arrived meanwhile: then run again instead of sleeping, as
+   * the guest will not kick for those.
+   */
+  enableNotifications(mask: number): boolean {
+    // A ring stopped for a corrupt avail.idx waits for a kick whatever its index says.
+    let more = false;
+    if ((mask & WAIT_RX) !== 0 && this.rx !== null) {
+      if (this.rx.enableNotifications() && !this.#rxBroken) more = true;
+    }
+    if ((mask & WAIT_TX) !== 0 && this.tx !== null) {
+      if (this.tx.enableNotifications() && !this.#txBroken) more = true;
+    }
+    return more;
+  }
+
+  /** Ask the guest not to kick the rings in `mask` (the device is polling them). */
+  disableNotifications(mask: number): void {
+    if ((mask & WAIT_RX) !== 0) this.rx?.disableNotifications();
+    if ((mask & WAIT_TX) !== 0) this.tx?.disableNotifications();
+  }
+
+  /** The guest kicked ring `ring`: a ring stopped for a corrupt `avail.idx` is tried again. */
+  kicked(ring: number): void {
+    if (ring === this.rxRing) this.#rxBroken = false;
+    else if (ring === this.txRing) this.#txBroken = false;
+  }
+
+  /**
+   * Next available index of the receive and transmit rings, for
+   * `GET_VRING_BASE`: chains taken but not completed (a frame waiting for
+   * receive buffers) are given back, so a restarted device takes them again.
+   */
+  bases(): { rxBase: number; txBase: number } {
+    return { rxBase: this.#rxBase(), txBase: this.#txBase() };
+  }
+
+  #rxBase(): number {
+    if (this.rx === null) return this.#setup.rx?.base ?? 0;
+    const taken = this.#bufs + this.#deferredCount + (this.#firstHeld ? 1 : 0);
+    return (this.rx.lastAvailIdx - taken) & 0xffff;
+  }
+
+  #txBase(): number {
+    if (this.tx === null) return this.#setup.tx?.base ?? 0;
+    return (this.tx.lastAvailIdx - (this.#txPending >= 0 ? 1 : 0)) & 0xffff;
+  }
+
+  // ---- modes ----
+
+  #sink(): number {
+    const tx = this.tx;
+    if (tx === null || this.#txBroken) return 0;
+    const chain = this.#txChain, hdr = this.#hdrLen, local = this.#local;
+    let work = 0, packets = 0, bytes = 0;
+    while (work < BATCH) {
+      const got = this.#pop(tx, chain, TX);
+      if (got === 0 || got === -2) break;
+      work++;
+      if (got < 0) continue;
+      const len = chain.readableBytes - hdr;
+      if (len < 0) {
+        this.#malformed(
+          TX,
+          `transmit chain ${chain.head} has ${len + hdr} bytes, less than the header`,
+        );
+      } else {
+        packets++;
+        bytes += len;
+      }
+      tx.pushUsed(chain.head, 0);
+      this.#txPushed++;
+    }
+    local[TX + STAT_PACKETS] += packets;
+    local[TX + STAT_BYTES] += bytes;
+    return work;
+  }
+
+  #source(): number {
+    const rx = this.rx;
+    if (rx === null) return 0;
+    let work = 0;
+    if (this.#out !== null) {
+      if (!this.#deliver()) return 0;
+      work++;
+    }
+    const chain = this.#rxFirst, packet = this.#packet, need = packet.length;
+    const frameSize = need - this.#hdrLen, local = this.#local;
+    let packets = 0;
+    while (work < BATCH && !this.#rxBroken) {
+      const got = this.#pop(rx, chain, RX);
+      if (got === 0 || got === -2) break;
+      work++;
+      if (got < 0) continue;
+      const s = chain.readable;
+      if (s < chain.count && chain.lengths[s] >= need) {
+        // The whole packet fits the first writable buffer: one copy.
+        this.#regions[chain.regions[s]].set(packet, chain.offsets[s]);
+        rx.pushUsed(chain.head, need);
+        this.#rxPushed++;
+        packets++;
+        continue;
+      }
+      this.#firstHeld = true;
+      this.#begin(packet, need);
+      if (!this.#deliver()) break;
+    }
+    local[RX + STAT_PACKETS] += packets;
+    local[RX + STAT_BYTES] += packets * frameSize;
+    return work;
+  }
+
+  /** Loopback and responder: transmit ring to receive ring. */
+  #forward(): number {
+    let work = 0;
+    if (this.#txPending >= 0) {
+      if (!this.#deliver()) return 0;
+      this.#completeTx();
+      work++;
+    }
+    const tx = this.tx;
+    if (tx === null || this.#txBroken) return work;
+    const chain = this.#txChain, hdr = this.#hdrLen, frame = this.#frame, local = this.#local;
+    while (work < BATCH) {
+      const got = this.#pop(tx, chain, TX);
+      if (got === 0 || got === -2) break;
+      work++;
+      if (got < 0) continue;
+      const total = chain.readableBytes;
+      if (total < hdr || total > frame.length) {
+        this.#malformed(
+          TX,
+          `transmit chain ${chain.head} has ${total} bytes; a frame with its ${hdr}-byte header ` +
+            `must have ${hdr} to ${frame.length}`,
+        );
+        this.#pushTx(chain.head);
+        continue;
+      }
+      this.#read(chain, frame);
+      local[TX + STAT_PACKETS]++;
+      local[TX + STAT_BYTES] += total - hdr;
+      let out: Uint8Array, outLen: number;
+      if (this.#mode === MODE_LOOPBACK) {
+        if (!this.#loopbackHeader(chain.head, total)) {
+          this.#pushTx(chain.head);
+          continue;
+        }
+        out = frame;
+        outLen = total;
+      } else {
+        const n = respond(
+          frame,
+          hdr,
+          total - hdr,
+          this.#reply,
+          hdr,
+          this.#setup.mac,
+          this.#setup.ip,
+        );
+        if (n === 0) {
+          local[TX + STAT_DROPS]++;
+          this.#pushTx(chain.head);
+          continue;
+        }
+        out = this.#reply;
+        out.fill(0, 0, hdr);
+        outLen = hdr + n;
+      }
+      if (this.rx === null) {
+        local[TX + STAT_DROPS]++;
+        this.#pushTx(chain.head);
+        continue;
+      }
+      this.#txPending = chain.head;
+      this.#begin(out, outLen);
+      if (!this.#deliver()) break;
+      this.#completeTx();
+    }
+    return work;
+  }
+
+  /**
+   * Turn the transmitted header into the received one (in `#frame`): no
+   * segmentation was offered, so `gso_type` must be NONE; a partial
+   * checksum stays partial when the guest takes those (`GUEST_CSUM`), else
+   * the device completes it. Returns false for a header it refuses.
+   */
+  #loopbackHeader(head: number, total: number): boolean {
+    const f = this.#frame, hdr = this.#hdrLen;
+    const flags = f[0], gso = f[1];
+    if (gso !== 0) {
+      this.#malformed(
+        TX,
+        `transmit chain ${head}: gso_type ${gso}, but no segmentation offload was offered`,
+      );
+      return false;
+    }
+    if ((flags & NEEDS_CSUM) !== 0) {
+      const start = f[6] | (f[7] << 8), offset = f[8] | (f[9] << 8);
+      if (!this.#csum) {
+        this.#malformed(TX, `transmit chain ${head}: NEEDS_CSUM without VIRTIO_NET_F_CSUM`);
+        return false;
+      }
+      if (start + offset + 2 > total - hdr) {
+        this.#malformed(
+          TX,
+          `transmit chain ${head}: checksum at ${start}+${offset} is outside the ${
+            total - hdr
+          }-byte frame`,
+        );
+        return false;
+      }
+      if (this.#guestCsum) {
+        f[0] = NEEDS_CSUM;
+        return true;
+      }
+      completeChecksum(f, hdr, total - hdr, start, offset);
+    }
+    for (let i = 0; i < 10; i++) f[i] = 0;
+    return true;
+  }
+
+  // ---- delivery to the receive ring ----
+
+  #begin(out: Uint8Array, outLen: number): void {
+    this.#out = out;
+    this.#outLen = outLen;
+    this.#outPos = 0;
+    this.#bufs = 0;
+    this.#deferredCount = 0;
+  }
+
+  #end(): void {
+    this.#out = null;
+    this.#bufs = 0;
+    this.#deferredCount = 0;
+  }
+
+  /**
+   * Go on delivering `#out` into receive buffers. Returns true when the
+   * frame was delivered or dropped, false when the receive ring ran dry
+   * (state kept; call again when it has buffers).
+   */
+  #deliver(): boolean {
+    const rx = this.rx!, out = this.#out!, outLen = this.#outLen, hdr = this.#hdrLen;
+    while (this.#outPos < outLen) {
+      const first = this.#bufs === 0;
+      const chain = first ? this.#rxFirst : this.#rxNext;
+      if (first && this.#firstHeld) {
+        this.#firstHeld = false;
+      } else {
+        if (this.#rxBroken) return false;
+        const got = this.#pop(rx, chain, RX);
+        if (got === 0 || got === -2) return false;
+        if (got < 0) continue;
+      }
+      const room = chain.writableBytes;
+      if (first) {
+        if (room < hdr) {
+          this.#malformed(
+            RX,
+            `receive chain ${chain.head} has ${room} writable bytes, less than the ${hdr}-byte header`,
+          );
+          this.#returnRx(chain.head);
+          continue;
+        }
+        if (room >= outLen) {
+          if (hdr === 12) {
+            out[10] = 1;
+            out[11] = 0;
+          }
+        } else if (!this.#mrg) {
+          // Without MRG_RXBUF a frame must fit one buffer: drop it, return the buffer.
+          this.#local[RX + STAT_DROPS]++;
+          rx.pushUsed(chain.head, 0);
+          this.#rxPushed++;
+          this.#end();
+          return true;
+        }
+      }
+      const n = this.#write(chain, out, this.#outPos, outLen);
+      this.#heads[this.#bufs] = chain.head;
+      this.#lens[this.#bufs] = n;
+      this.#bufs++;
+      this.#outPos += n;
+    }
+    const bufs = this.#bufs;
+    if (bufs > 1) {
+      this.#putByte(this.#rxFirst, 10, bufs & 0xff);
+      this.#putByte(this.#rxFirst, 11, bufs >>> 8);
+    }
+    for (let i = 0; i < bufs; i++) rx.pushUsed(this.#heads[i], this.#lens[i]);
+    for (let i = 0; i < this.#deferredCount; i++) rx.pushUsed(this.#deferred[i], 0);
+    this.#rxPushed += bufs + this.#deferredCount;
+    this.#local[RX + STAT_PACKETS]++;
+    this.#local[RX + STAT_BYTES] += outLen - hdr;
+    this.#end();
+    return true;
+  }
+
+  /** Return a bad receive chain: now, or after the frame whose buffers are being filled. */
+  #returnRx(head: number): void {
+    if (this.#bufs > 0) {
+      this.#deferred[this.#deferredCount++] = head;
+    } else {
+      this.rx!.pushUsed(head, 0);
+      this.#rxPushed++;
+    }
+  }
+
+  #completeTx(): void {
+    this.#pushTx(this.#txPending);
+    this.#txPending = -1;
+  }
+
+  #pushTx(head: number): void {
+    this.tx!.pushUsed(head, 0);
+    this.#txPushed++;
+  }
+
+  // ---- ring access ----
+
+  /**
+   * Pop a chain: 1 popped, 0 none, -1 a hostile chain was handled (returned
+   * and counted), -2 the ring is corrupt (stopped until its next kick).
+   */
+  #pop(queue: SplitQueue, chain: DescriptorChain, side: number): number {
+    try {
+      return queue.pop(chain) ? 1 : 0;
+    } catch (e) {
+      if (!(e instanceof DescriptorChainError)) throw e;
+      const ring = side === RX ? this.rxRing : this.txRing;
+      this.#local[side + STAT_ERRORS]++;
+      this.#report(ring, `${e.kind}: ${e.message}`);
+      if (e.kind === "bad-avail-idx") {
+        if (side === RX) this.#rxBroken = true;
+        else this.#txBroken = true;
+        return -2;
+      }
+      if (e.head >= 0) {
+        if (side === RX) this.#returnRx(e.head);
+        else this.#pushTx(e.head);
+      }
+      return -1;
+    }
+  }
+
+  #malformed(side: number, message: string): void {
+    this.#local[side + STAT_ERRORS]++;
+    this.#report(side === RX ? this.rxRing : this.txRing, message);
+  }
+
+  /** Copy the chain's readable bytes to `dst` (which is large enough). */
+  #read(chain: DescriptorChain, dst: Uint8Array): void {
+    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
+    let pos = 0;
+    for (let s = 0, n = chain.readable; s < n; s++) {
+      const len = lengths[s], from = offsets[s], src = this.#regions[regions[s]];
+      if (len <= SMALL_COPY) {
+        for (let k = 0; k < len; k++) dst[pos + k] = src[from + k];
+      } else {
+        dst.set(src.subarray(from, from + len), pos);
+      }
+      pos += len;
+    }
+  }
+
+  /** Copy `src[from, end)` into the chain's writable buffers; returns bytes written. */
+  #write(chain: DescriptorChain, src: Uint8Array, from: number, end: number): number {
+    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
+    let pos = from;
+    for (let s = chain.readable, n = chain.count; s < n && pos < end; s++) {
+      const len = lengths[s];
+      const take = len < end - pos ? len : end - pos;
+      const to = offsets[s], dst = this.#regions[regions[s]];
+      if (take <= SMALL_COPY) {
+        for (let k = 0; k < take; k++) dst[to + k] = src[pos + k];
+      } else {
+        dst.set(src.subarray(pos, pos + take), to);
+      }
+      pos += take;
+    }
+    return pos - from;
+  }
+
+  /** Store one byte at `offset` of the chain's writable bytes. */
+  #putByte(chain: DescriptorChain, offset: number, value: number): void {
+    const lengths = chain.lengths;
+    let skip = offset;
+    for (let s = chain.readable, n = chain.count; s < n; s++) {
+      if (skip < lengths[s]) {
+        this.#regions[chain.regions[s]][chain.offsets[s] + skip] = value;
+        return;
+      }
+      skip -= lengths[s];
+    }
+  }
+
+  // ---- publishing ----
+
+  #finish(): void {
+    // Counters first, so that a guest which sees the used entries also sees them counted.
+    const local = this.#local, stats = this.#stats;
+    const rxAt = this.rxRing * STAT_FIELDS, txAt = this.txRing * STAT_FIELDS;
+    for (let i = 0; i < STAT_FIELDS; i++) {
+      if (local[RX + i] !== 0) {
+        stats[rxAt + i] += local[RX + i];
+        local[RX + i] = 0;
+      }
+      if (local[TX + i] !== 0) {
+        stats[txAt + i] += local[TX + i];
+        local[TX + i] = 0;
+      }
+    }
+    this.#writeBases();
+    const rx = this.rx, tx = this.tx;
+    if (this.#txPushed > 0 && tx !== null) {
+      this.#txPushed = 0;
+      tx.publishUsed();
+      if (tx.needsNotify() && this.#txCall >= 0) eventfdWrite(this.#txCall, 1);
+    }
+    if (this.#rxPushed > 0 && rx !== null) {
+      this.#rxPushed = 0;
+      rx.publishUsed();
+      if (rx.needsNotify() && this.#rxCall >= 0) eventfdWrite(this.#rxCall, 1);
+    }
+  }
+
+  #writeBases(): void {
+    this.#control[CONTROL_BASES + this.rxRing] = this.#rxBase();
+    this.#control[CONTROL_BASES + this.txRing] = this.#txBase();
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * What the device's main thread and its datapath Workers say to each other,
+ * and the layout of the two SharedArrayBuffers they share: the counters,
+ * which `ops.stats()` reads without messaging, and the control words (a
+ * stop flag and each ring's next available index).
+ *
+ * @module
+ */
+
+import type { SharedRegion } from "@vhost-mdev/sdk";
+import type { SimMode } from "./options.ts";
+
+/** Counters per ring in the stats buffer (Float64 each). */
+export const STAT_FIELDS = 4;
+/** Index of the packets counter of a ring. */
+export const STAT_PACKETS = 0;
+/** Index of the bytes counter (frame bytes, virtio-net header excluded). */
+export const STAT_BYTES = 1;
+/** Index of the drops counter. */
+export const STAT_DROPS = 2;
+/** Index of the errors counter (hostile chains and malformed headers). */
+export const STAT_ERRORS = 3;
+
+/** Int32 word of the control buffer set to 1 to stop every Worker. */
+export const CONTROL_STOP = 0;
+/** Int32 word of the control buffer holding ring `q`'s next available index: `CONTROL_BASES + q`. */
+export const CONTROL_BASES = 1;
+
+/** One ring as a Worker gets it (guest-physical addresses, fds owned by the SDK core). */
+export interface RingSetup {
+  /** Ring index. */
+  index: number;
+  /** Descriptors. */
+  num: number;
+  /** Descriptor table GPA. */
+  descAddr: number;
+  /** Available ring GPA. */
+  availAddr: number;
+  /** Used ring GPA. */
+  usedAddr: number;
+  /** Next available index to process. */
+  base: number;
+  /** Kick eventfd, or -1 (then the Worker polls the ring every millisecond). */
+  kickFd: number;
+  /** Call eventfd, or -1 (no interrupts). */
+  callFd: number;
+}
+
+/** Negotiated features that shape the datapath. */
+export interface DatapathFeatures {
+  /** `VIRTIO_F_EVENT_IDX`. */
+  eventIdx: boolean;
+  /** `VIRTIO_F_INDIRECT_DESC`. */
+  indirect: boolean;
+  /** `VIRTIO_NET_F_MRG_RXBUF`. */
+  mrgRxbuf: boolean;
+  /** `VIRTIO_F_VERSION_1` (12-byte header even without `MRG_RXBUF`). */
+  version1: boolean;
+  /** `VIRTIO_NET_F_CSUM`: transmitted frames may carry a partial checksum. */
+  csum: boolean;
+  /** `VIRTIO_NET_F_GUEST_CSUM`: received frames may carry a partial checksum. */
+  guestCsum: boolean;
+}
+
+/** The message that starts a Worker: one queue pair. */
+export interface DatapathSetup {
+  /** Queue pair index. */
+  pair: number;
+  /** What to do with frames. */
+  mode: SimMode;
+  /** Receive ring `2 * pair`, or null when it is not running. */
+  rx: RingSetup | null;
+  /** Transmit ring `2 * pair + 1`, or null when it is not running. */
+  tx: RingSetup | null;
+  /** The guest memory table, mapped by the main thread. */
+  memory: SharedRegion[];
+  /** What was negotiated. */
+  features: DatapathFeatures;
+  /** The NIC's MAC. */
+  mac: Uint8Array;
+  /** The responder's IPv4 address. */
+  ip: Uint8Array;
+  /** Source mode's frame size. */
+  frameSize: number;
+  /** Counters, {@linkcode STAT_FIELDS} Float64 per ring. */
+  stats: SharedArrayBuffer;
+  /** Control words (Int32): stop flag and ring bases. */
+  control: SharedArrayBuffer;
+  /** Eventfd written once to wake every Worker for stopping (never read). */
+  stopFd: number;
+}
+
+/** What a Worker posts. */
+export type DatapathMessage =
+  | { type: "ready"; pair: number }
+  | { type: "warn"; pair: number; message: string }
+  | { type: "fatal"; pair: number; message: string }
+  | { type: "stopped"; pair: number; rxBase: number; txBase: number };

@@ -1,0 +1,423 @@
+// The ifcvf driver on the emulated IFC VF, in process: the SDK's device core
+// driven through its ioctl entry point, guest memory in a memfd, rings
+// written by a TypeScript virtio driver. Frames go out on TX and come back
+// on RX through the device's DMA, interrupts arrive on the call eventfds
+// through MSI-X, and stop/start resumes at the ring state saved in the
+// live-migration BAR.
+
+import assert from "node:assert/strict";
+import {
+  bit,
+  GuestMemory,
+  SplitQueueDriver,
+  VhostIoctl,
+  VhostMdevDevice,
+  VirtioFeatureBit,
+  VirtioNetFeatureBit,
+  VirtioStatus,
+} from "@vhost-mdev/sdk";
+import {
+  close,
+  eventfd,
+  eventfdRead,
+  eventfdWrite,
+  ftruncate,
+  type Mapping,
+  memfdCreate,
+  mmap,
+  pollAsync,
+  POLLIN,
+  SysError,
+} from "@vhost-mdev/sdk/sys";
+import { EmulatedIfcvf, type EmulatedIfcvfOptions } from "@vhost-mdev/sdk/testing";
+import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
+import type { PciFunction } from "@vhost-mdev/sdk/pci";
+
+const MiB = 1 << 20;
+const GPA = 0x4000_0000;
+const UVA_OFFSET = 0x7f00_0000_0000; // frontend VA = GPA + this: unlike the GPA on purpose
+const RING = 64;
+const BUF = 2048;
+const HDR = 12;
+
+interface Guest {
+  device: VhostMdevDevice;
+  emu: EmulatedIfcvf;
+  memory: GuestMemory;
+  mapping: Mapping;
+  memfd: number;
+  rx: SplitQueueDriver;
+  tx: SplitQueueDriver;
+  rxLayout: ReturnType<typeof SplitQueueDriver.layout>;
+  txLayout: ReturnType<typeof SplitQueueDriver.layout>;
+  kick: number[];
+  call: number[];
+  features: bigint;
+}
+
+const RX_BUFS = GPA + 0x10_0000;
+const TX_BUFS = GPA + 0x20_0000;
+
+function driverFor(emu: EmulatedIfcvf) {
+  return makeIfcvfDriver(() => ({
+    fn: emu.function,
+    dma: emu.dma,
+    description: "the test's emulated IFC VF",
+    stats: () => emu.stats(),
+    close: () => emu.function.close(),
+  }));
+}
+
+/** Create the device and bring both rings of pair 0 up the way a frontend does. */
+async function bringUp(
+  emuOptions: EmulatedIfcvfOptions = {},
+  probeOptions: Record<string, string> = {},
+): Promise<Guest> {
+  const emu = new EmulatedIfcvf(emuOptions);
+  const device = await VhostMdevDevice.create(driverFor(emu), {
+    queues: 1,
+    pci: "emulated",
+    options: probeOptions,
+  }, Deno.env.get("IFCVF_TEST_DEBUG") ? { listener: (e) => console.log(e.type, e.message) } : {});
+  const memfd = memfdCreate("ifcvf-guest");
+  ftruncate(memfd, 4 * MiB);
+  const mapping = mmap(memfd, 4 * MiB);
+  const memory = GuestMemory.fromBuffers([{ gpa: GPA, bytes: new Uint8Array(mapping.buffer) }]);
+  const offered = await device.ioctl(VhostIoctl.GET_FEATURES);
+  const features = offered &
+    (bit(VirtioFeatureBit.VERSION_1) | bit(VirtioNetFeatureBit.MRG_RXBUF) |
+      bit(VirtioFeatureBit.EVENT_IDX) | bit(VirtioNetFeatureBit.MAC));
+  await device.ioctl(VhostIoctl.SET_FEATURES, features);
+  await device.ioctl(VhostIoctl.SET_MEM_TABLE, [
+    { gpa: GPA, size: 4 * MiB, uva: GPA + UVA_OFFSET, mmapOffset: 0, fd: memfd },
+  ]);
+  const eventIdx = (features & bit(VirtioFeatureBit.EVENT_IDX)) !== 0n;
+  const rxLayout = SplitQueueDriver.layout(RING, GPA + 0x1000);
+  const txLayout = SplitQueueDriver.layout(RING, GPA + 0x8000);
+  const g: Guest = {
+    device,
+    emu,
+    memory,
+    mapping,
+    memfd,
+    rx: new SplitQueueDriver(memory, rxLayout, { eventIdx }),
+    tx: new SplitQueueDriver(memory, txLayout, { eventIdx }),
+    rxLayout,
+    txLayout,
+    kick: [-1, -1],
+    call: [-1, -1],
+    features,
+  };
+  for (let i = 0; i < 16; i++) g.rx.add([{ gpa: RX_BUFS + i * BUF, len: BUF, write: true }], i);
+  g.rx.publish();
+  await configureRings(g, [0, 0]);
+  return g;
+}
+
+/** SET_VRING_NUM/BASE/ADDR/KICK/CALL and enable, for rings 0 (RX) and 1 (TX). */
+async function configureRings(g: Guest, bases: number[]): Promise<void> {
+  const layouts = [g.rxLayout, g.txLayout];
+  for (const q of [0, 1]) {
+    const l = layouts[q];
+    await g.device.ioctl(VhostIoctl.SET_VRING_NUM, { index: q, num: RING });
+    await g.device.ioctl(VhostIoctl.SET_VRING_BASE, { index: q, num: bases[q] });
+    await g.device.ioctl(VhostIoctl.SET_VRING_ADDR, {
+      index: q,
+      flags: 0,
+      desc: l.descAddr + UVA_OFFSET,
+      avail: l.availAddr + UVA_OFFSET,
+      used: l.usedAddr + UVA_OFFSET,
+      log: 0,
+    });
+    // The device owns the fds it is given; the test keeps using the numbers.
+    g.kick[q] = eventfd(0, { nonBlocking: true });
+    g.call[q] = eventfd(0, { nonBlocking: true });
+    await g.device.ioctl(VhostIoctl.SET_VRING_CALL, { index: q, fd: g.call[q] });
+    await g.device.ioctl(VhostIoctl.SET_VRING_KICK, { index: q, fd: g.kick[q] });
+  }
+  await g.device.setVringEnable(0, true);
+  await g.device.setVringEnable(1, true);
+}
+
+async function tearDown(g: Guest): Promise<void> {
+  await g.device.close();
+  g.mapping.unmap();
+  close(g.memfd);
+}
+
+function frame(seed: number, length = 60 + seed * 7): Uint8Array {
+  const f = new Uint8Array(length);
+  for (let i = 0; i < length; i++) f[i] = (i * 31 + seed * 17) & 0xff;
+  f.set([0x02, 0, 0, 0, 0, seed], 0); // destination MAC
+  return f;
+}
+
+/** Put `f` on TX behind a zero virtio-net header and kick. */
+function transmit(g: Guest, f: Uint8Array, slot: number): void {
+  const gpa = TX_BUFS + slot * BUF;
+  const bytes = g.memory.bytes(gpa, HDR + f.length);
+  bytes.fill(0, 0, HDR);
+  bytes.set(f, HDR);
+  assert.ok(g.tx.add([{ gpa, len: HDR + f.length, write: false }], slot));
+  g.tx.publish();
+  eventfdWrite(g.kick[1], 1);
+}
+
+/** Wait for the call eventfd of ring `q`; returns its count. */
+async function waitCall(g: Guest, q: number, ms = 3000): Promise<number> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return eventfdRead(g.call[q]);
+    } catch (e) {
+      if (!(e instanceof SysError && e.code === "EAGAIN")) throw e;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      throw new Error(
+        `no interrupt on ring ${q} within ${ms} ms; device errors ${
+          JSON.stringify(g.emu.errors)
+        }, ` +
+          `stats ${JSON.stringify(g.emu.stats())}, bad accesses ${
+            JSON.stringify(g.emu.badAccesses)
+          }`,
+      );
+    }
+    await pollAsync([{ fd: g.call[q], events: POLLIN }], Math.min(left, 50));
+  }
+}
+
+/** Receive one frame from RX (waiting for its interrupt); returns the frame and num_buffers. */
+async function receive(g: Guest): Promise<{ frame: Uint8Array; numBuffers: number }> {
+  let used = g.rx.takeUsed();
+  // Ask for an interrupt (EVENT_IDX: used_event), then sleep on the call
+  // fd; an interrupt may be spurious (virtio allows it): look again after each.
+  for (let tries = 0; !used && tries < 10; tries++) {
+    if (!g.rx.enableInterrupts()) await waitCall(g, 0);
+    used = g.rx.takeUsed();
+  }
+  assert.ok(used, "a used RX buffer after the interrupt");
+  const bytes = g.memory.bytes(RX_BUFS + used.token * BUF, used.len).slice();
+  // Give the buffer back to the device for the next frame.
+  g.rx.add([{ gpa: RX_BUFS + used.token * BUF, len: BUF, write: true }], used.token);
+  g.rx.publish();
+  return { frame: bytes.subarray(HDR), numBuffers: bytes[10] | (bytes[11] << 8) };
+}
+
+/** Wait until `count` TX buffers came back, sleeping on ring 1's interrupts; returns the interrupts seen. */
+async function reclaimTxAll(g: Guest, count: number): Promise<number> {
+  let done = 0, calls = 0;
+  for (let tries = 0; tries < 20; tries++) {
+    while (g.tx.takeUsed()) done++;
+    if (done >= count) return calls;
+    if (!g.tx.enableInterrupts()) calls += await waitCall(g, 1);
+  }
+  throw new Error(`only ${done} of ${count} TX buffers came back`);
+}
+
+/** Reclaim every TX buffer the device returned; returns how many. */
+function reclaimTx(g: Guest): number {
+  let n = 0;
+  while (g.tx.takeUsed()) n++;
+  return n;
+}
+
+Deno.test("ifcvf on the emulated IFC VF: frames loop back byte-identical, MSI-X reaches the call fds", async () => {
+  const g = await bringUp();
+  try {
+    assert.ok(g.device.running, "the device runs once both rings are enabled");
+    assert.equal(g.emu.status & VirtioStatus.DRIVER_OK, VirtioStatus.DRIVER_OK);
+    assert.ok(g.emu.running(0) && g.emu.running(1));
+    // Guest memory is mapped for DMA at IOVA = GPA.
+    assert.deepEqual(g.emu.dma.mappings().map((m) => [m.iova, m.size]), [[GPA, 4 * MiB]]);
+    // Vector per queue: vector q+1 is wired straight to ring q's call fd.
+    assert.equal(g.emu.function.wiredEventfd(1), g.call[0]);
+    assert.equal(g.emu.function.wiredEventfd(2), g.call[1]);
+    eventfdWrite(g.kick[0], 1); // RX buffers are posted
+
+    for (let i = 0; i < 5; i++) {
+      const sent = frame(i);
+      transmit(g, sent, i);
+      const got = await receive(g);
+      assert.deepEqual(got.frame, sent, `frame ${i} comes back byte-identical`);
+      assert.equal(got.numBuffers, 1);
+    }
+    assert.ok(await waitCall(g, 1) >= 1, "TX completions interrupt on ring 1's call fd");
+    assert.equal(reclaimTx(g), 5);
+    const stats = g.device.stats();
+    assert.equal(stats[1].packets, 5);
+    assert.equal(stats[0].packets, 5);
+    assert.equal(stats[0].bytes, [0, 1, 2, 3, 4].reduce((s, i) => s + frame(i).length, 0));
+    assert.deepEqual(g.emu.badAccesses, [], "every register access had the register's width");
+    assert.deepEqual(g.emu.errors, []);
+    assert.ok(g.emu.function.delivered[1] >= 5 && g.emu.function.delivered[2] >= 1);
+  } finally {
+    await tearDown(g);
+  }
+});
+
+Deno.test("ifcvf: stop saves ring state from the LM BAR, start resumes there", async () => {
+  const g = await bringUp();
+  try {
+    eventfdWrite(g.kick[0], 1);
+    for (let i = 0; i < 3; i++) {
+      transmit(g, frame(i), i);
+      await receive(g);
+    }
+    await waitCall(g, 1);
+    assert.equal(reclaimTx(g), 3);
+
+    // The frontend stops the rings as DPDK does (disable, then GET_VRING_BASE):
+    // the bases come from the LM BAR's ring state.
+    await g.device.setVringEnable(0, false);
+    await g.device.setVringEnable(1, false);
+    const tx = await g.device.ioctl(VhostIoctl.GET_VRING_BASE, { index: 1 });
+    const rx = await g.device.ioctl(VhostIoctl.GET_VRING_BASE, { index: 0 });
+    assert.equal(g.device.running, false);
+    assert.equal(tx.num, 3);
+    assert.equal(rx.num, 3);
+    assert.deepEqual(g.emu.ringState(1), { lastAvail: 3, lastUsed: 3 });
+    assert.deepEqual(g.emu.ringState(0), { lastAvail: 3, lastUsed: 3 });
+    assert.equal(g.emu.status, 0, "the device was reset");
+    assert.deepEqual(g.emu.dma.mappings(), [], "DMA unmapped");
+    assert.equal(g.emu.function.wiredEventfd(1), -1, "MSI-X unwired");
+
+    // Scribble over the stopped device's ring state, so that the resumed
+    // state can only come from the driver writing the bases back.
+    const lm = g.emu.function.mapBar(4);
+    lm.write32(0x20, 0x0007_0007);
+    lm.write32(0x24, 0x0009_0009);
+    assert.deepEqual(g.emu.ringState(1), { lastAvail: 9, lastUsed: 9 });
+
+    // Resume at the saved bases; the driver writes them to the LM BAR.
+    await configureRings(g, [rx.num, tx.num]);
+    assert.ok(g.device.running);
+    assert.deepEqual(g.emu.ringState(1), { lastAvail: 3, lastUsed: 3 });
+    eventfdWrite(g.kick[0], 1);
+    const sent = frame(9, 1514);
+    transmit(g, sent, 3);
+    const got = await receive(g);
+    assert.deepEqual(got.frame, sent);
+    await reclaimTxAll(g, 1);
+    assert.deepEqual(g.emu.ringState(1), { lastAvail: 4, lastUsed: 4 });
+    assert.deepEqual(g.emu.errors, []);
+    assert.deepEqual(g.emu.badAccesses, []);
+  } finally {
+    await tearDown(g);
+  }
+});
+
+Deno.test("ifcvf: a device outside the ID table is refused unless generic mode is asked for", async () => {
+  const plain = { subsystemVendor: 0x1af4, subsystemDevice: 0x0001, liveMigrationBar: false };
+  const emu = new EmulatedIfcvf(plain);
+  await assert.rejects(
+    VhostMdevDevice.create(driverFor(emu), { queues: 1, pci: "emulated", options: {} }),
+    (e: Error) => {
+      assert.match(e.message, /1af4:1041 \(subsystem 1af4:0001\), not an IFC VF/);
+      assert.match(e.message, /--generic true/);
+      assert.match(e.message, /8086:001a \(IFC VF N3000 net\)/);
+      return true;
+    },
+  );
+
+  // Generic mode: no LM BAR, so the ring base falls back to used.idx.
+  const g = await bringUp(plain, { generic: "true" });
+  try {
+    eventfdWrite(g.kick[0], 1);
+    for (let i = 0; i < 2; i++) {
+      transmit(g, frame(i), i);
+      assert.deepEqual((await receive(g)).frame, frame(i));
+    }
+    await reclaimTxAll(g, 2);
+    const tx = await g.device.ioctl(VhostIoctl.GET_VRING_BASE, { index: 1 });
+    const rx = await g.device.ioctl(VhostIoctl.GET_VRING_BASE, { index: 0 });
+    assert.deepEqual([tx.num, rx.num], [2, 2]);
+  } finally {
+    await tearDown(g);
+  }
+});
+
+Deno.test("ifcvf: with two MSI-X vectors the queues share one, fanned out to every call fd", async () => {
+  const g = await bringUp({ msixVectors: 2 });
+  try {
+    // Vector 0 config, vector 1 shared: both are the driver's own eventfds.
+    assert.notEqual(g.emu.function.wiredEventfd(1), g.call[0]);
+    assert.notEqual(g.emu.function.wiredEventfd(1), -1);
+    eventfdWrite(g.kick[0], 1);
+    const sent = frame(3);
+    transmit(g, sent, 0);
+    assert.deepEqual((await receive(g)).frame, sent);
+    assert.ok(await waitCall(g, 1) >= 1);
+  } finally {
+    await tearDown(g);
+  }
+});
+
+Deno.test("ifcvf: doorbell areas for host notifiers only when a page holds one queue's doorbell", async () => {
+  for (const [multiplier, expectMapped] of [[4, false], [4096, true]] as const) {
+    const emu = new EmulatedIfcvf({ notifyOffMultiplier: multiplier });
+    const memfd = memfdCreate("bar");
+    // A function whose BARs are "backed" by a file, as a VFIO device's are.
+    const e = emu.function;
+    const fn: PciFunction = {
+      address: e.address,
+      config: e.config,
+      fd: memfd,
+      canReset: true,
+      region: (i) => ({ ...e.region(i), mappable: true }),
+      mapBar: (bar) => e.mapBar(bar),
+      irqInfo: (i) => e.irqInfo(i),
+      setIrqEventfds: (i, start, fds) => e.setIrqEventfds(i, start, fds),
+      disableIrqs: (i) => e.disableIrqs(i),
+      reset: () => e.reset(),
+      close: () => e.close(),
+    };
+    const driver = makeIfcvfDriver(() => ({
+      fn,
+      dma: emu.dma,
+      description: "emulated",
+      close: () => emu.function.close(),
+    }));
+    const device = await VhostMdevDevice.create(driver, {
+      queues: 1,
+      pci: "emulated",
+      options: {},
+    });
+    try {
+      const ops = device.description.ops;
+      const areas = [0, 1].map((q) => ops.getNotifyAddr!(q));
+      if (!expectMapped) {
+        assert.deepEqual(areas, [null, null]);
+      } else {
+        const base = fn.region(0).offset + 0x3000;
+        assert.deepEqual(areas, [
+          { fd: memfd, offset: base, size: 4096 },
+          { fd: memfd, offset: base + 4096, size: 4096 },
+        ]);
+      }
+    } finally {
+      await device.close();
+      close(memfd);
+    }
+  }
+});
+
+Deno.test("ifcvf: a TX chain outside the DMA mappings is an error the device survives", async () => {
+  const g = await bringUp();
+  try {
+    eventfdWrite(g.kick[0], 1);
+    // A buffer beyond guest memory: the device cannot reach it (IOMMU fault).
+    assert.ok(g.tx.add([{ gpa: GPA + 8 * MiB, len: 100, write: false }], 7));
+    g.tx.publish();
+    const sent = frame(5);
+    transmit(g, sent, 0);
+    assert.deepEqual((await receive(g)).frame, sent, "the good frame after it still arrives");
+    await reclaimTxAll(g, 2);
+    assert.equal(g.device.stats()[1].errors, 1);
+    assert.equal(g.device.stats()[1].packets, 1);
+    assert.deepEqual(g.emu.errors, [], "a bad chain does not stop the device");
+    assert.ok(g.device.running);
+  } finally {
+    await tearDown(g);
+  }
+});
