@@ -39,7 +39,8 @@ Options:
   --backend-cpu C       CPU of the backend (default 0)
   --frontend-cpu C      CPU of the frontend testpmd (default 1)
   --testpmd PATH        dpdk-testpmd binary (default: found on PATH)
-  --profile DIR         write a V8 CPU profile of our backend child per run into DIR
+  --profile DIR         run our backend child with V8's tick profiler: one isolate-*.log per
+                        thread and run in DIR (read with: node --prof-process FILE)
   --json                print one JSON document on stdout instead of tables
   --help                this text
 
@@ -175,6 +176,8 @@ export interface SideResult {
   packets: number[];
   /** Length of each run's measured interval, seconds. */
   seconds: number[];
+  /** CPUs' worth of time other processes took during each run (noise). */
+  foreignCpus: number[];
 }
 
 /** One scenario's results. */
@@ -246,6 +249,7 @@ function sideResult(runs: RunResult[]): SideResult {
     offeredMpps: runs.map((r) => r.offeredMpps),
     packets: runs.map((r) => r.packets),
     seconds: runs.map((r) => r.seconds),
+    foreignCpus: runs.map((r) => r.foreignCpus),
   };
 }
 
@@ -291,9 +295,10 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
       seconds: args.seconds,
       backendCpu: args.backendCpu,
       frontendCpu: args.frontendCpu,
-      denoFlags: args.profile
-        ? ["--cpu-prof", `--cpu-prof-dir=${await Deno.realPath(args.profile)}`]
-        : undefined,
+      // V8's tick profiler writes one isolate-*.log per isolate (main thread and
+      // each datapath Worker) into the child's working directory.
+      denoFlags: args.profile ? ["--v8-flags=--prof"] : undefined,
+      childCwd: args.profile ? await Deno.realPath(args.profile) : undefined,
     };
     for (const id of args.scenarios) {
       const scenario = SCENARIOS.find((s) => s.id === id)!;
@@ -306,7 +311,7 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
             `${id} run ${i}/${args.runs} ${side}: ${fixed(r.mpps, 3)} Mpps received ` +
               `(${r.packets} packets in ${fixed(r.seconds, 2)} s; sender ${
                 fixed(r.offeredMpps, 3)
-              } Mpps)`,
+              } Mpps; other processes used ${fixed(r.foreignCpus, 2)} CPU)`,
           );
         }
       }
@@ -396,6 +401,18 @@ export function formatReport(r: BenchReport): string {
       s.ratio === null ? "-" : fixed(s.ratio, 2),
     ]),
   ));
+  const foreign = r.scenarios.flatMap((s) => [
+    ...(s.ours?.foreignCpus ?? []),
+    ...(s.dpdk?.foreignCpus ?? []),
+  ]);
+  if (foreign.length > 0) {
+    const f = spread(foreign);
+    out.push("");
+    out.push(
+      `Noise: other processes on the machine used ${fixed(f.median, 2)} CPU (median; ` +
+        `${fixed(f.min, 2)}-${fixed(f.max, 2)}) of the ${c.cpus} during the measured intervals.`,
+    );
+  }
   if (r.latency) {
     const l = r.latency;
     const cell = (v: LatencyStats | undefined) =>

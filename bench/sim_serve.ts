@@ -24,8 +24,10 @@ export interface SimServeOptions {
   statsPeriod?: number;
   /** Repository root (where `cli/serve.ts` and the root `deno.json` are). */
   root: string;
-  /** Extra Deno flags for the child (e.g. `--cpu-prof`). */
+  /** Extra Deno flags for the child (e.g. `--v8-flags=--prof`). */
   denoFlags?: readonly string[];
+  /** Working directory of the child (default `root`); V8 profile logs land there. */
+  cwd?: string;
   /** How long to wait for the ready line, in ms (default 30000). */
   readyTimeoutMs?: number;
 }
@@ -80,6 +82,8 @@ export class SimServe {
       "run",
       "-A",
       "--quiet",
+      "--config",
+      `${o.root}/deno.json`,
       ...(o.denoFlags ?? []),
       `${o.root}/cli/serve.ts`,
       "--driver",
@@ -99,7 +103,7 @@ export class SimServe {
       : ["taskset", ["-c", String(o.cpu), Deno.execPath(), ...serveArgs]];
     const child = new Deno.Command(cmd, {
       args,
-      cwd: o.root,
+      cwd: o.cwd ?? o.root,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

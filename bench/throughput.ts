@@ -11,6 +11,7 @@
  */
 
 import { Testpmd } from "@vhost-mdev/sdk/testing";
+import { cpuSnapshot, foreignCpus } from "./cpu_load.ts";
 import { ringPackets, SimServe } from "./sim_serve.ts";
 
 /** Which way packets flow. */
@@ -55,6 +56,8 @@ export interface RunConfig {
   frontendCpu: number;
   /** Extra Deno flags for our backend child (profiling). */
   denoFlags?: readonly string[];
+  /** Working directory of our backend child (where V8 profile logs land). */
+  childCwd?: string;
 }
 
 /** What one run measured. */
@@ -69,6 +72,11 @@ export interface RunResult {
   mpps: number;
   /** The sending side's rate over the same interval (what was offered), Mpps. */
   offeredMpps: number;
+  /**
+   * CPU time other processes on the machine used during the measured
+   * interval, in CPUs (0.5 = half of one CPU): noise from neighbours.
+   */
+  foreignCpus: number;
 }
 
 interface Counter {
@@ -128,6 +136,7 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
         cpu: cfg.backendCpu,
         root: cfg.root,
         denoFlags: cfg.denoFlags,
+        cwd: cfg.childCwd,
       });
     } else {
       vhost = await Testpmd.start({
@@ -168,11 +177,14 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
       if (vhost) await vhost.startForwarding();
     }
     await sleep(cfg.warmupSeconds * 1000);
+    const pids = [frontend.pid, sim?.pid ?? vhost!.pid];
+    const c0 = cpuSnapshot(pids);
     const r0 = await receiver.sample();
     const s0 = await sender.sample();
     await sleep(cfg.seconds * 1000);
     const r1 = await receiver.sample();
     const s1 = await sender.sample();
+    const c1 = cpuSnapshot(pids);
 
     const seconds = (r1.time - r0.time) / 1000;
     const packets = r1.count - r0.count;
@@ -182,6 +194,7 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
       seconds,
       mpps: packets / seconds / 1e6,
       offeredMpps: (s1.count - s0.count) / ((s1.time - s0.time) / 1000) / 1e6,
+      foreignCpus: foreignCpus(c0, c1),
     };
   } catch (e) {
     const tails = [

@@ -14,7 +14,8 @@ import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/sdk/testing";
 import { driver as sim } from "@vhost-mdev/sim";
 import { parseFlags } from "./format.ts";
 
-const HELP = `Usage: deno task demo [--frontend auto|qemu|ts] [--queues N] [--seconds S] [--size BYTES]
+const HELP =
+  `Usage: deno task demo [--frontend auto|qemu|ts] [--queues N] [--seconds S] [--size BYTES]
 
 Serve the simulated virtio-net device (drivers/sim) over vhost-user and attach a
 frontend to it, with live packets/s per queue and a summary at the end.

@@ -235,6 +235,15 @@ async function main(): Promise<number> {
     }`,
   );
   if (mode === "program") log(`frames: ${framesToHost} guest->host, ${framesToGuest} host->guest`);
+  const guestConsole = vm as QemuVm | null;
+  if (
+    !result.pass && guestConsole && !flags.verbose &&
+    !reasons.some((r) => r.includes("--- guest console"))
+  ) {
+    log(
+      `--- guest console (last lines) ---\n${guestConsole.consoleTail(30)}\n--- end of console ---`,
+    );
+  }
   log(result.pass ? "PASS" : `FAIL: ${reasons.join("\n")}`);
   if (flags.json) console.log(JSON.stringify(result));
   return result.pass ? 0 : 1;
@@ -310,16 +319,24 @@ async function runRounds(
         return;
       }
       const got = peer.received.slice(checked, checked + n);
+      const arrived = peer.received.length - checked;
       checked += n;
       for (let i = 0; i < n; i++) {
         const id = identifyFrame(got[i]);
         const expected = testFrame("to-host", base + i, seed);
         const diff = firstDifference(got[i], expected);
         if (diff >= 0) {
+          const replay = id !== null && id.direction === "to-host" && id.seed === seed &&
+              id.index < base
+            ? `: that is frame ${id.index % frames} of round ${Math.floor(id.index / frames)}, ` +
+              "sent again: the device replayed descriptors it had completed, so its ring state " +
+              "did not survive the stop/start"
+            : "";
           reasons.push(
             `round ${round}: frame ${i} differs at byte ${diff} (got ${got[i].length} bytes` +
-              `${id ? `, frame #${id.index} of seed ${id.seed}` : ", not a test frame"}; ` +
-              `expected ${expected.length} bytes)`,
+              `${id ? `, test frame #${id.index} of seed ${id.seed}` : ", not a test frame"}; ` +
+              `expected ${expected.length} bytes, test frame #${base + i}; ${arrived} frames ` +
+              `arrived this round)${replay}`,
           );
           return;
         }
@@ -333,4 +350,11 @@ async function runRounds(
   }
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    console.error(`error: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+}

@@ -164,12 +164,12 @@ async function main(): Promise<number> {
     throw e;
   }
 
+  const driver = await findDriver(flags.driver);
   let t = performance.now();
   const guest = await preparePingGuest(tools.get("busybox")!, (l) => log(`image: ${l}`));
   lap("image_ms", t);
   log(`image: kernel ${guest.release}, initramfs ${guest.initrd}`);
 
-  const driver = await findDriver(flags.driver);
   const printEvent = (e: DeviceEvent) => {
     const always = ["connected", "disconnected", "refused", "start", "stop", "warn", "error"];
     if (flags.verbose ? e.type !== "debug" : always.includes(e.type)) {
@@ -304,4 +304,11 @@ async function main(): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    console.error(`error: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+}

@@ -146,10 +146,22 @@ export async function prepareGuestKernel(options: GuestKernelOptions): Promise<G
   };
 }
 
-/** The versioned package behind the flavour's metapackage, or a cached one when apt cannot say. */
+/**
+ * The versioned package to use: the newest one already cached (asking apt
+ * costs most of a second), else the one behind the flavour's metapackage.
+ */
 async function resolvePackage(flavour: KernelFlavour, kernels: string): Promise<string> {
+  const cached: string[] = [];
+  for await (const e of Deno.readDir(kernels)) {
+    if (
+      e.isDirectory && VERSIONED[flavour].test(e.name) &&
+      await exists(`${kernels}/${e.name}/manifest.json`)
+    ) cached.push(e.name);
+  }
+  if (cached.length > 0) {
+    return cached.sort((a, b) => a.localeCompare(b, "en", { numeric: true })).at(-1)!;
+  }
   const meta = METAPACKAGE[flavour];
-  let resolved: string | null = null;
   try {
     const out = await new Deno.Command("apt-cache", {
       args: ["depends", meta],
@@ -159,17 +171,11 @@ async function resolvePackage(flavour: KernelFlavour, kernels: string): Promise<
     }).output();
     const text = new TextDecoder().decode(out.stdout);
     for (const m of text.matchAll(/Depends:\s*(linux-image-\S+)/g)) {
-      if (VERSIONED[flavour].test(m[1])) resolved = m[1];
+      if (VERSIONED[flavour].test(m[1])) return m[1];
     }
   } catch {
-    // apt-cache missing: fall back on the cache below
+    // apt-cache missing: reported below
   }
-  if (resolved) return resolved;
-  const cached: string[] = [];
-  for await (const e of Deno.readDir(kernels)) {
-    if (e.isDirectory && VERSIONED[flavour].test(e.name)) cached.push(e.name);
-  }
-  if (cached.length > 0) return cached.sort().at(-1)!;
   throw new Error(
     `apt does not know ${meta} (no package lists?): run  ${sudo()}apt-get update  and try again`,
   );

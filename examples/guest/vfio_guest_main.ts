@@ -80,7 +80,10 @@ async function main(): Promise<void> {
   try {
     const starting = performance.now();
     frontend = await testing.VhostUserFrontend.connect(socket, { memoryMiB: 32 });
-    const net = await testing.VirtioNetDriver.start(frontend, { queuePairs: 1, ringSize: RING_SIZE });
+    const net = await testing.VirtioNetDriver.start(frontend, {
+      queuePairs: 1,
+      ringSize: RING_SIZE,
+    });
     if (!device.running) throw new Error("the device is not running after DRIVER_OK");
     say(
       `device running: ifcvf (generic) on ${values.pci}, features 0x${

@@ -18,7 +18,6 @@ const skip = await skipGuestTest("vfio vm example");
 Deno.test({
   name: "vfio vm: the guest binds the NIC to vfio-pci and runs Deno from the host root",
   ignore: skip,
-  sanitizeResources: false,
   async fn() {
     const run = await runExample("examples/vfio_vm.ts", ["--infra", "--json"], {
       timeoutMs: 240_000,
@@ -35,7 +34,6 @@ Deno.test({
 Deno.test({
   name: "vfio vm: ifcvf over VFIO moves frames both ways through QEMU's device, across stop/start",
   ignore: skip,
-  sanitizeResources: false,
   async fn() {
     const run = await runExample("examples/vfio_vm.ts", ["--frames", String(FRAMES), "--json"], {
       timeoutMs: 300_000,

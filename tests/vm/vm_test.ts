@@ -14,7 +14,6 @@ const COUNT = 20;
 Deno.test({
   name: "vm example: the guest pings the sim responder and both sides' counters agree",
   ignore: await skipGuestTest("vm example"),
-  sanitizeResources: false, // the child's pipes close as it exits
   async fn() {
     const run = await runExample(
       "examples/vm.ts",
