@@ -14,8 +14,9 @@
  *   through the IOMMU) and must arrive here byte-identical;
  * - frames sent from here must land in the frontend's receive buffers (DMA
  *   writes), the guest program checking them and the MSI-X-driven call fd;
- * - between the two rounds the guest program stops and restarts the device
- *   and checks the rings' state survived.
+ * - after the round the guest program stops the device, checks the rings'
+ *   state (GET_VRING_BASE) and that generic mode refuses to resume at a
+ *   non-zero index instead of replaying old descriptors.
  *
  * `--infra` only proves the plumbing: VFIO bound, `/dev/vfio/N` present,
  * Deno started from the host root inside the guest.
@@ -44,8 +45,8 @@ with an emulated Intel IOMMU; the SDK's TypeScript frontend exchanges frames
 with this program through QEMU's virtio-net device.
 
 Options:
-  --frames <N>   frames each way per round, 1 to 128 (default 16; two rounds, with a
-                 device stop/start between them)
+  --frames <N>   frames each way per round, 1 to 128 (default 16; one round, then the
+                 device is stopped and a resume at the saved index refused)
   --seed <N>     seed of the test frames (default: random)
   --infra        only check the plumbing: VFIO bound, Deno runs in the guest
   --cpus <N>     guest CPUs (default 2)

@@ -295,6 +295,19 @@ class IfcvfDevice {
       const r = ctx.vring(q);
       if (r.enabled && r.ready) rings.push(q);
     }
+    if (!this.#lm) {
+      // A standard virtio-pci device has no register for a ring's position:
+      // after a reset it reads the available ring from index 0 and would
+      // process old descriptors again. The kernel's vp_vdpa refuses the same.
+      const moved = rings.filter((q) => ctx.vring(q).base !== 0);
+      if (moved.length) {
+        throw new Error(
+          `generic mode cannot resume ring(s) ${moved.join(",")} at a non-zero index ` +
+            `(base ${moved.map((q) => ctx.vring(q).base).join(",")}): the device has no ` +
+            `live-migration BAR; reset the rings (base 0) or use an IFC VF`,
+        );
+      }
+    }
     const running: Running = { rings, mappings: [], fanout: null };
     try {
       this.#mapMemory(running);

@@ -92,7 +92,7 @@ async function main(): Promise<void> {
         `start took ${Math.round(performance.now() - starting)} ms`,
     );
 
-    for (const round of [1, 2]) {
+    for (const round of [1]) {
       const base = round * frames;
       say(`round ${round} rx-ready`);
       const out = Array.from({ length: frames }, (_, i) => testFrame("to-host", base + i, seed));
@@ -124,9 +124,9 @@ async function main(): Promise<void> {
     const bases = await net.stop();
     // Each frame used one descriptor chain each way (no MRG_RXBUF), so the
     // device's next available index is the number of frames it took.
-    if (bases[0] !== 2 * frames || bases[1] !== 2 * frames) {
+    if (bases[0] !== frames || bases[1] !== frames) {
       throw new Error(
-        `final GET_VRING_BASE: rx ${bases[0]}, tx ${bases[1]}; expected ${2 * frames} each`,
+        `final GET_VRING_BASE: rx ${bases[0]}, tx ${bases[1]}; expected ${frames} each`,
       );
     }
     if (stats.rxCalls === 0) {
@@ -187,14 +187,21 @@ async function stopAndRestart(
     await frontend.setVringBase(q, bases[q]);
     await frontend.setVringKick(q, frontend.kickFd(q));
   }
-  for (const q of [0, 1]) await frontend.setVringEnable(q, true);
-  if (!device.running) {
-    throw new Error("the device did not start again after its rings were enabled");
+  // Generic mode (QEMU's virtio-net-pci has no live-migration BAR) cannot
+  // put a ring back at a non-zero index: the restart must be refused with a
+  // clear reason and leave the device stopped, never replay old descriptors.
+  let refusal = "";
+  try {
+    for (const q of [0, 1]) await frontend.setVringEnable(q, true);
+  } catch (e) {
+    refusal = (e as Error).message;
   }
-  frontend.kick(0);
+  if (device.running) {
+    throw new Error("the device restarted at a non-zero ring index in generic mode");
+  }
   say(
-    `stopped and restarted in ${Math.round(performance.now() - stopping)} ms; ` +
-      `ring bases survived: rx ${bases[0]} tx ${bases[1]}`,
+    `stopped in ${Math.round(performance.now() - stopping)} ms; ring bases survived: ` +
+      `rx ${bases[0]} tx ${bases[1]}; resume refused as expected (${refusal || "no start"})`,
   );
 }
 

@@ -177,6 +177,7 @@ export class VhostMdevDevice {
   #rings: RingState[];
   #memory: GuestMemory = GuestMemory.empty();
   #memorySet = false;
+  #regionRefs = new Map<string, number>();
   #acked = 0n;
   #featuresSet = false;
   #status = 0;
@@ -525,6 +526,17 @@ export class VhostMdevDevice {
   /** `ADD_MEM_REG`: add one region (its fd is closed by the caller). */
   addMemoryRegion(region: MemoryRegionSpec): Promise<void> {
     return this.#serialize(async () => {
+      // QEMU sends the same region once per queue pair (one vhost device
+      // each on the same connection): an identical region is counted, not
+      // mapped again.
+      const same = this.#memory.regions.find((r) =>
+        r.gpa === region.gpa && r.size === region.size && r.uva === region.uva
+      );
+      if (same) {
+        const key = `${region.gpa}:${region.size}`;
+        this.#regionRefs.set(key, (this.#regionRefs.get(key) ?? 1) + 1);
+        return;
+      }
       await this.#quiesce("memory table changed");
       const next = this.#memory.with(region);
       this.#replaceMemory(next);
@@ -536,6 +548,13 @@ export class VhostMdevDevice {
   /** `REM_MEM_REG`: remove the region at `gpa` of `size` bytes. */
   removeMemoryRegion(gpa: number, size: number): Promise<void> {
     return this.#serialize(async () => {
+      const key = `${gpa}:${size}`;
+      const refs = this.#regionRefs.get(key) ?? 1;
+      if (refs > 1) {
+        this.#regionRefs.set(key, refs - 1);
+        return;
+      }
+      this.#regionRefs.delete(key);
       await this.#quiesce("memory table changed");
       this.#replaceMemory(this.#memory.without(gpa, size));
       await this.#evaluate();
@@ -625,6 +644,7 @@ export class VhostMdevDevice {
   }
 
   #replaceMemory(next: GuestMemory): void {
+    if (next.regions.length === 0) this.#regionRefs.clear();
     const old = this.#memory;
     this.#memory = next;
     old.close();

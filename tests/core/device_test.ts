@@ -273,3 +273,23 @@ Deno.test("no fd leaks across 50 configure/reset cycles", async () => {
   assert.equal(openFdCount(), before);
   await dev.close();
 });
+
+Deno.test("memory: an identical ADD_MEM_REG is counted, not refused (QEMU, one per queue pair)", async () => {
+  const rec = recordingDriver();
+  const dev = await newDevice(rec);
+  const fd = memfdCreate("guest");
+  ftruncate(fd, MiB);
+  try {
+    const region = { gpa: GPA, size: MiB, uva: UVA, mmapOffset: 0, fd };
+    await dev.addMemoryRegion(region);
+    await dev.addMemoryRegion(region);
+    assert.equal(dev.memory.regions.length, 1);
+    await dev.removeMemoryRegion(GPA, MiB);
+    assert.equal(dev.memory.regions.length, 1, "still referenced once");
+    await dev.removeMemoryRegion(GPA, MiB);
+    assert.equal(dev.memory.regions.length, 0);
+  } finally {
+    close(fd);
+    await dev.close();
+  }
+});
