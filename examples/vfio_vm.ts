@@ -269,7 +269,7 @@ async function runRounds(
   countToGuest: (n: number) => void,
 ): Promise<void> {
   const marker =
-    /vfio-guest: (round (\d+) (rx-ready|sent (\d+)|received (\d+) ok)|device running[^\n]*|PASS[^\n]*|FAIL[^\n]*)/;
+    /vfio-guest: (round (\d+) (rx-ready|sent (\d+)|received (\d+) ok)|device running[^\n]*|stopped; [^\n]*|PASS[^\n]*|FAIL[^\n]*)/;
   let checked = 0; // frames of peer.received already verified
   let started = performance.now();
   while (true) {
@@ -278,6 +278,10 @@ async function runRounds(
       what: "the guest program's next step",
     });
     const what = m[1];
+    if (what.startsWith("stopped; ")) {
+      log(`guest: ${what}`);
+      continue;
+    }
     if (what.startsWith("device running")) {
       timings.device_start_ms = Math.round(performance.now() - started);
       log(`guest: ${what}`);
