@@ -191,18 +191,26 @@ async function main(): Promise<number> {
     lap("boot_ms");
     await step(/vm-init: modules loaded/, 60_000, "vfio, vfio-pci, virtio-pci and 9p modules");
     lap("modules_ms");
-    const bound = await step(/vm-init: vfio bound[^\n]*/, 30_000, "the NIC to bind to vfio-pci");
+    const bound = await step(
+      /vm-init: vfio bound[^\n]*(?=\r?\n)/,
+      30_000,
+      "the NIC to bind to vfio-pci",
+    );
     log(`guest: ${bound[0].replace("vm-init: ", "")}`);
     lap("vfio_bind_ms");
     await step(/vm-init: host root mounted/, 30_000, "the host root over 9p");
     lap("mount_ms");
     if (mode === "infra") {
-      const up = await step(/vfio-guest: deno up[^\n]*/, 180_000, "Deno to start inside the guest");
+      const up = await step(
+        /vfio-guest: deno up[^\n]*(?=\r?\n)/,
+        180_000,
+        "Deno to start inside the guest",
+      );
       lap("deno_start_ms");
       log(`guest: ${up[0]}`);
       await step(/vm-init: done/, 60_000, "the guest to finish");
     } else {
-      await step(/vfio-guest: started[^\n]*/, 180_000, "Deno to start the guest program");
+      await step(/vfio-guest: started[^\n]*(?=\r?\n)/, 180_000, "Deno to start the guest program");
       lap("deno_start_ms");
       await runRounds(vm, peer, qemuPort, frames, seed, reasons, log, timings, (n) => {
         framesToHost += n;
@@ -268,8 +276,9 @@ async function runRounds(
   countToHost: (n: number) => void,
   countToGuest: (n: number) => void,
 ): Promise<void> {
+  // Each marker must end with its newline: the console may hold half a line.
   const marker =
-    /vfio-guest: (round (\d+) (rx-ready|sent (\d+)|received (\d+) ok)|device running[^\n]*|stopped; [^\n]*|PASS[^\n]*|FAIL[^\n]*)/;
+    /vfio-guest: (round (\d+) (rx-ready|sent (\d+)|received (\d+) ok)|device running[^\n]*|stopped; [^\n]*|PASS[^\n]*|FAIL[^\n]*)(?=\r?\n)/;
   let checked = 0; // frames of peer.received already verified
   let started = performance.now();
   while (true) {

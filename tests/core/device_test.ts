@@ -17,11 +17,11 @@ import {
   eventfdWrite,
   ftruncate,
   memfdCreate,
-  openFdCount,
   POLLIN,
   pollSync,
 } from "@vhost-mdev/sdk/sys";
 import { NET_FEATURES, type Recorder, recordingDriver } from "../support/recording_driver.ts";
+import { settledFdCount } from "../support/peers.ts";
 
 const MiB = 1 << 20;
 /** Frontend VA of the single region: deliberately unlike its GPA. */
@@ -262,7 +262,7 @@ Deno.test("no fd leaks across 50 configure/reset cycles", async () => {
   for (let i = 0; i < 51; i++) {
     // The first cycle starts the runtime's Worker machinery (threads and their
     // fds live for the process); count from the second.
-    if (i === 1) before = openFdCount();
+    if (i === 1) before = await settledFdCount();
     await dev.ioctl(VhostIoctl.SET_FEATURES, NET_FEATURES);
     await setMemory(dev);
     await setRing(dev, 0);
@@ -270,7 +270,7 @@ Deno.test("no fd leaks across 50 configure/reset cycles", async () => {
     await dev.setVringEnable(0, true);
     await dev.reset();
   }
-  assert.equal(openFdCount(), before);
+  assert.equal(await settledFdCount(), before);
   await dev.close();
 });
 

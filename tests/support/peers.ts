@@ -62,3 +62,20 @@ export async function requirePeer(binary: string): Promise<string | null> {
   console.log(`skipping: ${binary} not installed (apt-get install ${pkg})`);
   return null;
 }
+
+/**
+ * Open fds of this process once the count has been stable for three reads
+ * 50 ms apart. Test modules share the process, and an earlier module's
+ * Workers and children may still be releasing fds when a leak check starts.
+ */
+export async function settledFdCount(): Promise<number> {
+  let last = -1;
+  let stable = 0;
+  for (let i = 0; i < 100 && stable < 3; i++) {
+    const n = Array.from(Deno.readDirSync("/proc/self/fd")).length;
+    stable = n === last ? stable + 1 : 0;
+    last = n;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return last;
+}

@@ -18,7 +18,6 @@ import {
   eventfd,
   ftruncate,
   memfdCreate,
-  openFdCount,
   pollAsync,
   POLLIN,
   recvMsg,
@@ -26,6 +25,7 @@ import {
   unixSocket,
 } from "@vhost-mdev/sdk/sys";
 import { recordingDriver } from "../support/recording_driver.ts";
+import { settledFdCount } from "../support/peers.ts";
 
 const V = HeaderFlag.VERSION;
 
@@ -263,7 +263,7 @@ for (const c of cases) {
       // Warm up both (first connection allocates the session machinery).
       await assertServes(good.path);
       await waitFor(good.events, "disconnected", /frontend #1/);
-      const fdsBefore = openFdCount();
+      const fdsBefore = await settledFdCount();
       const mapsBefore = mappingCount();
       const f = new RawFrontend(bad.path);
       const ours = c.send(f);
@@ -279,7 +279,7 @@ for (const c of cases) {
       await assertServes(good.path);
       await waitFor(good.events, "disconnected", /frontend #2/);
       // The hostile session left nothing behind.
-      assert.equal(openFdCount(), fdsBefore, "fds after the failed session");
+      assert.equal(await settledFdCount(), fdsBefore, "fds after the failed session");
       assert.equal(mappingCount(), mapsBefore, "mappings after the failed session");
     });
   });
