@@ -209,7 +209,7 @@ export interface EmulatedFunctionSpec {
   address: string;
   /** Config space (its capability list must match the BARs). */
   config: PciConfigBuffer;
-  /** Registers of BAR 0..5 (null: not implemented). */
+  /** Registers of BAR 0..5 (null: the BAR is absent). */
   bars: readonly (EmulatedRegisters | null)[];
   /** MSI-X table size (0: no MSI-X). */
   msixVectors: number;
@@ -265,7 +265,7 @@ export class EmulatedPciFunction implements PciFunction {
   mapBar(bar: number): MmioAccessor {
     this.#check();
     const b = Number.isInteger(bar) && bar >= 0 && bar <= 5 ? this.#bars[bar] : null;
-    if (!b) throw new RangeError(`${this.address}: BAR ${bar} is not implemented`);
+    if (!b) throw new RangeError(`${this.address}: BAR ${bar} is absent (the device does not implement it)`);
     return b;
   }
 
