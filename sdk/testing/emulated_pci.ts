@@ -265,7 +265,11 @@ export class EmulatedPciFunction implements PciFunction {
   mapBar(bar: number): MmioAccessor {
     this.#check();
     const b = Number.isInteger(bar) && bar >= 0 && bar <= 5 ? this.#bars[bar] : null;
-    if (!b) throw new RangeError(`${this.address}: BAR ${bar} is absent (the device does not implement it)`);
+    if (!b) {
+      throw new RangeError(
+        `${this.address}: BAR ${bar} is absent (the device does not implement it)`,
+      );
+    }
     return b;
   }
 

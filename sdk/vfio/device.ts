@@ -154,7 +154,10 @@ export class VfioPciDevice implements PciFunction {
     }
     const r = this.region(bar);
     if (r.size === 0) {
-      throw new VfioError("unsupported", `${this.address}: BAR ${bar} is absent (the device does not implement it)`);
+      throw new VfioError(
+        "unsupported",
+        `${this.address}: BAR ${bar} is absent (the device does not implement it)`,
+      );
     }
     if (!r.mappable) {
       throw new VfioError(
