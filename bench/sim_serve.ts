@@ -93,6 +93,8 @@ export class SimServe {
       ...Object.entries(o.options ?? {}).flatMap(([k, v]) => [`--${k}`, v]),
       "--socket",
       o.socket,
+      // testpmd --no-huge shares memfds that cannot be sealed.
+      "--allow-unsealed-memory",
       "--log",
       "json",
       "--stats",

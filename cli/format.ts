@@ -22,6 +22,7 @@ const RESERVED = new Set([
   "frontend",
   "runs",
   "size",
+  "allow-unsealed-memory",
 ]);
 
 /**

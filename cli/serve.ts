@@ -32,6 +32,9 @@ Options:
   --log <text|json>       event output format (default text)
   --debug                 also print debug events
   --stats <seconds>       print per-ring counters every N seconds (0 = off, default 0)
+  --allow-unsealed-memory accept guest memory the frontend could shrink (DPDK virtio_user,
+                          hugetlbfs or disk files); a frontend that shrinks it kills this
+                          process, so use it only for trusted frontends (docs/security.md)
   --help                  this text
 
 Any other --name value is passed to the driver as an option; the driver's
@@ -44,7 +47,12 @@ Examples:
 `;
 
 async function main(args: string[]): Promise<number> {
-  const { flags, options } = parseFlags(args, ["client", "debug", "help"]);
+  const { flags, options } = parseFlags(args, [
+    "client",
+    "debug",
+    "help",
+    "allow-unsealed-memory",
+  ]);
   const driverName = flags.driver;
   if (flags.help !== undefined) {
     console.log(HELP);
@@ -94,7 +102,7 @@ async function main(args: string[]): Promise<number> {
   const device = await VhostMdevDevice.create(
     driver,
     { queues, pci: flags.pci, options },
-    { listener: print },
+    { listener: print, allowUnsealedMemory: flags["allow-unsealed-memory"] !== undefined },
   );
   const socket = flags.socket;
   const client = flags.client !== undefined;

@@ -148,10 +148,29 @@ export interface DeviceContext {
    * device before the old mappings are removed.
    */
   readonly memory: GuestMemory;
-  /** Interrupt the frontend for ring `q` (write 1 to its call fd, if any). */
+  /**
+   * Interrupt the frontend for ring `q` (add 1 to its call fd, if any). A
+   * call fd whose counter is saturated already has an interrupt pending:
+   * that is not an error. Safe from any thread that holds the fd number
+   * (call fds are non-blocking: the SDK makes them so on receipt).
+   */
   signal(q: number): void;
   /** Tell the frontend the config space changed (backend channel). */
   signalConfigChange(): void;
+  /**
+   * Report that the device failed and needs a reset: a datapath Worker died,
+   * the hardware reported an error. The SDK sets `NEEDS_RESET` in the status
+   * (the frontend reads it with `GET_STATUS`), writes ring `queue`'s error
+   * fd when given and set, tells the frontend the config changed (virtio
+   * 1.2 §2.1.2), emits an `error` event and counts it in
+   * `VhostMdevDevice.errors`. Never let a ring die silently: call this.
+   *
+   * @example
+   * ```ts ignore
+   * worker.onerror = (e) => ctx.reportError(`queue pair 0: ${e.message}`, 0);
+   * ```
+   */
+  reportError(message: string, queue?: number): void;
   /** The device's log. */
   readonly log: DeviceLog;
 }

@@ -452,7 +452,10 @@ class IfcvfDevice {
       for (const s of sources) close(s.fd);
       throw e;
     }
-    return new InterruptFanout(sources, (e) => ctx.log.warn(`interrupt fan-out: ${e}`));
+    return new InterruptFanout(
+      sources,
+      (e) => ctx.reportError(`interrupt fan-out stopped, interrupts are lost: ${e}`),
+    );
   }
 
   /** Program ring `r` into the device, restore its state, enable it. */

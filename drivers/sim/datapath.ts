@@ -30,7 +30,7 @@ import {
   type GuestMemory,
   SplitQueue,
 } from "@vhost-mdev/sdk";
-import { eventfdWrite } from "@vhost-mdev/sdk/sys";
+import { eventfdSignal } from "@vhost-mdev/sdk/sys";
 import { completeChecksum, MAX_REPLY_SIZE, respond, sourceFrame } from "./packets.ts";
 import {
   CONTROL_BASES,
@@ -67,6 +67,25 @@ const TX = STAT_FIELDS;
 
 /** Receives a chain error or a malformed frame, per ring. */
 export type DatapathReport = (ring: number, message: string) => void;
+
+/**
+ * The guest broke ring `ring` beyond what the device can work around (a
+ * receive buffer posted again while the device still holds it, more
+ * buffers in one frame than the ring has): the ring stops and the device
+ * needs a reset.
+ */
+export class RingFailure extends Error {
+  /**
+   * Make the error.
+   *
+   * @param ring The ring that failed.
+   * @param message What the guest did.
+   */
+  constructor(readonly ring: number, message: string) {
+    super(`ring ${ring}: ${message}`);
+    this.name = "RingFailure";
+  }
+}
 
 /**
  * The rings of one queue pair and what the device does between them.
@@ -464,6 +483,16 @@ export class QueuePairDatapath {
         this.#firstHeld = false;
       } else {
         if (this.#rxBroken) return false;
+        // One frame never holds more buffers than the ring has: a guest that
+        // posts a buffer again while the device holds it would otherwise
+        // feed this loop without end.
+        if (this.#bufs + this.#deferredCount >= rx.num) {
+          throw new RingFailure(
+            this.rxRing,
+            `a ${outLen}-byte frame took all ${rx.num} receive buffers and wants more: the ` +
+              `guest posts buffers the device still holds`,
+          );
+        }
         const got = this.#pop(rx, chain, RX);
         if (got === 0 || got === -2) return false;
         if (got < 0) continue;
@@ -631,12 +660,13 @@ export class QueuePairDatapath {
     if (this.#txPushed > 0 && tx !== null) {
       this.#txPushed = 0;
       tx.publishUsed();
-      if (tx.needsNotify() && this.#txCall >= 0) eventfdWrite(this.#txCall, 1);
+      // A saturated call fd already has an interrupt pending: no failure.
+      if (tx.needsNotify() && this.#txCall >= 0) eventfdSignal(this.#txCall);
     }
     if (this.#rxPushed > 0 && rx !== null) {
       this.#rxPushed = 0;
       rx.publishUsed();
-      if (rx.needsNotify() && this.#rxCall >= 0) eventfdWrite(this.#rxCall, 1);
+      if (rx.needsNotify() && this.#rxCall >= 0) eventfdSignal(this.#rxCall);
     }
   }
 

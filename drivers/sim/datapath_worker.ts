@@ -17,7 +17,7 @@
 
 import { GuestMemory } from "@vhost-mdev/sdk";
 import { eventfdRead, POLLERR, POLLIN, POLLNVAL, PollSet } from "@vhost-mdev/sdk/sys";
-import { QueuePairDatapath, WAIT_RX, WAIT_TX } from "./datapath.ts";
+import { QueuePairDatapath, RingFailure, WAIT_RX, WAIT_TX } from "./datapath.ts";
 import { CONTROL_STOP, type DatapathMessage, type DatapathSetup } from "./protocol.ts";
 
 /** How long the Worker polls idle rings before it sleeps in `poll`, in ms. */
@@ -141,6 +141,7 @@ worker.onmessage = (e: MessageEvent<DatapathSetup>) => {
       type: "fatal",
       pair,
       message: `queue pair ${pair} stopped: ${message(err)}`,
+      ring: err instanceof RingFailure ? err.ring : undefined,
     });
   }
   worker.postMessage({ type: "stopped", pair, ...dp.bases() });

@@ -4,6 +4,14 @@
  * `notify` and the SDK runs no kick relay for it); on `stop` the Workers
  * finish, report each ring's next available index and end.
  *
+ * Guest memory: the Workers view the table through a lease, so the
+ * mappings stay until every Worker has confirmed it stopped, even when the
+ * SDK replaces or drops the table meanwhile. A Worker that does not confirm
+ * in time is terminated and its lease is kept for the life of the process:
+ * a leaked mapping, reported, rather than memory unmapped under a thread
+ * that may still touch it. A Worker that fails while running is reported to
+ * the SDK (`ctx.reportError`): the device then needs a reset.
+ *
  * @module
  */
 
@@ -11,6 +19,7 @@ import {
   type DeviceContext,
   type DeviceOps,
   hasBit,
+  type MemoryLease,
   type QueueStats,
   VirtioFeatureBit,
   VirtioNetFeatureBit,
@@ -44,6 +53,9 @@ interface RunningPair {
   stopped: Promise<void>;
 }
 
+/** Memory leases of Workers that never confirmed their stop, kept for the life of the process. */
+const stuckLeases: MemoryLease[] = [];
+
 function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
@@ -75,6 +87,7 @@ export class SimDevice implements DeviceOps {
   readonly #bases: (number | null)[];
   #running: RunningPair[] = [];
   #stopFd = -1;
+  #lease: MemoryLease | null = null;
 
   /**
    * Make the device's counters; no Worker runs until `start`.
@@ -116,7 +129,8 @@ export class SimDevice implements DeviceOps {
       csum: hasBit(acked, VirtioNetFeatureBit.CSUM),
       guestCsum: hasBit(acked, VirtioNetFeatureBit.GUEST_CSUM),
     };
-    const memory = ctx.memory.share();
+    this.#lease = ctx.memory.lease();
+    const memory = this.#lease.regions;
     const control = new Int32Array(this.#control);
     Atomics.store(control, CONTROL_STOP, 0);
     this.#bases.fill(null);
@@ -159,19 +173,35 @@ export class SimDevice implements DeviceOps {
   /** Stop every Worker, keeping each ring's next available index. */
   async stop(): Promise<void> {
     const running = this.#running;
-    if (running.length === 0) return;
+    const lease = this.#lease;
+    this.#lease = null;
+    if (running.length === 0) {
+      lease?.release();
+      return;
+    }
     this.#running = [];
     const control = new Int32Array(this.#control);
     Atomics.store(control, CONTROL_STOP, 1);
     eventfdWrite(this.#stopFd, 1);
+    const stuck: number[] = [];
     await Promise.all(running.map((p) =>
       withTimeout(p.stopped, STOP_TIMEOUT_MS, () => {
-        this.#ctx.log.warn(`queue pair ${p.pair}: the datapath Worker did not stop in time`);
+        stuck.push(p.pair);
       })
     ));
     for (const p of running) {
       p.worker.terminate();
       for (const q of p.rings) this.#bases[q] = Atomics.load(control, CONTROL_BASES + q) & 0xffff;
+    }
+    if (stuck.length === 0) {
+      lease?.release();
+    } else if (lease) {
+      // Unmapping now could pull memory from under a thread still in it.
+      stuckLeases.push(lease);
+      this.#ctx.reportError(
+        `queue pair(s) ${stuck.join(", ")}: the datapath Worker did not stop within ` +
+          `${STOP_TIMEOUT_MS} ms; it was terminated and its guest memory stays mapped`,
+      );
     }
     close(this.#stopFd);
     this.#stopFd = -1;
@@ -219,7 +249,9 @@ export class SimDevice implements DeviceOps {
     const worker = new Worker(new URL("./datapath_worker.ts", import.meta.url).href, {
       type: "module",
     });
-    const log = this.#ctx.log;
+    const ctx = this.#ctx;
+    const log = ctx.log;
+    let running = false;
     let ready!: () => void, failed!: (e: Error) => void, stopped!: () => void;
     const readyP = new Promise<void>((res, rej) => {
       ready = res;
@@ -232,13 +264,16 @@ export class SimDevice implements DeviceOps {
       const m = e.data;
       switch (m.type) {
         case "ready":
+          running = true;
           ready();
           break;
         case "warn":
           log.warn(m.message);
           break;
         case "fatal":
-          log.warn(m.message);
+          // Before `ready` this fails `start`; after, the rings are dead: tell the core.
+          if (running) ctx.reportError(m.message, m.ring);
+          else log.warn(m.message);
           failed(new Error(m.message));
           break;
         case "stopped":
@@ -250,7 +285,8 @@ export class SimDevice implements DeviceOps {
     worker.onerror = (e) => {
       e.preventDefault();
       const text = `queue pair ${setup.pair}: datapath Worker failed: ${e.message}`;
-      log.warn(text);
+      if (running) ctx.reportError(text, 2 * setup.pair);
+      else log.warn(text);
       failed(new Error(text));
       stopped();
     };

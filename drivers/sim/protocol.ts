@@ -94,5 +94,5 @@ export interface DatapathSetup {
 export type DatapathMessage =
   | { type: "ready"; pair: number }
   | { type: "warn"; pair: number; message: string }
-  | { type: "fatal"; pair: number; message: string }
+  | { type: "fatal"; pair: number; message: string; ring?: number }
   | { type: "stopped"; pair: number; rxBase: number; txBase: number };

@@ -26,9 +26,18 @@ import type {
   QueueStats,
   VringInfo,
 } from "../ops.ts";
-import { GuestMemory, type MemoryRegionSpec } from "../memory/guest_memory.ts";
-import { close, eventfdWrite } from "../sys/mod.ts";
+import { GuestMemory, type MapOptions, type MemoryRegionSpec } from "../memory/guest_memory.ts";
+import {
+  close,
+  describeFd,
+  eventfdSignal,
+  isEventfd,
+  setNonBlocking,
+  SysError,
+} from "../sys/mod.ts";
 import { hasBit, statusNames, VirtioFeatureBit, VirtioStatus } from "../uapi/virtio.ts";
+import { MAX_MEM_SLOTS } from "../uapi/vhost_user.ts";
+import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
 import { VhostIoctl, VhostMdevState } from "../uapi/vhost.ts";
 import { ProtocolError, RequestRefused } from "./errors.ts";
 import { DeviceEventHub, type DeviceEventListener } from "./events.ts";
@@ -41,6 +50,15 @@ export interface DeviceOptions {
   name?: string;
   /** Listener attached before probe, so no event is missed. */
   listener?: DeviceEventListener;
+  /**
+   * Accept guest memory files the frontend could shrink (DPDK virtio_user's
+   * memfds, hugetlbfs and disk files). A frontend that shrinks such a file
+   * kills the whole process with SIGBUS, so opt in only for trusted
+   * frontends (default false; see `MapOptions.allowUnsealed`).
+   */
+  allowUnsealedMemory?: boolean;
+  /** Largest guest memory table in bytes (default `DEFAULT_TABLE_BYTES_LIMIT`, 4 TiB). */
+  maxMemoryBytes?: number;
 }
 
 /** A session-like owner of the device (one frontend at a time). */
@@ -190,6 +208,8 @@ export class VhostMdevDevice {
   #ranRings: number[] = [];
   #lock: Promise<unknown> = Promise.resolve();
   #log: DeviceLog;
+  #mapOptions: MapOptions;
+  #errors = 0;
 
   private constructor(
     driver: Driver,
@@ -197,7 +217,12 @@ export class VhostMdevDevice {
     events: DeviceEventHub,
     context: DeviceContext,
     log: DeviceLog,
+    options: DeviceOptions,
   ) {
+    this.#mapOptions = {
+      allowUnsealed: options.allowUnsealedMemory ?? false,
+      maxBytes: options.maxMemoryBytes,
+    };
     this.driver = driver;
     this.description = description;
     this.events = events;
@@ -246,12 +271,13 @@ export class VhostMdevDevice {
         return need().#memory;
       },
       signal: (q) => need().#signal(q),
-      signalConfigChange: () => need().#owner?.notifyConfigChange?.(),
+      signalConfigChange: () => need().#notifyConfigChange(),
+      reportError: (message, queue) => need().#reportError(message, queue),
       log,
     };
     const description = await driver.probe(context, params);
     validateDescription(driver.name, description);
-    const device = new VhostMdevDevice(driver, description, events, context, log);
+    const device = new VhostMdevDevice(driver, description, events, context, log, options);
     holder.device = device;
     events.emit("info", `${driver.name}: device ready with ${description.numQueues} rings`, {
       features: hex(description.features),
@@ -279,6 +305,11 @@ export class VhostMdevDevice {
   /** Last status the frontend set. */
   get status(): number {
     return this.#status;
+  }
+
+  /** Device errors reported since creation (`reportError`, a failed `start`). */
+  get errors(): number {
+    return this.#errors;
   }
 
   /** Whether the device is RUNNING (the driver's `start` returned and no `stop` since). */
@@ -378,7 +409,9 @@ export class VhostMdevDevice {
         }
         await this.#quiesce("ring size changed");
         r.num = num;
-        return;
+        // Addresses accepted for the old size may not fit the new one.
+        this.#translate(r);
+        return await this.#evaluate();
       }
       case VhostIoctl.SET_VRING_ADDR:
         return await this.#setVringAddr(arg as VringAddr);
@@ -390,7 +423,7 @@ export class VhostMdevDevice {
         }
         await this.#quiesce("ring base changed");
         r.base = num & 0xffff;
-        return;
+        return await this.#evaluate();
       }
       case VhostIoctl.GET_VRING_BASE: {
         const { index } = arg as { index: number };
@@ -413,22 +446,28 @@ export class VhostMdevDevice {
       }
       case VhostIoctl.SET_VRING_KICK: {
         const { index, fd } = arg as VringFile;
-        const r = this.#ringOrClose(index, fd, "SET_VRING_KICK");
-        await this.#quiesce("kick fd changed");
-        r.setKick(fd);
+        const r = this.#ringFile(index, fd, "SET_VRING_KICK");
+        try {
+          await this.#quiesce("kick fd changed");
+        } finally {
+          r.setKick(fd);
+        }
         return await this.#evaluate();
       }
       case VhostIoctl.SET_VRING_CALL: {
         const { index, fd } = arg as VringFile;
-        const r = this.#ringOrClose(index, fd, "SET_VRING_CALL");
+        const r = this.#ringFile(index, fd, "SET_VRING_CALL");
         if (r.callFd === fd) return;
-        await this.#quiesce("call fd changed");
-        r.setCall(fd);
+        try {
+          await this.#quiesce("call fd changed");
+        } finally {
+          r.setCall(fd);
+        }
         return await this.#evaluate();
       }
       case VhostIoctl.SET_VRING_ERR: {
         const { index, fd } = arg as VringFile;
-        this.#ringOrClose(index, fd, "SET_VRING_ERR").setErr(fd);
+        this.#ringFile(index, fd, "SET_VRING_ERR").setErr(fd);
         return;
       }
       case VhostIoctl.MDEV_SET_STATE: {
@@ -457,7 +496,16 @@ export class VhostMdevDevice {
   setVringEnable(index: number, enable: boolean): Promise<void> {
     return this.#serialize(async () => {
       const r = this.#ring(index, "SET_VRING_ENABLE");
-      if (r.enabled === enable) return;
+      if (r.enabled === enable) {
+        // Enabling an enabled ring (or its kick arriving, without
+        // VHOST_USER_F_PROTOCOL_FEATURES) restarts a device parked by
+        // GET_VRING_BASE once its rings are set up again.
+        if (enable && this.#parked) {
+          this.#parked = false;
+          await this.#evaluate();
+        }
+        return;
+      }
       if (this.#running) {
         if (!enable) this.#parked = true;
         await this.#stop(`ring ${index} ${enable ? "enabled" : "disabled"}`);
@@ -528,17 +576,21 @@ export class VhostMdevDevice {
     return this.#serialize(async () => {
       // QEMU sends the same region once per queue pair (one vhost device
       // each on the same connection): an identical region is counted, not
-      // mapped again.
-      const same = this.#memory.regions.find((r) =>
-        r.gpa === region.gpa && r.size === region.size && r.uva === region.uva
-      );
-      if (same) {
+      // mapped again. The same addresses over another file are a new
+      // region, which overlaps the old one and is refused.
+      if (this.#memory.findIdentical(region) >= 0) {
         const key = `${region.gpa}:${region.size}`;
         this.#regionRefs.set(key, (this.#regionRefs.get(key) ?? 1) + 1);
         return;
       }
+      if (this.#memory.regions.length >= MAX_MEM_SLOTS) {
+        throw new RequestRefused(
+          `ADD_MEM_REG gpa ${hex(region.gpa)}: all ${MAX_MEM_SLOTS} memory slots are in use ` +
+            `(GET_MAX_MEM_SLOTS); remove a region first`,
+        );
+      }
       await this.#quiesce("memory table changed");
-      const next = this.#memory.with(region);
+      const next = this.#memory.with(region, this.#mapOptions);
       this.#replaceMemory(next);
       this.#memorySet = true;
       await this.#evaluate();
@@ -594,18 +646,85 @@ export class VhostMdevDevice {
     return r;
   }
 
-  #ringOrClose(index: number, fd: number, request: string): RingState {
+  /**
+   * The ring a kick, call or error fd is for. The fd is the device's from
+   * here on: when the request is refused (ring out of range, an fd that is
+   * not an eventfd) it is closed. Accepted fds are made non-blocking, so no
+   * thread ever blocks writing or reading one, whatever the frontend did to
+   * its counter.
+   */
+  #ringFile(index: number, fd: number, request: string): RingState {
     try {
-      return this.#ring(index, request);
+      const r = this.#ring(index, request);
+      if (fd >= 0) {
+        if (!isEventfd(fd)) {
+          let what = "a closed fd";
+          try {
+            what = describeFd(fd);
+          } catch {
+            // Reported as closed.
+          }
+          throw new RequestRefused(
+            `${request} ring ${index}: fd ${fd} is ${what}, not an eventfd; send an eventfd`,
+          );
+        }
+        setNonBlocking(fd, true);
+      }
+      return r;
     } catch (e) {
-      if (fd >= 0) close(fd);
-      throw e;
+      if (fd >= 0) {
+        try {
+          close(fd);
+        } catch {
+          // Not open: nothing to release.
+        }
+      }
+      throw e instanceof SysError
+        ? new RequestRefused(`${request} ring ${index}: ${e.message}`)
+        : e;
     }
   }
 
   #signal(q: number): void {
     const r = this.#rings[q];
-    if (r && r.callFd >= 0) eventfdWrite(r.callFd, 1);
+    if (r && r.callFd >= 0) {
+      try {
+        eventfdSignal(r.callFd);
+      } catch (e) {
+        this.#reportError(`interrupting ring ${q} failed: ${message(e)}`, q);
+      }
+    }
+  }
+
+  #notifyConfigChange(): void {
+    try {
+      this.#owner?.notifyConfigChange?.();
+    } catch (e) {
+      this.events.emit("warn", `config change notification failed: ${message(e)}`);
+    }
+  }
+
+  #reportError(text: string, queue?: number): void {
+    this.#errors++;
+    const had = (this.#status & VirtioStatus.NEEDS_RESET) !== 0;
+    this.#status |= VirtioStatus.NEEDS_RESET;
+    const r = queue === undefined ? undefined : this.#rings[queue];
+    this.events.emit(
+      "error",
+      text,
+      queue === undefined ? { status: this.#status } : {
+        queue,
+        status: this.#status,
+      },
+    );
+    if (r && r.errFd >= 0) {
+      try {
+        eventfdSignal(r.errFd);
+      } catch {
+        // The error fd is gone: the event and the status still say it.
+      }
+    }
+    if (!had) this.#notifyConfigChange();
   }
 
   async #setFeatures(features: bigint): Promise<void> {
@@ -625,11 +744,12 @@ export class VhostMdevDevice {
     this.#featuresSet = true;
     this.events.emit("features", `features acked ${hex(features)}`, { features: hex(features) });
     await this.#ops.featuresChanged?.(features);
+    await this.#evaluate();
   }
 
   async #setMemTable(regions: readonly MemoryRegionSpec[]): Promise<void> {
     await this.#quiesce("memory table changed");
-    const next = GuestMemory.map(regions);
+    const next = GuestMemory.map(regions, this.#mapOptions);
     this.#replaceMemory(next);
     this.#memorySet = true;
     const total = regions.reduce((s, r) => s + r.size, 0);
@@ -681,9 +801,10 @@ export class VhostMdevDevice {
     if (!r.uva) return;
     const num = Math.max(r.num, 1);
     try {
-      r.descAddr = this.#memory.uvaToGpa(r.uva.desc, 16 * num);
-      r.availAddr = this.#memory.uvaToGpa(r.uva.avail, 4 + 2 * num);
-      r.usedAddr = this.#memory.uvaToGpa(r.uva.used, 4 + 8 * num);
+      r.descAddr = this.#memory.uvaToGpa(r.uva.desc, descTableSize(num));
+      const eventIdx = hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX);
+      r.availAddr = this.#memory.uvaToGpa(r.uva.avail, availRingSize(num, eventIdx));
+      r.usedAddr = this.#memory.uvaToGpa(r.uva.used, usedRingSize(num, eventIdx));
       r.addrValid = true;
     } catch {
       r.descAddr = r.availAddr = r.usedAddr = 0;
@@ -730,9 +851,8 @@ export class VhostMdevDevice {
     try {
       await this.#ops.start();
     } catch (e) {
-      this.#status |= VirtioStatus.NEEDS_RESET;
       this.#parked = true;
-      this.events.emit("error", `driver start failed: ${message(e)}`);
+      this.#reportError(`driver start failed: ${message(e)}`);
       throw new RequestRefused(`the driver failed to start the device: ${message(e)}`);
     }
     this.#running = true;
@@ -786,7 +906,7 @@ export class VhostMdevDevice {
       } catch (e) {
         this.events.emit("error", `driver notify(${q}) failed: ${message(e)}`);
       }
-    });
+    }, (why) => this.#reportError(`kick relay: ${why}`));
   }
 
   #offerHostNotifiers(rings: RingState[], on: boolean): void {

@@ -5,6 +5,12 @@
  * latency near that of C (see DESIGN.md: a Promise over `poll` costs tens of
  * microseconds more).
  *
+ * Kicks are coalesced per ring: while one kick of a ring waits for the main
+ * thread, further kicks of that ring only keep it pending, so a frontend
+ * that kicks without pause costs the main thread at most one message per
+ * ring per turn, and the queue between the threads is bounded by the
+ * number of rings.
+ *
  * @module
  */
 
@@ -20,7 +26,7 @@ export interface WatchedKick {
 
 /** Messages the relay Worker posts. */
 export type KickRelayMessage =
-  | { type: "kick"; queue: number; time: number }
+  | { type: "kick"; slot: number; queue: number; time: number }
   | { type: "stopped" }
   | { type: "error"; message: string };
 
@@ -28,6 +34,7 @@ export type KickRelayMessage =
 export class KickRelay {
   #worker: Worker;
   #stopFd: number;
+  #pending: Int32Array;
   #stopped: Promise<void>;
   #done = false;
 
@@ -42,6 +49,9 @@ export class KickRelay {
     onError: (message: string) => void = () => {},
   ) {
     this.#stopFd = eventfd(0, { nonBlocking: true });
+    // One flag per watched ring: 1 while a kick message is on its way.
+    const pending = new Int32Array(new SharedArrayBuffer(4 * Math.max(1, kicks.length)));
+    this.#pending = pending;
     this.#worker = new Worker(new URL("./kick_relay_worker.ts", import.meta.url).href, {
       type: "module",
     });
@@ -49,8 +59,11 @@ export class KickRelay {
     this.#stopped = new Promise<void>((r) => resolve = r);
     this.#worker.onmessage = (e: MessageEvent<KickRelayMessage>) => {
       const m = e.data;
-      if (m.type === "kick") onKick(m.queue, m.time);
-      else if (m.type === "error") onError(m.message);
+      if (m.type === "kick") {
+        // Clear first: a kick arriving during onKick posts again.
+        Atomics.store(pending, m.slot, 0);
+        onKick(m.queue, m.time);
+      } else if (m.type === "error") onError(m.message);
       else if (m.type === "stopped") resolve();
     };
     this.#worker.onerror = (e) => {
@@ -58,7 +71,14 @@ export class KickRelay {
       onError(e.message);
       resolve();
     };
-    this.#worker.postMessage({ kicks, stopFd: this.#stopFd });
+    this.#worker.postMessage({ kicks, stopFd: this.#stopFd, pending: pending.buffer });
+  }
+
+  /** Kick messages on their way to the main thread now (at most one per ring). */
+  get pendingKicks(): number {
+    let n = 0;
+    for (let i = 0; i < this.#pending.length; i++) n += Atomics.load(this.#pending, i);
+    return n;
   }
 
   /** Stop the Worker and wait until it no longer touches the kick fds. */

@@ -10,11 +10,23 @@
  * region, is refused with a {@linkcode GuestMemoryError} naming the address,
  * the length and the reason.
  *
- * A region's file must be at least `mmapOffset + size` bytes long when it
- * is mapped (checked for regular files and memfds): touching a page past
- * the end of a shared file raises SIGBUS. A frontend that shrinks the file
- * later can still cause that; sealing the memfd (`F_SEAL_SHRINK`) is the
- * frontend's protection against it.
+ * A region's file must be a regular file (a memfd, a hugetlbfs or tmpfs
+ * file) at least `mmapOffset + size` bytes long: touching a page past the
+ * end of a shared file raises SIGBUS, which kills the process. A frontend
+ * that shrinks the file after the table was accepted could do exactly that,
+ * so by default a region's file must be unable to shrink: a memfd sealed
+ * with `F_SEAL_SHRINK` (QEMU's `memory-backend-memfd` seals by default), or
+ * one that still accepts seals, which the table then adds itself. Files that
+ * can never be sealed (DPDK's memfds, hugetlbfs and disk files) are refused
+ * unless the caller opts in with `allowUnsealed`, trusting that frontend not
+ * to shrink its memory (see docs/security.md).
+ *
+ * Address space is finite (47 bits on x86-64) and shared with the
+ * JavaScript engine, which aborts the process when it cannot reserve more.
+ * Each region maps only the pages that hold it (from the page containing
+ * `mmapOffset`), a table maps at most {@linkcode MapOptions.maxBytes}
+ * bytes, and the process as a whole at most
+ * {@linkcode PROCESS_MAPPED_BYTES_LIMIT}.
  *
  * Ownership of mappings: each mapped file is reference-counted. A table made
  * by {@linkcode GuestMemory.map} holds one reference per region;
@@ -30,10 +42,16 @@
  */
 
 import {
+  addSeals,
+  describeFd,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
   fstat,
+  getSeals,
   MAP_SHARED,
   type Mapping,
   mmap,
+  pageSize,
   pointerOf,
   PROT_READ,
   PROT_WRITE,
@@ -41,6 +59,35 @@ import {
   S_IFREG,
   viewOf,
 } from "../sys/mod.ts";
+
+/** Default {@linkcode MapOptions.maxBytes}: 4 TiB of guest memory per table. */
+export const DEFAULT_TABLE_BYTES_LIMIT = 4 * 2 ** 40;
+/**
+ * Guest memory the whole process maps at most, over every table of every
+ * device: 64 TiB, half the x86-64 user address space, leaving the rest to
+ * the JavaScript engine, Workers and libraries.
+ */
+export const PROCESS_MAPPED_BYTES_LIMIT = 64 * 2 ** 40;
+
+let processMappedBytes = 0;
+
+/** Bytes of guest memory this process has mapped now, over every table. */
+export function mappedGuestBytes(): number {
+  return processMappedBytes;
+}
+
+/** Options of {@linkcode GuestMemory.map} and {@linkcode GuestMemory.with}. */
+export interface MapOptions {
+  /**
+   * Accept region files that can shrink (memfds made without
+   * `MFD_ALLOW_SEALING`, hugetlbfs and disk files). A frontend that then
+   * shrinks its file kills this process with SIGBUS: opt in only for
+   * frontends you trust (default false).
+   */
+  allowUnsealed?: boolean;
+  /** Largest total size of the table's regions (default {@linkcode DEFAULT_TABLE_BYTES_LIMIT}). */
+  maxBytes?: number;
+}
 
 /** A translation or a table was refused; the message says what and why. */
 export class GuestMemoryError extends Error {
@@ -104,18 +151,33 @@ export interface GuestRegion {
   readonly view: DataView;
 }
 
-/** A mapped file shared by every table that holds one of its regions. */
+/**
+ * A mapped file shared by every table and lease that holds one of its
+ * regions; unmapped when the last of them lets go.
+ */
 class SharedMapping {
   #refs = 1;
-  constructor(readonly mapping: Mapping) {}
+  constructor(readonly mapping: Mapping) {
+    processMappedBytes += mapping.length;
+  }
 
   retain(): void {
     this.#refs++;
   }
 
   release(): void {
-    if (--this.#refs === 0) this.mapping.unmap();
+    if (--this.#refs === 0) {
+      processMappedBytes -= this.mapping.length;
+      this.mapping.unmap();
+    }
   }
+}
+
+/** Which file backs a region, and where: two specs with equal backings map the same bytes. */
+interface Backing {
+  dev: number;
+  ino: number;
+  mmapOffset: number;
 }
 
 class Region implements GuestRegion {
@@ -130,6 +192,7 @@ class Region implements GuestRegion {
     address: number,
     readonly mapping: SharedMapping | null,
     readonly shareable: boolean,
+    readonly backing: Backing | null = null,
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.#address = address;
@@ -162,71 +225,157 @@ function describeRegion(r: { gpa: number; size: number; uva: number }, i: number
  * overlapping in guest-physical or in frontend-virtual space.
  */
 function validate(list: readonly { gpa: number; size: number; uva: number }[]): void {
-  list.forEach((r, i) => {
-    for (const key of ["gpa", "size", "uva"] as const) {
-      if (!isAddress(r[key])) {
-        throw new GuestMemoryError(
-          `region ${i}: ${key} ${r[key]} is not a non-negative safe integer`,
-        );
-      }
-    }
-    if (r.size === 0) throw new GuestMemoryError(`region ${i} (gpa ${hex(r.gpa)}): size is 0`);
-    if (r.gpa + r.size > MAX || r.uva + r.size > MAX) {
-      throw new GuestMemoryError(
-        `region ${i} (gpa ${hex(r.gpa)}, uva ${hex(r.uva)}, size ${hex(r.size)}) ends beyond 2^53`,
-      );
-    }
-  });
+  list.forEach(checkRegion);
   for (let i = 0; i < list.length; i++) {
-    for (let j = i + 1; j < list.length; j++) {
-      const a = list[i], b = list[j];
-      if (a.gpa < b.gpa + b.size && b.gpa < a.gpa + a.size) {
-        throw new GuestMemoryError(
-          `${describeRegion(b, j)} overlaps ${describeRegion(a, i)} in guest-physical space`,
-        );
-      }
-      if (a.uva < b.uva + b.size && b.uva < a.uva + a.size) {
-        throw new GuestMemoryError(
-          `${describeRegion(b, j)} overlaps ${describeRegion(a, i)} in frontend address space`,
-        );
-      }
-    }
+    for (let j = i + 1; j < list.length; j++) checkDisjoint(list, i, j);
   }
 }
 
-/** Map one region's file: `size + mmapOffset` bytes from offset 0, viewed at `mmapOffset`. */
-function mapRegion(spec: MemoryRegionSpec, index: number): Region {
-  const { gpa, size, uva, mmapOffset, fd } = spec;
-  if (!isAddress(mmapOffset) || mmapOffset + size > MAX) {
+/** Check `list[last]` against the regions before it (adding one region costs O(n), not O(n²)). */
+function validateLast(list: readonly { gpa: number; size: number; uva: number }[]): void {
+  const last = list.length - 1;
+  checkRegion(list[last], last);
+  for (let i = 0; i < last; i++) checkDisjoint(list, i, last);
+}
+
+function checkRegion(r: { gpa: number; size: number; uva: number }, i: number): void {
+  for (const key of ["gpa", "size", "uva"] as const) {
+    if (!isAddress(r[key])) {
+      throw new GuestMemoryError(
+        `region ${i}: ${key} ${r[key]} is not a non-negative safe integer`,
+      );
+    }
+  }
+  if (r.size === 0) throw new GuestMemoryError(`region ${i} (gpa ${hex(r.gpa)}): size is 0`);
+  if (r.gpa + r.size > MAX || r.uva + r.size > MAX) {
     throw new GuestMemoryError(
-      `region ${index} (gpa ${hex(gpa)}): mmap offset ${mmapOffset} is invalid`,
+      `region ${i} (gpa ${hex(r.gpa)}, uva ${hex(r.uva)}, size ${hex(r.size)}) ends beyond 2^53`,
     );
+  }
+}
+
+function checkDisjoint(
+  list: readonly { gpa: number; size: number; uva: number }[],
+  i: number,
+  j: number,
+): void {
+  const a = list[i], b = list[j];
+  if (a.gpa < b.gpa + b.size && b.gpa < a.gpa + a.size) {
+    throw new GuestMemoryError(
+      `${describeRegion(b, j)} overlaps ${describeRegion(a, i)} in guest-physical space`,
+    );
+  }
+  if (a.uva < b.uva + b.size && b.uva < a.uva + a.size) {
+    throw new GuestMemoryError(
+      `${describeRegion(b, j)} overlaps ${describeRegion(a, i)} in frontend address space`,
+    );
+  }
+}
+
+/** Total bytes of `list`, refused above `limit`. */
+function checkTotal(list: readonly { size: number }[], limit: number): void {
+  const total = list.reduce((sum, r) => sum + r.size, 0);
+  if (total > limit) {
+    throw new GuestMemoryError(
+      `the table's regions total ${hex(total)} bytes, more than this device's limit of ` +
+        `${hex(limit)}; raise the limit (maxMemoryBytes) if the guest really is that large`,
+    );
+  }
+}
+
+/**
+ * Make sure the file under a region cannot shrink while mapped (see the
+ * module documentation), sealing it where it still accepts seals.
+ */
+function checkCannotShrink(fd: number, where: string, allowUnsealed: boolean): void {
+  const seals = getSeals(fd);
+  if (seals !== null && (seals & F_SEAL_SHRINK) !== 0) return;
+  if (seals !== null && (seals & F_SEAL_SEAL) === 0) {
+    addSeals(fd, F_SEAL_SHRINK);
+    return;
+  }
+  if (allowUnsealed) return;
+  const what = seals === null ? "a file that cannot be sealed" : "a memfd that cannot be sealed";
+  throw new GuestMemoryError(
+    `${where}: fd ${fd} (${describeFd(fd)}) is ${what}, so the frontend could shrink it and ` +
+      `kill this process (SIGBUS); the SDK takes memory sealed with F_SEAL_SHRINK: use QEMU's ` +
+      `memory-backend-memfd (sealed by default) or a memfd made with MFD_ALLOW_SEALING, or ` +
+      `start the backend with --allow-unsealed-memory (allowUnsealedMemory) to trust this ` +
+      `frontend (DPDK virtio_user needs it)`,
+  );
+}
+
+/**
+ * Map one region's pages: from the page that holds `mmapOffset` to the page
+ * that holds its last byte, viewed at the offset's place in that page.
+ */
+function mapRegion(spec: MemoryRegionSpec, index: number, options: MapOptions): Region {
+  const { gpa, size, uva, mmapOffset, fd } = spec;
+  const where = `region ${index} (gpa ${hex(gpa)}, size ${hex(size)}, mmap offset ${
+    hex(mmapOffset)
+  })`;
+  if (!isAddress(mmapOffset) || mmapOffset + size > MAX) {
+    throw new GuestMemoryError(`${where}: mmap offset ${mmapOffset} is invalid`);
   }
   if (!Number.isInteger(fd) || fd < 0) {
-    throw new GuestMemoryError(`region ${index} (gpa ${hex(gpa)}): fd ${fd} is invalid`);
+    throw new GuestMemoryError(`${where}: fd ${fd} is invalid`);
   }
   // Touching a page of a shared file beyond its end raises SIGBUS and kills
-  // the process, so a regular file (memfd, hugetlbfs) must be long enough.
+  // the process, so the file must be a regular one (memfd, hugetlbfs),
+  // long enough, and unable to shrink.
   const st = fstat(fd);
-  if ((st.mode & S_IFMT) === S_IFREG && st.size < mmapOffset + size) {
+  if ((st.mode & S_IFMT) !== S_IFREG) {
     throw new GuestMemoryError(
-      `region ${index} (gpa ${hex(gpa)}, size ${hex(size)}, mmap offset ${hex(mmapOffset)}): ` +
-        `fd ${fd} is only ${st.size} bytes long, the region needs ${mmapOffset + size}`,
+      `${where}: fd ${fd} (${describeFd(fd)}) is not a memory file; send a memfd or a ` +
+        `hugetlbfs file`,
     );
   }
-  // vhost-user offsets need not be page aligned, but mmap's must: map from
-  // the start of the file and view the region at its offset.
-  const mapping = mmap(fd, size + mmapOffset, { prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED });
-  const bytes = new Uint8Array(mapping.buffer, mmapOffset, size);
+  if (st.size < mmapOffset + size) {
+    throw new GuestMemoryError(
+      `${where}: fd ${fd} is only ${st.size} bytes long, the region needs ${mmapOffset + size}`,
+    );
+  }
+  checkCannotShrink(fd, where, options.allowUnsealed ?? false);
+  const page = pageSize();
+  const skip = mmapOffset % page;
+  const length = skip + size;
+  if (processMappedBytes + length > PROCESS_MAPPED_BYTES_LIMIT) {
+    throw new GuestMemoryError(
+      `${where}: mapping ${hex(length)} more bytes would take this process past its ` +
+        `${hex(PROCESS_MAPPED_BYTES_LIMIT)}-byte limit of guest memory (${
+          hex(processMappedBytes)
+        } mapped now)`,
+    );
+  }
+  const mapping = mmap(fd, length, {
+    offset: mmapOffset - skip,
+    prot: PROT_READ | PROT_WRITE,
+    flags: MAP_SHARED,
+  });
+  const bytes = new Uint8Array(mapping.buffer, skip, size);
   return new Region(
     gpa,
     size,
     uva,
     bytes,
-    mapping.address + mmapOffset,
+    mapping.address + skip,
     new SharedMapping(mapping),
     true,
+    { dev: st.dev, ino: st.ino, mmapOffset },
   );
+}
+
+/**
+ * Guest memory regions kept mapped for a user on another thread (a datapath
+ * Worker): the mappings stay until {@linkcode MemoryLease.release}, even
+ * after every table holding them was closed. Release only once that thread
+ * has confirmed it no longer touches them.
+ */
+export interface MemoryLease {
+  /** The regions, to post to the Worker and view with {@linkcode GuestMemory.fromShared}. */
+  readonly regions: SharedRegion[];
+  /** Let the mappings go (unmapped if no table or other lease holds them). Idempotent. */
+  release(): void;
 }
 
 /**
@@ -270,20 +419,24 @@ export class GuestMemory {
   }
 
   /**
-   * Map each region's fd (`MAP_SHARED`, read-write, `size + mmapOffset`
-   * bytes from offset 0) and view it at `mmapOffset`. The fds are not closed
-   * (the caller owns them; a mapping stays valid after its fd is closed).
+   * Map each region's fd (`MAP_SHARED`, read-write, the pages from the one
+   * holding `mmapOffset`) and view it at `mmapOffset`. The fds are not
+   * closed (the caller owns them; a mapping stays valid after its fd is
+   * closed).
    *
    * @throws GuestMemoryError for a zero size, an address or end beyond 2^53,
-   *   regions overlapping in guest-physical or frontend space, or a file
-   *   shorter than the region; SysError when `mmap` fails. Whatever was
-   *   mapped before the failure is unmapped.
+   *   regions overlapping in guest-physical or frontend space, a file that
+   *   is not a regular file, is shorter than the region or can shrink (see
+   *   {@linkcode MapOptions.allowUnsealed}), or a table or process over its
+   *   size limit; SysError when `mmap` fails. Whatever was mapped before the
+   *   failure is unmapped.
    */
-  static map(regions: readonly MemoryRegionSpec[]): GuestMemory {
+  static map(regions: readonly MemoryRegionSpec[], options: MapOptions = {}): GuestMemory {
     validate(regions);
+    checkTotal(regions, options.maxBytes ?? DEFAULT_TABLE_BYTES_LIMIT);
     const mapped: Region[] = [];
     try {
-      regions.forEach((spec, i) => mapped.push(mapRegion(spec, i)));
+      regions.forEach((spec, i) => mapped.push(mapRegion(spec, i, options)));
     } catch (e) {
       for (const r of mapped) r.mapping!.release();
       throw e;
@@ -359,17 +512,59 @@ export class GuestMemory {
   }
 
   /**
+   * Keep this table's mappings for a user on another thread until the
+   * returned lease is released, whatever happens to the table meanwhile.
+   *
+   * @throws GuestMemoryError like {@linkcode GuestMemory.share}.
+   */
+  lease(): MemoryLease {
+    const regions = this.share();
+    const held = this.#regions.map((r) => r.mapping).filter((m) => m !== null);
+    for (const m of held) m.retain();
+    let released = false;
+    return {
+      regions,
+      release() {
+        if (released) return;
+        released = true;
+        for (const m of held) m.release();
+      },
+    };
+  }
+
+  /**
+   * Index of a region with exactly this address, size and frontend address,
+   * mapped from the same file at the same offset (a frontend repeating an
+   * `ADD_MEM_REG`), or -1.
+   */
+  findIdentical(region: MemoryRegionSpec): number {
+    const { gpa, size, uva } = region;
+    const i = this.#regions.findIndex((r) => r.gpa === gpa && r.size === size && r.uva === uva);
+    const backing = i >= 0 ? this.#regions[i].backing : null;
+    if (backing === null || backing.mmapOffset !== region.mmapOffset) return -1;
+    try {
+      const st = fstat(region.fd);
+      return st.dev === backing.dev && st.ino === backing.ino ? i : -1;
+    } catch {
+      return -1;
+    }
+  }
+
+  /**
    * A new table with this table's regions plus `region` (`ADD_MEM_REG`),
    * mapped like {@linkcode GuestMemory.map}. The new table takes its own
    * reference on the regions it shares with this one; both must be closed.
+   * Costs O(regions), not more.
    *
    * @throws GuestMemoryError when the region is invalid or overlaps one of
    *   this table's regions; nothing is mapped then.
    */
-  with(region: MemoryRegionSpec): GuestMemory {
+  with(region: MemoryRegionSpec, options: MapOptions = {}): GuestMemory {
     this.#checkOpen("add a region to");
-    validate([...this.#regions, region]);
-    const added = mapRegion(region, this.#regions.length);
+    const list = [...this.#regions, region];
+    validateLast(list);
+    checkTotal(list, options.maxBytes ?? DEFAULT_TABLE_BYTES_LIMIT);
+    const added = mapRegion(region, this.#regions.length, options);
     for (const r of this.#regions) r.mapping?.retain();
     return new GuestMemory([...this.#regions, added]);
   }

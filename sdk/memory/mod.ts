@@ -15,10 +15,15 @@
  */
 
 export {
+  DEFAULT_TABLE_BYTES_LIMIT,
   GuestMemory,
   GuestMemoryError,
   type GuestRegion,
+  type MapOptions,
+  mappedGuestBytes,
+  type MemoryLease,
   type MemoryRegionSpec,
+  PROCESS_MAPPED_BYTES_LIMIT,
   type SharedRegion,
 } from "./guest_memory.ts";
 export { DIRTY_LOG_PAGE_SIZE, DirtyLog, type SharedDirtyLog } from "./dirty_log.ts";

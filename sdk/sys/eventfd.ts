@@ -100,3 +100,52 @@ export function eventfdWrite(fd: number, value = 1): void {
     if (errno !== Errno.EINTR) throw new SysError("write", errno, `fd ${fd}`);
   }
 }
+
+/**
+ * Signal an eventfd (add 1) from a datapath or the control plane. On a
+ * non-blocking eventfd whose counter is saturated the kernel answers EAGAIN:
+ * the reader has an event pending already, so that is not a failure and
+ * this returns `false`; `true` when the counter was incremented.
+ *
+ * @throws SysError for any other failure (EBADF, EINVAL).
+ */
+export function eventfdSignal(fd: number): boolean {
+  counterWords[0] = 1;
+  counterWords[1] = 0;
+  const c = libc();
+  for (;;) {
+    const n = c.write(fd, counterBytes, 8n);
+    if (n === 8) return true;
+    if (n >= 0) {
+      throw new SysError("write", Errno.EINVAL, `fd ${fd} (eventfd write took ${n} bytes)`);
+    }
+    const errno = lastErrno();
+    if (errno === Errno.EAGAIN) return false;
+    if (errno !== Errno.EINTR) throw new SysError("write", errno, `fd ${fd}`);
+  }
+}
+
+/**
+ * What `fd` refers to, as the kernel names it in `/proc/self/fd`:
+ * `anon_inode:[eventfd]`, `socket:[1234]`, `pipe:[5678]`, `/memfd:x (deleted)`,
+ * a path. For error messages and kind checks; needs read access to `/proc`.
+ *
+ * @throws SysError EBADF when `fd` is not open.
+ */
+export function describeFd(fd: number): string {
+  if (!Number.isInteger(fd) || fd < 0) throw new SysError("readlink", Errno.EBADF, `fd ${fd}`);
+  try {
+    return Deno.readLinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    throw new SysError("readlink", Errno.EBADF, `fd ${fd}`);
+  }
+}
+
+/** Whether `fd` is an eventfd (kick, call and error fds of vhost must be). */
+export function isEventfd(fd: number): boolean {
+  try {
+    return describeFd(fd) === "anon_inode:[eventfd]";
+  } catch {
+    return false;
+  }
+}

@@ -37,6 +37,22 @@ export const F_GETFL = 3;
 export const F_SETFL = 4;
 /** fd flag: close on exec. */
 export const FD_CLOEXEC = 1;
+/** `open` flag: a handle to the path only, usable for nothing but fd-level calls. */
+export const O_PATH = 0o10000000;
+/** `fcntl` command: duplicate onto the lowest free fd with close-on-exec set. */
+export const F_DUPFD_CLOEXEC = 1030;
+/** `fcntl` command: add seals to a memfd (`F_SEAL_*`). */
+export const F_ADD_SEALS = 1033;
+/** `fcntl` command: read a memfd's seals. */
+export const F_GET_SEALS = 1034;
+/** Seal: no more seals may be added. */
+export const F_SEAL_SEAL = 0x1;
+/** Seal: the file cannot shrink (so a mapping of it never loses pages: no SIGBUS). */
+export const F_SEAL_SHRINK = 0x2;
+/** Seal: the file cannot grow. */
+export const F_SEAL_GROW = 0x4;
+/** Seal: the contents cannot be written. */
+export const F_SEAL_WRITE = 0x8;
 
 /** Mode bits of {@linkcode FileStatus.mode}: the file type mask. */
 export const S_IFMT = 0o170000;
@@ -201,6 +217,41 @@ export function fcntl(fd: number, cmd: number, arg = 0): number {
   const r = libc().fcntl(fd, cmd, BigInt(arg));
   if (r < 0) throw errnoError("fcntl", `fd ${fd} cmd ${cmd}`);
   return r;
+}
+
+/**
+ * A new fd (close-on-exec) for the same open file as `fd`, for keeping a
+ * file open past its owner's `close`.
+ */
+export function dup(fd: number): number {
+  return fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
+/**
+ * The seals of a memfd (`F_SEAL_*` bits), or `null` for a file that has no
+ * seals at all (a file on a disk file system). A memfd made without
+ * `MFD_ALLOW_SEALING` reports `F_SEAL_SEAL` alone: it can never be sealed.
+ *
+ * @throws SysError for another failure (EBADF).
+ */
+export function getSeals(fd: number): number | null {
+  const r = libc().fcntl(fd, F_GET_SEALS, 0n);
+  if (r >= 0) return r;
+  const errno = lastErrno();
+  if (errno === Errno.EINVAL) return null;
+  throw new SysError("fcntl", errno, `fd ${fd} F_GET_SEALS`);
+}
+
+/**
+ * Add `seals` (`F_SEAL_*` bits) to a memfd.
+ *
+ * @throws SysError EPERM when the memfd has `F_SEAL_SEAL`; EINVAL when the
+ *   file cannot be sealed; EBUSY for `F_SEAL_WRITE` while writable mappings exist.
+ */
+export function addSeals(fd: number, seals: number): void {
+  if (libc().fcntl(fd, F_ADD_SEALS, BigInt(seals)) < 0) {
+    throw errnoError("fcntl", `fd ${fd} F_ADD_SEALS 0x${seals.toString(16)}`);
+  }
 }
 
 /** Turn `O_NONBLOCK` on or off for `fd`. */

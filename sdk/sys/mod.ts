@@ -35,18 +35,29 @@
 export { Errno, errnoDescription, errnoName, SysError } from "./error.ts";
 export { ERRNO_TABLE, type ErrnoEntry } from "./errno_table.ts";
 export {
+  addSeals,
   close,
+  dup,
+  F_ADD_SEALS,
+  F_DUPFD_CLOEXEC,
+  F_GET_SEALS,
   F_GETFD,
   F_GETFL,
+  F_SEAL_GROW,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
   F_SETFD,
   F_SETFL,
   fcntl,
   FD_CLOEXEC,
   type FileStatus,
   fstat,
+  getSeals,
   O_CLOEXEC,
   O_CREAT,
   O_NONBLOCK,
+  O_PATH,
   O_RDONLY,
   O_RDWR,
   O_TRUNC,
@@ -137,13 +148,16 @@ export {
   viewOf,
 } from "./memory.ts";
 export {
+  describeFd,
   EFD_CLOEXEC,
   EFD_NONBLOCK,
   EFD_SEMAPHORE,
   eventfd,
   type EventfdOptions,
   eventfdRead,
+  eventfdSignal,
   eventfdWrite,
+  isEventfd,
 } from "./eventfd.ts";
 export { FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, ioctl } from "./ioctl.ts";
 export {

@@ -170,7 +170,7 @@ export class VhostUserFrontend {
       throw e;
     }
     try {
-      memfd = memfdCreate("vhost-user-frontend");
+      memfd = memfdCreate("vhost-user-frontend", { allowSealing: true });
       ftruncate(memfd, size);
       mapping = mmap(memfd, size);
       // Views of our own mapping: shareable with Workers; the frontend unmaps it.

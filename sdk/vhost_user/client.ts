@@ -7,6 +7,7 @@
  */
 
 import type { VhostMdevDevice } from "../core/device.ts";
+import { message } from "../core/device.ts";
 import { close, connectUnix, SysError, unixSocket } from "../sys/mod.ts";
 import { VhostUserSession } from "./session.ts";
 
@@ -74,16 +75,21 @@ export class VhostUserClient {
     let delay = this.#options.initialDelayMs;
     let waitingSaid = false;
     while (!this.#closed) {
-      const fd = unixSocket();
+      let fd: number;
       try {
-        connectUnix(fd, this.path);
+        fd = unixSocket();
+        try {
+          connectUnix(fd, this.path);
+        } catch (e) {
+          close(fd);
+          throw e;
+        }
       } catch (e) {
-        close(fd);
-        if (!(e instanceof SysError)) throw e;
         if (!waitingSaid) {
+          const why = e instanceof SysError ? e.code : message(e);
           this.#device.events.emit(
             "info",
-            `waiting for a frontend to listen on ${this.path} (${e.code}); retrying`,
+            `waiting for a frontend to listen on ${this.path} (${why}); retrying`,
           );
           waitingSaid = true;
         }
@@ -94,7 +100,15 @@ export class VhostUserClient {
       delay = this.#options.initialDelayMs;
       waitingSaid = false;
       this.#connections++;
-      const session = new VhostUserSession(fd, this.#device, `frontend at ${this.path}`);
+      let session: VhostUserSession;
+      try {
+        session = new VhostUserSession(fd, this.#device, `frontend at ${this.path}`);
+      } catch (e) {
+        close(fd);
+        this.#device.events.emit("error", `connection to ${this.path} failed: ${message(e)}`);
+        await this.#wait(this.#options.maxDelayMs);
+        continue;
+      }
       if (!this.#device.attach(session)) {
         session.close("device busy");
         await this.#wait(this.#options.maxDelayMs);

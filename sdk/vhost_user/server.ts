@@ -2,6 +2,9 @@
  * Server mode: the backend listens on a UNIX socket path and the frontend
  * (QEMU, DPDK's virtio_user) connects. One frontend at a time per device; a
  * second one is refused with a logged reason while the first is attached.
+ * A frontend that reconnects right after closing (QEMU `reconnect=1`, a
+ * restarted testpmd) is not refused: the server waits for the old session
+ * to finish detaching, then attaches the new one.
  *
  * @module
  */
@@ -21,6 +24,11 @@ import {
   unixSocket,
 } from "../sys/mod.ts";
 import { VhostUserSession } from "./session.ts";
+
+/** Back-off after a failed `accept` (out of fds, say), in ms. */
+const ACCEPT_RETRY_MS = 100;
+/** How long a new frontend waits for the previous one's detach, in ms. */
+const DETACH_WAIT_MS = 5000;
 
 /** Options of {@linkcode VhostUserServer.listen}. */
 export interface ServerOptions {
@@ -53,6 +61,7 @@ export class VhostUserServer {
   #loop: Promise<void>;
   #sessions = new Set<{ session: VhostUserSession; done: Promise<string> }>();
   #accepted = 0;
+  #acceptErrorSaid = false;
 
   private constructor(device: VhostMdevDevice, path: string, fd: number) {
     this.#device = device;
@@ -98,30 +107,79 @@ export class VhostUserServer {
 
   async #acceptLoop(): Promise<void> {
     while (!this.#closed) {
-      const rev = await pollAsync([{ fd: this.#fd, events: POLLIN }, {
-        fd: this.#wake,
-        events: POLLIN,
-      }], -1);
-      if (this.#closed || rev[1] !== 0) break;
-      let conn: number;
       try {
-        conn = accept(this.#fd, { nonBlocking: true });
+        const rev = await pollAsync([{ fd: this.#fd, events: POLLIN }, {
+          fd: this.#wake,
+          events: POLLIN,
+        }], -1);
+        if (this.#closed || rev[1] !== 0) break;
+        await this.#acceptOne();
       } catch (e) {
-        if (e instanceof SysError && (e.code === "EAGAIN" || e.code === "ECONNABORTED")) continue;
-        this.#device.events.emit("error", `accept on ${this.path} failed: ${(e as Error).message}`);
-        continue;
+        // Out of fds or memory (EMFILE, ENFILE, ENOMEM): say so once, back
+        // off, and keep serving; the loop must never end on an error.
+        if (!this.#acceptErrorSaid) {
+          this.#device.events.emit(
+            "error",
+            `accepting on ${this.path} failed: ${(e as Error).message}; retrying`,
+          );
+          this.#acceptErrorSaid = true;
+        }
+        await this.#pause(ACCEPT_RETRY_MS);
       }
-      this.#accepted++;
-      const description = `frontend #${this.#accepted} on ${this.path}`;
-      const session = new VhostUserSession(conn, this.#device, description);
-      if (!this.#device.attach(session)) {
-        session.close("refused: device busy");
-        continue;
-      }
-      const entry = { session, done: session.run() };
-      this.#sessions.add(entry);
-      entry.done.finally(() => this.#sessions.delete(entry));
     }
+  }
+
+  async #acceptOne(): Promise<void> {
+    let conn: number;
+    try {
+      conn = accept(this.#fd, { nonBlocking: true });
+    } catch (e) {
+      if (e instanceof SysError && (e.code === "EAGAIN" || e.code === "ECONNABORTED")) return;
+      throw e;
+    }
+    this.#acceptErrorSaid = false;
+    this.#accepted++;
+    const description = `frontend #${this.#accepted} on ${this.path}`;
+    let session: VhostUserSession;
+    try {
+      session = new VhostUserSession(conn, this.#device, description);
+    } catch (e) {
+      close(conn);
+      throw e;
+    }
+    if (!this.#device.attach(session) && !await this.#attachAfterDetach(session)) {
+      session.close("refused: device busy");
+      return;
+    }
+    const entry = { session, done: session.run() };
+    this.#sessions.add(entry);
+    entry.done.then(
+      () => this.#sessions.delete(entry),
+      (e) => {
+        this.#sessions.delete(entry);
+        this.#device.events.emit("error", `${description}: ${(e as Error).message}`);
+      },
+    );
+  }
+
+  /**
+   * The device is attached to another session: when that is one of ours
+   * whose frontend has gone, wait (bounded) for its detach and attach `session`.
+   */
+  async #attachAfterDetach(session: VhostUserSession): Promise<boolean> {
+    const old = [...this.#sessions].find((s) => s.session.ending);
+    if (!old || this.#device.owner !== old.session) return false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      old.done.catch(() => {}),
+      new Promise<void>((r) => timer = setTimeout(r, DETACH_WAIT_MS)),
+    ]);
+    clearTimeout(timer);
+    return !this.#closed && this.#device.attach(session);
+  }
+
+  #pause(ms: number): Promise<void> {
+    return new Promise((resolve) => setTimeout(resolve, ms));
   }
 
   /** Stop listening, end the attached session, remove the socket file. */

@@ -16,7 +16,7 @@
 import { ProtocolError, RequestRefused } from "../core/errors.ts";
 import { message as errorMessage, type VhostMdevDevice } from "../core/device.ts";
 import { GuestMemoryError } from "../memory/guest_memory.ts";
-import { close, SysError } from "../sys/mod.ts";
+import { close, fstat, S_IFMT, S_IFSOCK, SysError } from "../sys/mod.ts";
 import { VhostIoctl } from "../uapi/vhost.ts";
 import {
   BackendRequest,
@@ -88,7 +88,7 @@ export class VhostUserSession {
 
   /**
    * Serve requests until the frontend leaves or a message fails the session.
-   * Resolves with the reason. The caller must have attached the session to
+   * Resolves with the reason; never rejects. The caller must have attached the session to
    * the device; the session detaches itself.
    */
   async run(): Promise<string> {
@@ -97,7 +97,10 @@ export class VhostUserSession {
       for (;;) {
         const m = await this.#socket.read();
         if (!m) {
-          this.#end(this.#socket.closed ? this.#endReason || "closed" : "frontend disconnected");
+          this.#end(
+            this.#socket.failure ||
+              (this.#socket.closed ? this.#endReason || "closed" : "frontend disconnected"),
+          );
           break;
         }
         await this.#dispatch(m);
@@ -110,9 +113,21 @@ export class VhostUserSession {
       this.#socket.close();
       this.#backend?.close();
       this.#backend = null;
-      await dev.detach(this, this.#endReason);
+      try {
+        await dev.detach(this, this.#endReason);
+      } catch (e) {
+        dev.events.emit("error", `${this.description}: detaching failed: ${errorMessage(e)}`);
+      }
     }
     return this.#endReason;
+  }
+
+  /**
+   * Whether the session is over or ending: closed, failed, or its frontend
+   * has hung up (its detach from the device may still be running).
+   */
+  get ending(): boolean {
+    return this.#ended || this.#socket.peerClosed();
   }
 
   /** End the session from outside (server shutdown). */
@@ -130,9 +145,29 @@ export class VhostUserSession {
   /** Device owner hook: config space changed. */
   notifyConfigChange(): void {
     if (!this.#backend || !hasBit(this.#protocolFeatures, ProtocolFeatureBit.CONFIG)) return;
-    this.#backend.send(
+    this.#sendBackend(
       encodeMessage(BackendRequest.CONFIG_CHANGE_MSG, HeaderFlag.VERSION, new Uint8Array(0)),
+      [],
     );
+  }
+
+  /**
+   * Send on the backend channel. A frontend that does not read it (or closed
+   * it) loses the channel, with a warning; the session goes on.
+   */
+  #sendBackend(bytes: Uint8Array, fds: number[]): void {
+    const backend = this.#backend;
+    if (!backend) return;
+    try {
+      backend.send(bytes, fds);
+    } catch (e) {
+      backend.close();
+      this.#backend = null;
+      this.#device.events.emit(
+        "warn",
+        `${this.description}: backend channel closed: ${errorMessage(e)}`,
+      );
+    }
   }
 
   /** Device owner hook: hand out (or take back) ring `q`'s doorbell. */
@@ -147,7 +182,7 @@ export class VhostUserSession {
     v.setBigUint64(0, BigInt(area ? q : q | VRING_NOFD_FLAG), true);
     v.setBigUint64(8, BigInt(area?.size ?? 0), true);
     v.setBigUint64(16, BigInt(area?.offset ?? 0), true);
-    this.#backend.send(
+    this.#sendBackend(
       encodeMessage(BackendRequest.VRING_HOST_NOTIFIER_MSG, HeaderFlag.VERSION, b),
       area ? [area.fd] : [],
     );
@@ -337,8 +372,16 @@ export class VhostUserSession {
       }
       case R.SET_BACKEND_REQ_FD: {
         expectFds(m, 1);
+        // Until the channel is made, the fd stays in the message, which
+        // closes it whatever happens.
+        const fd = m.fds[0];
+        if ((fstat(fd).mode & S_IFMT) !== S_IFSOCK) {
+          throw new RequestRefused(`SET_BACKEND_REQ_FD: fd ${fd} is not a socket`);
+        }
+        const channel = new MessageSocket(fd);
+        this.#take(m, 0);
         this.#backend?.close();
-        this.#backend = new MessageSocket(this.#take(m, 0));
+        this.#backend = channel;
         return false;
       }
       default:

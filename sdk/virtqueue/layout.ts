@@ -46,14 +46,20 @@ export function descTableSize(num: number): number {
   return DESC_SIZE * num;
 }
 
-/** Bytes of the available ring, including `used_event`. */
-export function availRingSize(num: number): number {
-  return 6 + 2 * num;
+/**
+ * Bytes of the available ring, including `used_event` unless `eventIdx` is
+ * false (the field exists only with `VIRTIO_F_EVENT_IDX`, virtio 1.2 §2.7.6).
+ */
+export function availRingSize(num: number, eventIdx = true): number {
+  return (eventIdx ? 6 : 4) + 2 * num;
 }
 
-/** Bytes of the used ring, including `avail_event`. */
-export function usedRingSize(num: number): number {
-  return 6 + USED_ELEM_SIZE * num;
+/**
+ * Bytes of the used ring, including `avail_event` unless `eventIdx` is
+ * false (virtio 1.2 §2.7.8).
+ */
+export function usedRingSize(num: number, eventIdx = true): number {
+  return (eventIdx ? 6 : 4) + USED_ELEM_SIZE * num;
 }
 
 /** Byte offset of `used_event` within the available ring. */

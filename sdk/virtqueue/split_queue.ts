@@ -5,11 +5,14 @@
  * interrupt the driver.
  *
  * Memory ordering. The driver is another process (or thread) writing the
- * same memory. On x86-64 loads are not reordered with loads and stores not
- * with stores, and V8 emits plain typed-array accesses in program order, so:
- * reading `avail.idx` once per batch and then the ring entries and
- * descriptors sees what the driver wrote before it published the index; and
- * writing used elements before `used.idx` publishes them in order. The one
+ * same memory. `avail.idx` is read with `Atomics.load` (sequentially
+ * consistent: an acquire on every architecture), so the ring entries and
+ * descriptors read after it are at least as new as the index, also on
+ * weakly ordered CPUs; it is read once per batch, so the cost does not
+ * show. `used.idx` is published with `Atomics.store` after the used
+ * elements (a release). The SDK runs on x86-64 Linux only (its libc
+ * layouts are x86-64's), where in addition loads are not reordered with
+ * loads nor stores with stores. The one
  * reordering x86 allows, a later load passing an earlier store, matters when
  * the device stores an index and then reads the driver's suppression fields
  * (`used_event`, `avail.flags`, `avail.idx` after re-enabling
@@ -260,7 +263,7 @@ export class SplitQueue {
    *   the queue size ahead of the device (counted).
    */
   available(): number {
-    const idx = this.#avail[1];
+    const idx = Atomics.load(this.#avail, 1);
     const n = (idx - this.#lastAvail) & 0xffff;
     if (n > this.num) {
       this.#count("bad-avail-idx");
@@ -488,7 +491,7 @@ export class SplitQueue {
       const at = this.#eventIdx ? this.#availEventSlot * 2 : 0;
       this.#log.mark(this.#usedAddr + at, 2);
     }
-    return this.#avail[1] !== this.#lastAvail;
+    return Atomics.load(this.#avail, 1) !== this.#lastAvail;
   }
 
   /** A fresh stamp for loop detection; clears the marks when the counter wraps. */

@@ -87,7 +87,18 @@ Deno.test({
     const dir = Deno.makeTempDirSync();
     const sock = `${dir}/serve.sock`;
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", SERVE, "--driver", PLUGIN, "--socket", sock, "--log", "json"],
+      args: [
+        "run",
+        "-A",
+        SERVE,
+        "--driver",
+        PLUGIN,
+        "--socket",
+        sock,
+        "--log",
+        "json",
+        "--allow-unsealed-memory",
+      ],
       stdout: "piped",
       stderr: "piped",
     }).spawn();

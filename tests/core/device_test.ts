@@ -34,7 +34,7 @@ async function newDevice(rec: Recorder, queues = 1): Promise<VhostMdevDevice> {
 
 /** Give the device one 4 MiB memfd region at GPA, frontend VA = UVA. */
 async function setMemory(dev: VhostMdevDevice, size = 4 * MiB): Promise<void> {
-  const fd = memfdCreate("guest");
+  const fd = memfdCreate("guest", { allowSealing: true });
   ftruncate(fd, size);
   try {
     await dev.ioctl(VhostIoctl.SET_MEM_TABLE, [{ gpa: GPA, size, uva: UVA, mmapOffset: 0, fd }]);
@@ -120,13 +120,13 @@ Deno.test("rings: sizes, indexes and addresses are checked", async () => {
     flags: 0,
     desc: UVA,
     avail: UVA + 4096,
-    used: end - (4 + 8 * 256), // used ring ends exactly on the last byte
+    used: end - (6 + 8 * 256), // used ring (with avail_event) ends on the last byte
     log: 0,
   });
   const r = dev.vring(0);
   assert.equal(r.descAddr, GPA);
   assert.equal(r.availAddr, GPA + 4096);
-  assert.equal(r.usedAddr, GPA + 4 * MiB - (4 + 8 * 256));
+  assert.equal(r.usedAddr, GPA + 4 * MiB - (6 + 8 * 256));
   // One byte further: the used ring leaves the region.
   await assert.rejects(
     dev.ioctl(VhostIoctl.SET_VRING_ADDR, {
@@ -134,7 +134,7 @@ Deno.test("rings: sizes, indexes and addresses are checked", async () => {
       flags: 0,
       desc: UVA,
       avail: UVA + 4096,
-      used: end - (4 + 8 * 256) + 1,
+      used: end - (6 + 8 * 256) + 1,
       log: 0,
     }),
     /not all inside the memory table/,
@@ -277,7 +277,7 @@ Deno.test("no fd leaks across 50 configure/reset cycles", async () => {
 Deno.test("memory: an identical ADD_MEM_REG is counted, not refused (QEMU, one per queue pair)", async () => {
   const rec = recordingDriver();
   const dev = await newDevice(rec);
-  const fd = memfdCreate("guest");
+  const fd = memfdCreate("guest", { allowSealing: true });
   ftruncate(fd, MiB);
   try {
     const region = { gpa: GPA, size: MiB, uva: UVA, mmapOffset: 0, fd };

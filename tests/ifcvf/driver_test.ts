@@ -79,7 +79,7 @@ async function bringUp(
     pci: "emulated",
     options: probeOptions,
   }, Deno.env.get("IFCVF_TEST_DEBUG") ? { listener: (e) => console.log(e.type, e.message) } : {});
-  const memfd = memfdCreate("ifcvf-guest");
+  const memfd = memfdCreate("ifcvf-guest", { allowSealing: true });
   ftruncate(memfd, 4 * MiB);
   const mapping = mmap(memfd, 4 * MiB);
   const memory = GuestMemory.fromBuffers([{ gpa: GPA, bytes: new Uint8Array(mapping.buffer) }]);
@@ -356,7 +356,7 @@ Deno.test("ifcvf: with two MSI-X vectors the queues share one, fanned out to eve
 Deno.test("ifcvf: doorbell areas for host notifiers only when a page holds one queue's doorbell", async () => {
   for (const [multiplier, expectMapped] of [[4, false], [4096, true]] as const) {
     const emu = new EmulatedIfcvf({ notifyOffMultiplier: multiplier });
-    const memfd = memfdCreate("bar");
+    const memfd = memfdCreate("bar", { allowSealing: true });
     // A function whose BARs are "backed" by a file, as a VFIO device's are.
     const e = emu.function;
     const fn: PciFunction = {

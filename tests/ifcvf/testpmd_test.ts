@@ -46,6 +46,8 @@ Deno.test({
       driver,
       { queues: 1, pci: "emulated", options: {} },
       {
+        // testpmd --no-huge shares memfds made without MFD_ALLOW_SEALING.
+        allowUnsealedMemory: true,
         listener: (e) => {
           events.push(e);
           if (Deno.env.get("IFCVF_TEST_DEBUG")) {

@@ -37,7 +37,7 @@ function mapsOf(name: string): number {
 }
 
 function memfd(name: string, size: number): number {
-  const fd = memfdCreate(name);
+  const fd = memfdCreate(name, { allowSealing: true });
   ftruncate(fd, size);
   return fd;
 }

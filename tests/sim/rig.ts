@@ -71,6 +71,8 @@ export class SimRig {
   readonly description: DeviceDescription;
   readonly rings: GuestRing[];
   readonly warnings: string[] = [];
+  /** Errors the driver reported through `ctx.reportError`. */
+  reported: { message: string; queue?: number }[] = [];
   readonly features: bigint;
   readonly hdrLen = 12;
   #memfd: number;
@@ -95,7 +97,7 @@ export class SimRig {
   static async create(options: RigOptions = {}): Promise<SimRig> {
     const queues = options.queues ?? 1;
     const ringSize = options.ringSize ?? 256;
-    const memfd = memfdCreate("sim-rig");
+    const memfd = memfdCreate("sim-rig", { allowSealing: true });
     ftruncate(memfd, MEMORY_SIZE);
     const memory = GuestMemory.map([{
       gpa: 0,
@@ -107,6 +109,7 @@ export class SimRig {
     const rings: GuestRing[] = [];
     const holder: { features: bigint; rig?: SimRig } = { features: 0n };
     const warnings: string[] = [];
+    const reported: { message: string; queue?: number }[] = [];
     const log: DeviceLog = {
       info: () => {},
       warn: (m) => warnings.push(m),
@@ -125,6 +128,7 @@ export class SimRig {
       memory,
       signal: (q) => eventfdWrite(rings[q].call, 1),
       signalConfigChange: () => {},
+      reportError: (m, q) => reported.push({ message: m, queue: q }),
       log,
     };
     const description = await driver.probe(ctx, { queues, options: options.options ?? {} });
@@ -168,6 +172,7 @@ export class SimRig {
     }
     const rig = new SimRig(memfd, memory, description, rings, features);
     rig.warnings.push(...warnings);
+    rig.reported = reported;
     // Keep collecting into the rig's list.
     log.warn = (m) => rig.warnings.push(m);
     return rig;

@@ -43,6 +43,8 @@ async function serve(
   const sock = `${dir}/sim.sock`;
   const warnings: string[] = [];
   const device = await VhostMdevDevice.create(driver, { queues, options }, {
+    // testpmd --no-huge shares memfds made without MFD_ALLOW_SEALING.
+    allowUnsealedMemory: true,
     listener: (e) => {
       if (e.type === "warn" || e.type === "error") warnings.push(e.message);
     },

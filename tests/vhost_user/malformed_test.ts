@@ -208,7 +208,7 @@ const cases: Case[] = [
   {
     name: "SET_MEM_TABLE with more regions than fds",
     send(f) {
-      const m = memfdCreate("g");
+      const m = memfdCreate("g", { allowSealing: true });
       ftruncate(m, 1 << 20);
       const p = new Uint8Array(8 + 2 * 32);
       const v = new DataView(p.buffer);
@@ -226,7 +226,7 @@ const cases: Case[] = [
   {
     name: "garbage after a mapped memory table",
     send(f) {
-      const m = memfdCreate("g");
+      const m = memfdCreate("g", { allowSealing: true });
       ftruncate(m, 1 << 20);
       const p = new Uint8Array(8 + 32);
       const v = new DataView(p.buffer);

@@ -37,6 +37,8 @@ async function setup(queues: number) {
   const rec = recordingDriver();
   const events: DeviceEvent[] = [];
   const device = await VhostMdevDevice.create(rec.driver, { queues, options: {} }, {
+    // testpmd --no-huge shares memfds made without MFD_ALLOW_SEALING.
+    allowUnsealedMemory: true,
     listener: (e) => events.push(e),
   });
   return { dir, sock, rec, device, events };

@@ -288,7 +288,7 @@ for (const start of [0, 65533]) {
 
 Deno.test("round trip over a real memfd, driver and device on separate mappings", () => {
   const fdsBefore = openFdCount();
-  const fd = memfdCreate("vq-round-trip");
+  const fd = memfdCreate("vq-round-trip", { allowSealing: true });
   ftruncate(fd, SIZE + 0x1000);
   const spec = { gpa: BASE, size: SIZE, uva: 0x7f00_0000_0000, mmapOffset: 0x1000, fd };
   const frontendMemory = GuestMemory.map([spec]);
