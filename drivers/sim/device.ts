@@ -24,7 +24,7 @@ import {
   VirtioFeatureBit,
   VirtioNetFeatureBit,
 } from "@vhost-mdev/sdk";
-import { close, eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
+import { close, dup, eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
 import type { SimOptions } from "./options.ts";
 import {
   CONTROL_BASES,
@@ -53,8 +53,12 @@ interface RunningPair {
   stopped: Promise<void>;
 }
 
-/** Memory leases of Workers that never confirmed their stop, kept for the life of the process. */
-const stuckLeases: MemoryLease[] = [];
+/**
+ * What Workers that never confirmed their stop still use, kept for the life
+ * of the process: their memory leases and fds (never unmapped or closed, so
+ * nothing is pulled from under them and no fd number is reused under them).
+ */
+const stuck: { lease: MemoryLease | null; fds: number[] }[] = [];
 
 function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -88,6 +92,8 @@ export class SimDevice implements DeviceOps {
   #running: RunningPair[] = [];
   #stopFd = -1;
   #lease: MemoryLease | null = null;
+  /** The Workers' duplicates of kick and call fds, closed once they have stopped. */
+  #fds: number[] = [];
 
   /**
    * Make the device's counters; no Worker runs until `start`.
@@ -134,27 +140,27 @@ export class SimDevice implements DeviceOps {
     const control = new Int32Array(this.#control);
     Atomics.store(control, CONTROL_STOP, 0);
     this.#bases.fill(null);
-    this.#stopFd = eventfd(0, { nonBlocking: true });
-    for (let pair = 0; 2 * pair < this.#numQueues; pair++) {
-      const rx = this.#ring(2 * pair), tx = this.#ring(2 * pair + 1);
-      if (rx === null && tx === null) continue;
-      for (const r of [rx, tx]) if (r !== null) control[CONTROL_BASES + r.index] = r.base;
-      this.#running.push(this.#spawn({
-        pair,
-        mode: this.#options.mode,
-        rx,
-        tx,
-        memory,
-        features,
-        mac: this.#options.mac,
-        ip: this.#options.ip,
-        frameSize: this.#options.frameSize,
-        stats: this.#stats,
-        control: this.#control,
-        stopFd: this.#stopFd,
-      }));
-    }
     try {
+      this.#stopFd = eventfd(0, { nonBlocking: true });
+      for (let pair = 0; 2 * pair < this.#numQueues; pair++) {
+        const rx = this.#ring(2 * pair), tx = this.#ring(2 * pair + 1);
+        if (rx === null && tx === null) continue;
+        for (const r of [rx, tx]) if (r !== null) control[CONTROL_BASES + r.index] = r.base;
+        this.#running.push(this.#spawn({
+          pair,
+          mode: this.#options.mode,
+          rx,
+          tx,
+          memory,
+          features,
+          mac: this.#options.mac,
+          ip: this.#options.ip,
+          frameSize: this.#options.frameSize,
+          stats: this.#stats,
+          control: this.#control,
+          stopFd: this.#stopFd,
+        }));
+      }
       await Promise.all(this.#running.map((p) =>
         withTimeout(p.ready, READY_TIMEOUT_MS, () => {
           throw new Error(`queue pair ${p.pair}: the datapath Worker did not start in time`);
@@ -174,36 +180,44 @@ export class SimDevice implements DeviceOps {
   async stop(): Promise<void> {
     const running = this.#running;
     const lease = this.#lease;
+    const fds = this.#fds;
     this.#lease = null;
+    this.#fds = [];
     if (running.length === 0) {
       lease?.release();
+      for (const fd of fds) close(fd);
+      if (this.#stopFd >= 0) close(this.#stopFd);
+      this.#stopFd = -1;
       return;
     }
     this.#running = [];
     const control = new Int32Array(this.#control);
     Atomics.store(control, CONTROL_STOP, 1);
     eventfdWrite(this.#stopFd, 1);
-    const stuck: number[] = [];
+    const late: number[] = [];
     await Promise.all(running.map((p) =>
       withTimeout(p.stopped, STOP_TIMEOUT_MS, () => {
-        stuck.push(p.pair);
+        late.push(p.pair);
       })
     ));
     for (const p of running) {
       p.worker.terminate();
       for (const q of p.rings) this.#bases[q] = Atomics.load(control, CONTROL_BASES + q) & 0xffff;
     }
-    if (stuck.length === 0) {
+    if (late.length === 0) {
       lease?.release();
-    } else if (lease) {
-      // Unmapping now could pull memory from under a thread still in it.
-      stuckLeases.push(lease);
+      for (const fd of fds) close(fd);
+      close(this.#stopFd);
+    } else {
+      // Unmapping or closing now could pull memory or fds from under a
+      // thread that may still be using them.
+      stuck.push({ lease, fds: [...fds, this.#stopFd] });
       this.#ctx.reportError(
-        `queue pair(s) ${stuck.join(", ")}: the datapath Worker did not stop within ` +
-          `${STOP_TIMEOUT_MS} ms; it was terminated and its guest memory stays mapped`,
+        `queue pair(s) ${late.join(", ")}: the datapath Worker did not stop within ` +
+          `${STOP_TIMEOUT_MS} ms; it was terminated, its guest memory stays mapped and its ` +
+          `fds open`,
       );
     }
-    close(this.#stopFd);
     this.#stopFd = -1;
   }
 
@@ -240,9 +254,17 @@ export class SimDevice implements DeviceOps {
       availAddr: v.availAddr,
       usedAddr: v.usedAddr,
       base: v.base,
-      kickFd: v.kickFd,
-      callFd: v.callFd,
+      kickFd: this.#hold(v.kickFd),
+      callFd: this.#hold(v.callFd),
     };
+  }
+
+  /** A duplicate of `fd` for a Worker (-1 stays -1), closed by `stop`. */
+  #hold(fd: number): number {
+    if (fd < 0) return -1;
+    const held = dup(fd);
+    this.#fds.push(held);
+    return held;
   }
 
   #spawn(setup: DatapathSetup): RunningPair {

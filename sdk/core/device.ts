@@ -407,7 +407,7 @@ export class VhostMdevDevice {
               `from 1 to ${this.description.maxQueueSize}`,
           );
         }
-        await this.#quiesce("ring size changed");
+        await this.#quiesceRing(r, "ring size changed");
         r.num = num;
         // Addresses accepted for the old size may not fit the new one.
         this.#translate(r);
@@ -421,7 +421,7 @@ export class VhostMdevDevice {
         if (!Number.isInteger(num) || num < 0 || num > 0xffffffff) {
           throw new ProtocolError(`SET_VRING_BASE ring ${index}: base ${num} is not a u32`);
         }
-        await this.#quiesce("ring base changed");
+        await this.#quiesceRing(r, "ring base changed");
         r.base = num & 0xffff;
         return await this.#evaluate();
       }
@@ -448,7 +448,7 @@ export class VhostMdevDevice {
         const { index, fd } = arg as VringFile;
         const r = this.#ringFile(index, fd, "SET_VRING_KICK");
         try {
-          await this.#quiesce("kick fd changed");
+          await this.#quiesceRing(r, "kick fd changed");
         } finally {
           r.setKick(fd);
         }
@@ -459,7 +459,7 @@ export class VhostMdevDevice {
         const r = this.#ringFile(index, fd, "SET_VRING_CALL");
         if (r.callFd === fd) return;
         try {
-          await this.#quiesce("call fd changed");
+          await this.#quiesceRing(r, "call fd changed");
         } finally {
           r.setCall(fd);
         }
@@ -778,7 +778,7 @@ export class VhostMdevDevice {
         throw new ProtocolError(`SET_VRING_ADDR ring ${a.index}: ${k} address ${v} is invalid`);
       }
     }
-    await this.#quiesce("ring addresses changed");
+    await this.#quiesceRing(r, "ring addresses changed");
     r.uva = { desc: a.desc, avail: a.avail, used: a.used };
     r.logging = (a.flags & 1) !== 0;
     r.logAddr = a.log;
@@ -794,6 +794,7 @@ export class VhostMdevDevice {
           `used ${hex(a.used)} are not all inside the memory table`,
       );
     }
+    await this.#evaluate();
   }
 
   #translate(r: RingState): void {
@@ -841,6 +842,13 @@ export class VhostMdevDevice {
   }
 
   /** Stop while the frontend reconfigures; `#evaluate` starts again when complete. */
+  /** Stop while the frontend reconfigures ring `r`, if that ring is running. */
+  async #quiesceRing(r: RingState, reason: string): Promise<void> {
+    if (this.#running && this.#ranRings.includes(r.index)) {
+      await this.#stop(`ring ${r.index}: ${reason}`);
+    }
+  }
+
   async #quiesce(reason: string): Promise<void> {
     if (this.#running) await this.#stop(reason);
   }

@@ -14,7 +14,10 @@
  * @module
  */
 
-import { close, eventfd, eventfdWrite } from "../sys/mod.ts";
+import { close, dup, eventfd, eventfdWrite } from "../sys/mod.ts";
+
+/** How long {@linkcode KickRelay.stop} waits for the Worker, in ms. */
+const STOP_TIMEOUT_MS = 2000;
 
 /** A kick fd to watch and the ring it belongs to. */
 export interface WatchedKick {
@@ -35,6 +38,9 @@ export class KickRelay {
   #worker: Worker;
   #stopFd: number;
   #pending: Int32Array;
+  /** The Worker's own duplicates of the kick fds: their numbers stay valid until it confirms it stopped. */
+  #held: number[];
+  #onError: (message: string) => void;
   #stopped: Promise<void>;
   #done = false;
 
@@ -48,7 +54,16 @@ export class KickRelay {
     onKick: (queue: number, time: number) => void,
     onError: (message: string) => void = () => {},
   ) {
-    this.#stopFd = eventfd(0, { nonBlocking: true });
+    this.#onError = onError;
+    this.#held = [];
+    try {
+      for (const k of kicks) this.#held.push(dup(k.fd));
+      this.#stopFd = eventfd(0, { nonBlocking: true });
+    } catch (e) {
+      for (const fd of this.#held) close(fd);
+      throw e;
+    }
+    const watched = kicks.map((k, i) => ({ queue: k.queue, fd: this.#held[i] }));
     // One flag per watched ring: 1 while a kick message is on its way.
     const pending = new Int32Array(new SharedArrayBuffer(4 * Math.max(1, kicks.length)));
     this.#pending = pending;
@@ -71,7 +86,11 @@ export class KickRelay {
       onError(e.message);
       resolve();
     };
-    this.#worker.postMessage({ kicks, stopFd: this.#stopFd, pending: pending.buffer });
+    this.#worker.postMessage({
+      kicks: watched,
+      stopFd: this.#stopFd,
+      pending: pending.buffer,
+    });
   }
 
   /** Kick messages on their way to the main thread now (at most one per ring). */
@@ -81,18 +100,28 @@ export class KickRelay {
     return n;
   }
 
-  /** Stop the Worker and wait until it no longer touches the kick fds. */
+  /**
+   * Stop the Worker and wait until it no longer touches the kick fds. A
+   * Worker that does not confirm in time is terminated and its fds are left
+   * open (reported through `onError`), so their numbers are never reused
+   * under a thread that may still poll them.
+   */
   async stop(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
     eventfdWrite(this.#stopFd, 1);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      this.#stopped,
-      new Promise<void>((r) => timer = setTimeout(r, 2000)),
+    const confirmed = await Promise.race([
+      this.#stopped.then(() => true),
+      new Promise<boolean>((r) => timer = setTimeout(() => r(false), STOP_TIMEOUT_MS)),
     ]);
     clearTimeout(timer);
     this.#worker.terminate();
+    if (!confirmed) {
+      this.#onError(`the kick relay did not stop within ${STOP_TIMEOUT_MS} ms; its fds stay open`);
+      return;
+    }
     close(this.#stopFd);
+    for (const fd of this.#held) close(fd);
   }
 }

@@ -8,4 +8,4 @@ export * from "./server.ts";
 export * from "./client.ts";
 export { OFFERED_PROTOCOL_FEATURES, VhostUserSession } from "./session.ts";
 export * from "./message.ts";
-export { MessageSocket } from "./connection.ts";
+export { MAX_UNSENT_BYTES, MessageSocket } from "./connection.ts";

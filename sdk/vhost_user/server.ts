@@ -147,7 +147,8 @@ export class VhostUserServer {
       close(conn);
       throw e;
     }
-    if (!this.#device.attach(session) && !await this.#attachAfterDetach(session)) {
+    await this.#previousDetached();
+    if (this.#closed || !this.#device.attach(session)) {
       session.close("refused: device busy");
       return;
     }
@@ -163,19 +164,18 @@ export class VhostUserServer {
   }
 
   /**
-   * The device is attached to another session: when that is one of ours
-   * whose frontend has gone, wait (bounded) for its detach and attach `session`.
+   * When the device's frontend is one of ours that has gone (closed or
+   * hung up), wait (bounded) for its detach, so the new one is not refused.
    */
-  async #attachAfterDetach(session: VhostUserSession): Promise<boolean> {
-    const old = [...this.#sessions].find((s) => s.session.ending);
-    if (!old || this.#device.owner !== old.session) return false;
+  async #previousDetached(): Promise<void> {
+    const old = [...this.#sessions].find((s) => s.session === this.#device.owner);
+    if (!old || !old.session.ending) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       old.done.catch(() => {}),
       new Promise<void>((r) => timer = setTimeout(r, DETACH_WAIT_MS)),
     ]);
     clearTimeout(timer);
-    return !this.#closed && this.#device.attach(session);
   }
 
   #pause(ms: number): Promise<void> {

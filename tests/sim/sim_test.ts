@@ -528,3 +528,23 @@ Deno.test("a held frame is given back at stop: the base excludes it", async () =
     assert.equal(await rig.description.ops.getVringBase(0), 0);
   });
 });
+
+Deno.test("a guest that posts a receive buffer again while the device holds it fails the ring, reported", async () => {
+  await withRig({ ringSize: 16 }, async (rig) => {
+    // One real 20-byte buffer (header and 8 bytes), then the same head made
+    // available again and again, as a hostile guest can.
+    rig.postRx(0, 1, 20);
+    const rx = rig.rings[0];
+    const avail = rig.memory.bytes(rx.layout.availAddr, 4 + 2 * 16);
+    const view = new DataView(avail.buffer, avail.byteOffset, avail.byteLength);
+    const head = view.getUint16(4, true);
+    for (let i = 1; i < 16; i++) view.setUint16(4 + 2 * i, head, true);
+    view.setUint16(2, 16, true);
+    eventfdWrite(rx.kick, 1);
+    // A 1500-byte frame needs far more than the ring's 16 buffers of 8 bytes.
+    rig.send(0, pattern(1500, 3));
+    await until("the ring failure report", () => rig.reported.length > 0);
+    assert.equal(rig.reported[0].queue, 0);
+    assert.match(rig.reported[0].message, /ring 0: .*took all 16 receive buffers/);
+  });
+});
