@@ -12,10 +12,8 @@ import {
   MAX_UNSENT_BYTES,
   MessageSocket,
   ProtocolError,
-  ProtocolFeatureBit,
   VhostMdevDevice,
   VhostUserServer,
-  VirtioStatus,
 } from "@vhost-mdev/sdk";
 import {
   close,
