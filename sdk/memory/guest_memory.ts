@@ -272,6 +272,15 @@ function checkDisjoint(
   }
 }
 
+/** What `fd` is, for messages ("fd 9 (/memfd:x (deleted))"); never throws. */
+function nameOf(fd: number): string {
+  try {
+    return describeFd(fd);
+  } catch {
+    return "unknown file";
+  }
+}
+
 /** Total bytes of `list`, refused above `limit`. */
 function checkTotal(list: readonly { size: number }[], limit: number): void {
   const total = list.reduce((sum, r) => sum + r.size, 0);
@@ -297,7 +306,7 @@ function checkCannotShrink(fd: number, where: string, allowUnsealed: boolean): v
   if (allowUnsealed) return;
   const what = seals === null ? "a file that cannot be sealed" : "a memfd that cannot be sealed";
   throw new GuestMemoryError(
-    `${where}: fd ${fd} (${describeFd(fd)}) is ${what}, so the frontend could shrink it and ` +
+    `${where}: fd ${fd} (${nameOf(fd)}) is ${what}, so the frontend could shrink it and ` +
       `kill this process (SIGBUS); the SDK takes memory sealed with F_SEAL_SHRINK: use QEMU's ` +
       `memory-backend-memfd (sealed by default) or a memfd made with MFD_ALLOW_SEALING, or ` +
       `start the backend with --allow-unsealed-memory (allowUnsealedMemory) to trust this ` +
@@ -326,7 +335,7 @@ function mapRegion(spec: MemoryRegionSpec, index: number, options: MapOptions): 
   const st = fstat(fd);
   if ((st.mode & S_IFMT) !== S_IFREG) {
     throw new GuestMemoryError(
-      `${where}: fd ${fd} (${describeFd(fd)}) is not a memory file; send a memfd or a ` +
+      `${where}: fd ${fd} (${nameOf(fd)}) is not a memory file; send a memfd or a ` +
         `hugetlbfs file`,
     );
   }

@@ -11,6 +11,7 @@
  */
 
 import { Errno, errnoError, SysError } from "./error.ts";
+import { fstat, S_IFMT } from "./fd.ts";
 import { lastErrno, libc } from "./libc.ts";
 
 /** `eventfd` flag: reads return 1 and decrement instead of draining. */
@@ -141,11 +142,22 @@ export function describeFd(fd: number): string {
   }
 }
 
-/** Whether `fd` is an eventfd (kick, call and error fds of vhost must be). */
+const zero = new Uint8Array(8);
+
+/**
+ * Whether `fd` is an eventfd (kick, call and error fds of vhost must be).
+ * Decided without `/proc` (which may be absent, or another system's in a
+ * chroot): the file must be an anonymous inode (no type bits in its mode,
+ * as eventfd, timerfd, signalfd, epoll) that takes an 8-byte write of 0,
+ * which only eventfd does. Adding 0 changes no counter and never blocks.
+ */
 export function isEventfd(fd: number): boolean {
+  let mode: number;
   try {
-    return describeFd(fd) === "anon_inode:[eventfd]";
+    mode = fstat(fd).mode;
   } catch {
     return false;
   }
+  if ((mode & S_IFMT) !== 0) return false;
+  return libc().write(fd, zero, 8n) === 8;
 }
