@@ -62,6 +62,9 @@ export const OFFERED_PROTOCOL_FEATURES: bigint = [
 
 const KNOWN_REQUESTS = new Set<number>(Object.values(FrontendRequest));
 
+/** Longest run of message handling before a session lets the event loop turn, in ms. */
+const TURN_SLICE_MS = 2;
+
 /** One frontend connection bound to a device. */
 export class VhostUserSession {
   /** Describes the peer in logs. */
@@ -93,8 +96,17 @@ export class VhostUserSession {
    */
   async run(): Promise<string> {
     const dev = this.#device;
+    let slice = performance.now();
     try {
       for (;;) {
+        // Messages already buffered are read without a real wait, so a
+        // frontend that floods requests would keep this loop on the
+        // microtask queue and starve every other session and timer: give
+        // the event loop a turn after each slice.
+        if (performance.now() - slice > TURN_SLICE_MS) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          slice = performance.now();
+        }
         const m = await this.#socket.read();
         if (!m) {
           this.#end(
