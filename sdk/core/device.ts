@@ -30,6 +30,7 @@ import { GuestMemory, type MapOptions, type MemoryRegionSpec } from "../memory/g
 import {
   close,
   describeFd,
+  eventfdIsSemaphore,
   eventfdSignal,
   isEventfd,
   setNonBlocking,
@@ -666,6 +667,14 @@ export class VhostMdevDevice {
           }
           throw new RequestRefused(
             `${request} ring ${index}: fd ${fd} is ${what}, not an eventfd; send an eventfd`,
+          );
+        }
+        // Each read of a semaphore eventfd takes 1: a saturated one would
+        // read as 2^64 kicks.
+        if (request === "SET_VRING_KICK" && eventfdIsSemaphore(fd) === true) {
+          throw new RequestRefused(
+            `${request} ring ${index}: fd ${fd} is a semaphore-mode eventfd; send one made ` +
+              `without EFD_SEMAPHORE`,
           );
         }
         setNonBlocking(fd, true);

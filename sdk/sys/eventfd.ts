@@ -161,3 +161,20 @@ export function isEventfd(fd: number): boolean {
   if ((mode & S_IFMT) !== 0) return false;
   return libc().write(fd, zero, 8n) === 8;
 }
+
+/**
+ * Whether eventfd `fd` is in semaphore mode (`EFD_SEMAPHORE`: each read
+ * takes 1 from the counter), from `/proc/self/fdinfo`; `null` when the
+ * kernel does not say (before Linux 6.3, or no `/proc`). A kick fd in that
+ * mode with a large counter reads as endless kicks.
+ */
+export function eventfdIsSemaphore(fd: number): boolean | null {
+  let info: string;
+  try {
+    info = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
+  } catch {
+    return null;
+  }
+  const m = /^eventfd-semaphore:\s*(\d+)/m.exec(info);
+  return m ? m[1] !== "0" : null;
+}

@@ -153,6 +153,7 @@ export {
   EFD_NONBLOCK,
   EFD_SEMAPHORE,
   eventfd,
+  eventfdIsSemaphore,
   type EventfdOptions,
   eventfdRead,
   eventfdSignal,

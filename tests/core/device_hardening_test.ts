@@ -17,6 +17,7 @@ import {
 import {
   close,
   eventfd,
+  eventfdIsSemaphore,
   eventfdRead,
   eventfdWrite,
   F_GETFL,
@@ -32,10 +33,7 @@ import {
 } from "@vhost-mdev/sdk/sys";
 import { NET_FEATURES, type Recorder, recordingDriver } from "../support/recording_driver.ts";
 import { settledFdCount } from "../support/peers.ts";
-
-const MiB = 1 << 20;
-const UVA = 0x7f00_0000_0000;
-const GPA = 0x1_0000_0000;
+import { MiB, setMemory, setRing, UVA } from "./setup.ts";
 
 async function device(rec: Recorder, events: DeviceEvent[] = []): Promise<VhostMdevDevice> {
   return await VhostMdevDevice.create(rec.driver, { queues: 1, options: {} }, {
@@ -43,35 +41,16 @@ async function device(rec: Recorder, events: DeviceEvent[] = []): Promise<VhostM
   });
 }
 
-async function setMemory(dev: VhostMdevDevice): Promise<void> {
-  const fd = memfdCreate("guest", { allowSealing: true });
-  ftruncate(fd, 4 * MiB);
-  try {
-    await dev.ioctl(VhostIoctl.SET_MEM_TABLE, [{
-      gpa: GPA,
-      size: 4 * MiB,
-      uva: UVA,
-      mmapOffset: 0,
-      fd,
-    }]);
-  } finally {
-    close(fd);
+/** A device with both rings of a pair set up and enabled, running. */
+async function running(rec: Recorder): Promise<VhostMdevDevice> {
+  const dev = await device(rec);
+  await dev.ioctl(VhostIoctl.SET_FEATURES, NET_FEATURES);
+  await setMemory(dev);
+  for (const q of [0, 1]) {
+    await setRing(dev, q);
+    await dev.setVringEnable(q, true); // also what the session does on a kick without the feature
   }
-}
-
-async function setRing(dev: VhostMdevDevice, q: number, kick = eventfd(0, { nonBlocking: true })) {
-  const off = q * 0x10000, num = 256;
-  await dev.ioctl(VhostIoctl.SET_VRING_NUM, { index: q, num });
-  await dev.ioctl(VhostIoctl.SET_VRING_BASE, { index: q, num: 0 });
-  await dev.ioctl(VhostIoctl.SET_VRING_ADDR, {
-    index: q,
-    flags: 0,
-    desc: UVA + off,
-    avail: UVA + off + 16 * num,
-    used: UVA + off + 0x8000,
-    log: 0,
-  });
-  await dev.ioctl(VhostIoctl.SET_VRING_KICK, { index: q, fd: kick });
+  return dev;
 }
 
 /** Fds that are not eventfds, as a hostile frontend would send them. */
@@ -105,6 +84,26 @@ Deno.test("kick, call and error fds that are not eventfds are refused and closed
   // Out of range: refused, and the fd closed too.
   await assert.rejects(dev.ioctl(VhostIoctl.SET_VRING_CALL, { index: 9, fd: eventfd() }));
   assert.equal(await settledFdCount(), baseline, "every refused fd was closed");
+  await dev.close();
+});
+
+Deno.test("a semaphore-mode eventfd is refused as a kick fd (each read would be one kick)", async () => {
+  const rec = recordingDriver();
+  const dev = await device(rec);
+  const sem = eventfd(0, { semaphore: true });
+  // Linux 6.3 and later say it in fdinfo; older kernels accept such fds (docs/security.md).
+  if (eventfdIsSemaphore(sem) === null && Deno.env.get("CI") !== "true") {
+    close(sem);
+    console.log("skipping: this kernel's fdinfo does not show eventfd-semaphore");
+    await dev.close();
+    return;
+  }
+  await assert.rejects(
+    dev.ioctl(VhostIoctl.SET_VRING_KICK, { index: 0, fd: sem }),
+    (e: Error) => e instanceof RequestRefused && /semaphore-mode eventfd/.test(e.message),
+  );
+  // As a call fd it is only written: that is fine.
+  await dev.ioctl(VhostIoctl.SET_VRING_CALL, { index: 0, fd: eventfd(0, { semaphore: true }) });
   await dev.close();
 });
 
@@ -175,13 +174,7 @@ Deno.test("ADD_MEM_REG: 32 slots, then refused; a repeat is counted, not mapped"
 
 Deno.test("without protocol features a ring parked by GET_VRING_BASE restarts on its kick", async () => {
   const rec = recordingDriver();
-  const dev = await device(rec);
-  await dev.ioctl(VhostIoctl.SET_FEATURES, NET_FEATURES);
-  await setMemory(dev);
-  for (const q of [0, 1]) {
-    await setRing(dev, q);
-    await dev.setVringEnable(q, true); // what the session does on a kick without the feature
-  }
+  const dev = await running(rec);
   const starts = rec.count("start");
   assert.equal(dev.running, true);
   await dev.ioctl(VhostIoctl.GET_VRING_BASE, { index: 0 });
@@ -198,13 +191,7 @@ Deno.test("without protocol features a ring parked by GET_VRING_BASE restarts on
 
 Deno.test("SET_VRING_NUM/BASE on a running ring restart it; a size the addresses do not fit parks it", async () => {
   const rec = recordingDriver();
-  const dev = await device(rec);
-  await dev.ioctl(VhostIoctl.SET_FEATURES, NET_FEATURES);
-  await setMemory(dev);
-  for (const q of [0, 1]) {
-    await setRing(dev, q);
-    await dev.setVringEnable(q, true);
-  }
+  const dev = await running(rec);
   const starts = rec.count("start");
   await dev.ioctl(VhostIoctl.SET_VRING_BASE, { index: 0, num: 7 });
   assert.equal(dev.running, true, "restarted after the base changed");

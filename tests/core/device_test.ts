@@ -12,7 +12,6 @@ import {
 } from "@vhost-mdev/sdk";
 import {
   close,
-  eventfd,
   eventfdRead,
   eventfdWrite,
   ftruncate,
@@ -22,44 +21,10 @@ import {
 } from "@vhost-mdev/sdk/sys";
 import { NET_FEATURES, type Recorder, recordingDriver } from "../support/recording_driver.ts";
 import { settledFdCount } from "../support/peers.ts";
-
-const MiB = 1 << 20;
-/** Frontend VA of the single region: deliberately unlike its GPA. */
-const UVA = 0x7f00_0000_0000;
-const GPA = 0x1_0000_0000;
+import { GPA, MiB, setMemory, setRing, UVA } from "./setup.ts";
 
 async function newDevice(rec: Recorder, queues = 1): Promise<VhostMdevDevice> {
   return await VhostMdevDevice.create(rec.driver, { queues, options: {} });
-}
-
-/** Give the device one 4 MiB memfd region at GPA, frontend VA = UVA. */
-async function setMemory(dev: VhostMdevDevice, size = 4 * MiB): Promise<void> {
-  const fd = memfdCreate("guest", { allowSealing: true });
-  ftruncate(fd, size);
-  try {
-    await dev.ioctl(VhostIoctl.SET_MEM_TABLE, [{ gpa: GPA, size, uva: UVA, mmapOffset: 0, fd }]);
-  } finally {
-    close(fd);
-  }
-}
-
-/** Configure ring q fully at frontend VA offset `off`; returns its kick and call fds (device owns them). */
-async function setRing(dev: VhostMdevDevice, q: number, off = q * 0x10000, num = 256) {
-  await dev.ioctl(VhostIoctl.SET_VRING_NUM, { index: q, num });
-  await dev.ioctl(VhostIoctl.SET_VRING_BASE, { index: q, num: 0 });
-  await dev.ioctl(VhostIoctl.SET_VRING_ADDR, {
-    index: q,
-    flags: 0,
-    desc: UVA + off,
-    avail: UVA + off + 16 * num,
-    used: UVA + off + 0x8000,
-    log: 0,
-  });
-  const kick = eventfd(0, { nonBlocking: true });
-  const call = eventfd(0, { nonBlocking: true });
-  await dev.ioctl(VhostIoctl.SET_VRING_KICK, { index: q, fd: kick });
-  await dev.ioctl(VhostIoctl.SET_VRING_CALL, { index: q, fd: call });
-  return { kick, call };
 }
 
 async function configured(rec: Recorder, queues = 1) {
