@@ -739,6 +739,10 @@ Deno.test({
           assert.equal(after.queues[1].packets, port.txPackets, "B took every frame");
           assert.equal(after.queues[0].packets, port.rxPackets, "B delivered every frame");
           assert.equal(after.queues[0].drops + after.queues[0].errors, 0);
+          console.log(
+            `B: ${port.txPackets} frames, longest stall ${during.B.maxStallMs} ms, longest ` +
+              `sample gap ${during.B.maxSampleGapMs} ms`,
+          );
           assert.ok(
             during.B.maxStallMs < 100,
             `B stalled for ${during.B.maxStallMs} ms (longest gap between samples ` +
