@@ -19,6 +19,7 @@
 
 export type * from "./ops.ts";
 export * from "./core/device.ts";
+export type { IoctlArgs, IoctlResults } from "./core/ioctl.ts";
 export * from "./core/errors.ts";
 export * from "./core/events.ts";
 export { KickRelay, type WatchedKick } from "./core/kick_relay.ts";

@@ -26,24 +26,18 @@ import type {
   QueueStats,
   VringInfo,
 } from "../ops.ts";
-import { GuestMemory, type MapOptions, type MemoryRegionSpec } from "../memory/guest_memory.ts";
-import {
-  close,
-  describeFd,
-  eventfdIsSemaphore,
-  eventfdSignal,
-  isEventfd,
-  setNonBlocking,
-  SysError,
-} from "../sys/mod.ts";
+import type { GuestMemory, MemoryRegionSpec } from "../memory/guest_memory.ts";
+import { eventfdSignal } from "../sys/mod.ts";
 import { hasBit, statusNames, VirtioFeatureBit, VirtioStatus } from "../uapi/virtio.ts";
-import { MAX_MEM_SLOTS } from "../uapi/vhost_user.ts";
 import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
-import { VhostIoctl, VhostMdevState } from "../uapi/vhost.ts";
+import { VhostMdevState } from "../uapi/vhost.ts";
 import { ProtocolError, RequestRefused } from "./errors.ts";
+import { type IoctlArgs, type IoctlResults, vhostIoctl } from "./ioctl.ts";
 import { DeviceEventHub, type DeviceEventListener } from "./events.ts";
-import { hex, RingState } from "./ring.ts";
+import { checkRingFd, closeQuietly, hex, RingState } from "./ring.ts";
 import { KickRelay } from "./kick_relay.ts";
+import { MemoryTable } from "./memory_table.ts";
+import { notReadyReason, shouldRun } from "./run_state.ts";
 
 /** Options of {@linkcode VhostMdevDevice.create}. */
 export interface DeviceOptions {
@@ -104,66 +98,6 @@ export interface VringFile {
   fd: number;
 }
 
-/** Argument types of {@linkcode VhostMdevDevice.ioctl}, by request. */
-export interface IoctlArgs {
-  /** `VHOST_GET_FEATURES` argument. */
-  [VhostIoctl.GET_FEATURES]: undefined;
-  /** `VHOST_SET_FEATURES` argument. */
-  [VhostIoctl.SET_FEATURES]: bigint;
-  /** `VHOST_SET_OWNER` argument. */
-  [VhostIoctl.SET_OWNER]: undefined;
-  /** `VHOST_RESET_OWNER` argument. */
-  [VhostIoctl.RESET_OWNER]: undefined;
-  /** `VHOST_SET_MEM_TABLE` argument. */
-  [VhostIoctl.SET_MEM_TABLE]: readonly MemoryRegionSpec[];
-  /** `VHOST_SET_VRING_NUM` argument. */
-  [VhostIoctl.SET_VRING_NUM]: VringState;
-  /** `VHOST_SET_VRING_ADDR` argument. */
-  [VhostIoctl.SET_VRING_ADDR]: VringAddr;
-  /** `VHOST_SET_VRING_BASE` argument. */
-  [VhostIoctl.SET_VRING_BASE]: VringState;
-  /** `VHOST_GET_VRING_BASE` argument. */
-  [VhostIoctl.GET_VRING_BASE]: { index: number };
-  /** `VHOST_SET_VRING_KICK` argument. */
-  [VhostIoctl.SET_VRING_KICK]: VringFile;
-  /** `VHOST_SET_VRING_CALL` argument. */
-  [VhostIoctl.SET_VRING_CALL]: VringFile;
-  /** `VHOST_SET_VRING_ERR` argument. */
-  [VhostIoctl.SET_VRING_ERR]: VringFile;
-  /** `VHOST_MDEV_SET_STATE` argument. */
-  [VhostIoctl.MDEV_SET_STATE]: number;
-}
-
-/** Result types of {@linkcode VhostMdevDevice.ioctl}, by request. */
-export interface IoctlResults {
-  /** `VHOST_GET_FEATURES` result. */
-  [VhostIoctl.GET_FEATURES]: bigint;
-  /** `VHOST_SET_FEATURES` result. */
-  [VhostIoctl.SET_FEATURES]: void;
-  /** `VHOST_SET_OWNER` result. */
-  [VhostIoctl.SET_OWNER]: void;
-  /** `VHOST_RESET_OWNER` result. */
-  [VhostIoctl.RESET_OWNER]: void;
-  /** `VHOST_SET_MEM_TABLE` result. */
-  [VhostIoctl.SET_MEM_TABLE]: void;
-  /** `VHOST_SET_VRING_NUM` result. */
-  [VhostIoctl.SET_VRING_NUM]: void;
-  /** `VHOST_SET_VRING_ADDR` result. */
-  [VhostIoctl.SET_VRING_ADDR]: void;
-  /** `VHOST_SET_VRING_BASE` result. */
-  [VhostIoctl.SET_VRING_BASE]: void;
-  /** `VHOST_GET_VRING_BASE` result. */
-  [VhostIoctl.GET_VRING_BASE]: VringState;
-  /** `VHOST_SET_VRING_KICK` result. */
-  [VhostIoctl.SET_VRING_KICK]: void;
-  /** `VHOST_SET_VRING_CALL` result. */
-  [VhostIoctl.SET_VRING_CALL]: void;
-  /** `VHOST_SET_VRING_ERR` result. */
-  [VhostIoctl.SET_VRING_ERR]: void;
-  /** `VHOST_MDEV_SET_STATE` result. */
-  [VhostIoctl.MDEV_SET_STATE]: void;
-}
-
 const MAX_RING_SIZE = 32768;
 
 /**
@@ -194,9 +128,7 @@ export class VhostMdevDevice {
 
   #ops: DeviceOps;
   #rings: RingState[];
-  #memory: GuestMemory = GuestMemory.empty();
-  #memorySet = false;
-  #regionRefs = new Map<string, number>();
+  #table: MemoryTable;
   #acked = 0n;
   #featuresSet = false;
   #status = 0;
@@ -209,7 +141,6 @@ export class VhostMdevDevice {
   #ranRings: number[] = [];
   #lock: Promise<unknown> = Promise.resolve();
   #log: DeviceLog;
-  #mapOptions: MapOptions;
   #errors = 0;
 
   private constructor(
@@ -220,10 +151,10 @@ export class VhostMdevDevice {
     log: DeviceLog,
     options: DeviceOptions,
   ) {
-    this.#mapOptions = {
+    this.#table = new MemoryTable({
       allowUnsealed: options.allowUnsealedMemory ?? false,
       maxBytes: options.maxMemoryBytes,
-    };
+    });
     this.driver = driver;
     this.description = description;
     this.events = events;
@@ -269,7 +200,7 @@ export class VhostMdevDevice {
       },
       vring: (q) => need().vring(q),
       get memory() {
-        return need().#memory;
+        return need().#table.memory;
       },
       signal: (q) => need().#signal(q),
       signalConfigChange: () => need().#notifyConfigChange(),
@@ -325,7 +256,7 @@ export class VhostMdevDevice {
 
   /** Current memory table. */
   get memory(): GuestMemory {
-    return this.#memory;
+    return this.#table.memory;
   }
 
   /** Ring `q`'s state. Throws `RangeError` for an index out of range. */
@@ -369,8 +300,9 @@ export class VhostMdevDevice {
   }
 
   /**
-   * The ioctl-style entry point, mirroring `vhost_mdev_ioctl`: the vhost
-   * ioctl set plus `VHOST_MDEV_SET_STATE`. Requests run one at a time.
+   * The ioctl-style entry point, mirroring the RFC's `vhost_mdev_ioctl`: the
+   * vhost ioctl set plus `VHOST_MDEV_SET_STATE`, each mapped onto the named
+   * request method below (see `ioctl.ts`).
    *
    * @throws ProtocolError for malformed arguments, RequestRefused when the
    *   device refuses.
@@ -380,117 +312,148 @@ export class VhostMdevDevice {
     ...arg: IoctlArgs[R] extends undefined ? [] : [IoctlArgs[R]]
   ): Promise<IoctlResults[R]>;
   ioctl(request: number, arg?: unknown): Promise<unknown> {
-    return this.#serialize(() => this.#ioctl(request, arg));
+    return vhostIoctl(this, request, arg);
   }
 
-  async #ioctl(request: number, arg: unknown): Promise<unknown> {
-    switch (request) {
-      case VhostIoctl.GET_FEATURES:
-        return this.description.features;
-      case VhostIoctl.SET_FEATURES:
-        return await this.#setFeatures(arg as bigint);
-      case VhostIoctl.SET_OWNER:
-        return;
-      case VhostIoctl.RESET_OWNER:
-        return await this.#reset();
-      case VhostIoctl.SET_MEM_TABLE:
-        return await this.#setMemTable(arg as readonly MemoryRegionSpec[]);
-      case VhostIoctl.SET_VRING_NUM: {
-        const { index, num } = arg as VringState;
-        const r = this.#ring(index, "SET_VRING_NUM");
-        const packed = hasBit(this.#acked, VirtioFeatureBit.RING_PACKED);
-        if (
-          !Number.isInteger(num) || num < 1 || num > this.description.maxQueueSize ||
-          (!packed && (num & (num - 1)) !== 0)
-        ) {
-          throw new RequestRefused(
-            `SET_VRING_NUM ring ${index}: size ${num} refused; the device takes a power of two ` +
-              `from 1 to ${this.description.maxQueueSize}`,
-          );
-        }
-        await this.#quiesceRing(r, "ring size changed");
-        r.num = num;
-        // Addresses accepted for the old size may not fit the new one.
-        this.#translate(r);
-        return await this.#evaluate();
+  // --- requests --------------------------------------------------------------
+  // One method per frontend request. Each runs alone (requests are
+  // serialized), throws ProtocolError for a malformed argument and
+  // RequestRefused for one the device refuses.
+
+  /** `GET_FEATURES`: what the device offers. */
+  getFeatures(): bigint {
+    return this.description.features;
+  }
+
+  /** `SET_FEATURES`: the features the frontend acks (only offered bits). */
+  setFeatures(features: bigint): Promise<void> {
+    return this.#serialize(() => this.#setFeatures(features));
+  }
+
+  /** `SET_MEM_TABLE`: replace the memory table. The region fds stay the caller's. */
+  setMemTable(regions: readonly MemoryRegionSpec[]): Promise<void> {
+    return this.#serialize(() => this.#setMemTable(regions));
+  }
+
+  /** `SET_VRING_NUM`: ring `index` has `num` entries. */
+  setVringNum(index: number, num: number): Promise<void> {
+    return this.#serialize(async () => {
+      const r = this.#ring(index, "SET_VRING_NUM");
+      const packed = hasBit(this.#acked, VirtioFeatureBit.RING_PACKED);
+      if (
+        !Number.isInteger(num) || num < 1 || num > this.description.maxQueueSize ||
+        (!packed && (num & (num - 1)) !== 0)
+      ) {
+        throw new RequestRefused(
+          `SET_VRING_NUM ring ${index}: size ${num} refused; the device takes a power of two ` +
+            `from 1 to ${this.description.maxQueueSize}`,
+        );
       }
-      case VhostIoctl.SET_VRING_ADDR:
-        return await this.#setVringAddr(arg as VringAddr);
-      case VhostIoctl.SET_VRING_BASE: {
-        const { index, num } = arg as VringState;
-        const r = this.#ring(index, "SET_VRING_BASE");
-        if (!Number.isInteger(num) || num < 0 || num > 0xffffffff) {
-          throw new ProtocolError(`SET_VRING_BASE ring ${index}: base ${num} is not a u32`);
-        }
-        await this.#quiesceRing(r, "ring base changed");
-        r.base = num & 0xffff;
-        return await this.#evaluate();
+      await this.#quiesceRing(r, "ring size changed");
+      r.num = num;
+      // Addresses accepted for the old size may not fit the new one.
+      this.#translate(r);
+      await this.#evaluate();
+    });
+  }
+
+  /** `SET_VRING_ADDR`: ring addresses, as frontend virtual addresses. */
+  setVringAddr(addr: VringAddr): Promise<void> {
+    return this.#serialize(() => this.#setVringAddr(addr));
+  }
+
+  /** `SET_VRING_BASE`: ring `index` starts at available index `base`. */
+  setVringBase(index: number, base: number): Promise<void> {
+    return this.#serialize(async () => {
+      const r = this.#ring(index, "SET_VRING_BASE");
+      if (!Number.isInteger(base) || base < 0 || base > 0xffffffff) {
+        throw new ProtocolError(`SET_VRING_BASE ring ${index}: base ${base} is not a u32`);
       }
-      case VhostIoctl.GET_VRING_BASE: {
-        const { index } = arg as { index: number };
-        const r = this.#ring(index, "GET_VRING_BASE");
-        if (this.#running) {
-          this.#parked = true;
-          await this.#stop(`frontend stopped ring ${index}`);
-        }
-        const base = await this.#ops.getVringBase(index);
-        if (!Number.isInteger(base) || base < 0 || base > 0xffff) {
-          this.events.emit("warn", `driver returned ring base ${base} for ring ${index}; using 0`);
-          r.base = 0;
-        } else {
-          r.base = base;
-        }
-        // The ring is stopped: its kick fd is no longer watched, as in vhost.
-        r.setKick(-1);
-        r.kickSet = false;
-        return { index, num: r.base };
+      await this.#quiesceRing(r, "ring base changed");
+      r.base = base & 0xffff;
+      await this.#evaluate();
+    });
+  }
+
+  /**
+   * `GET_VRING_BASE`: stop ring `index` (the device parks until a ring is
+   * enabled or kicked again) and return where the device got to.
+   */
+  getVringBase(index: number): Promise<VringState> {
+    return this.#serialize(async () => {
+      const r = this.#ring(index, "GET_VRING_BASE");
+      if (this.#running) {
+        this.#parked = true;
+        await this.#stop(`frontend stopped ring ${index}`);
       }
-      case VhostIoctl.SET_VRING_KICK: {
-        const { index, fd } = arg as VringFile;
-        const r = this.#ringFile(index, fd, "SET_VRING_KICK");
-        try {
-          await this.#quiesceRing(r, "kick fd changed");
-        } finally {
-          r.setKick(fd);
-        }
-        return await this.#evaluate();
+      const base = await this.#ops.getVringBase(index);
+      if (!Number.isInteger(base) || base < 0 || base > 0xffff) {
+        this.events.emit("warn", `driver returned ring base ${base} for ring ${index}; using 0`);
+        r.base = 0;
+      } else {
+        r.base = base;
       }
-      case VhostIoctl.SET_VRING_CALL: {
-        const { index, fd } = arg as VringFile;
-        const r = this.#ringFile(index, fd, "SET_VRING_CALL");
-        if (r.callFd === fd) return;
-        try {
-          await this.#quiesceRing(r, "call fd changed");
-        } finally {
-          r.setCall(fd);
-        }
-        return await this.#evaluate();
+      // The ring is stopped: its kick fd is no longer watched, as in vhost.
+      r.setKick(-1);
+      r.kickSet = false;
+      return { index, num: r.base };
+    });
+  }
+
+  /** `SET_VRING_KICK`: ring `index`'s kick eventfd (the device owns it from now on), or -1. */
+  setVringKick(index: number, fd: number): Promise<void> {
+    return this.#serialize(async () => {
+      const r = this.#ringFile(index, fd, "SET_VRING_KICK");
+      try {
+        await this.#quiesceRing(r, "kick fd changed");
+      } finally {
+        r.setKick(fd);
       }
-      case VhostIoctl.SET_VRING_ERR: {
-        const { index, fd } = arg as VringFile;
-        this.#ringFile(index, fd, "SET_VRING_ERR").setErr(fd);
-        return;
+      await this.#evaluate();
+    });
+  }
+
+  /** `SET_VRING_CALL`: ring `index`'s call eventfd (owned by the device from now on), or -1. */
+  setVringCall(index: number, fd: number): Promise<void> {
+    return this.#serialize(async () => {
+      const r = this.#ringFile(index, fd, "SET_VRING_CALL");
+      if (r.callFd === fd) return;
+      try {
+        await this.#quiesceRing(r, "call fd changed");
+      } finally {
+        r.setCall(fd);
       }
-      case VhostIoctl.MDEV_SET_STATE: {
-        const state = arg as number;
-        if (state === VhostMdevState.RUNNING) {
-          if (!this.#canRun()) {
-            throw new RequestRefused(
-              `cannot start: ${this.#whyNotReady()}; configure the rings first`,
-            );
-          }
-          this.#parked = false;
-          return await this.#start();
+      await this.#evaluate();
+    });
+  }
+
+  /** `SET_VRING_ERR`: ring `index`'s error eventfd (owned by the device from now on), or -1. */
+  setVringErr(index: number, fd: number): Promise<void> {
+    return this.#serialize(() => {
+      this.#ringFile(index, fd, "SET_VRING_ERR").setErr(fd);
+    });
+  }
+
+  /**
+   * The RFC's `VHOST_MDEV_SET_STATE`: start a fully configured device
+   * (`RUNNING`) or stop it (`STOPPED`) on an embedder's say-so.
+   */
+  setState(state: number): Promise<void> {
+    return this.#serialize(async () => {
+      if (state === VhostMdevState.RUNNING) {
+        const why = this.#whyNotReady();
+        if (why !== null) {
+          throw new RequestRefused(`cannot start: ${why}; configure the rings first`);
         }
-        if (state === VhostMdevState.STOPPED) {
-          this.#parked = true;
-          return await this.#stop("VHOST_MDEV_SET_STATE(STOPPED)");
-        }
-        throw new ProtocolError(`VHOST_MDEV_SET_STATE: unknown state ${state}`);
+        this.#parked = false;
+        return await this.#start();
       }
-      default:
-        throw new ProtocolError(`unknown vhost ioctl request 0x${request.toString(16)}`);
-    }
+      if (state === VhostMdevState.STOPPED) {
+        this.#parked = true;
+        return await this.#stop("VHOST_MDEV_SET_STATE(STOPPED)");
+      }
+      throw new ProtocolError(`VHOST_MDEV_SET_STATE: unknown state ${state}`);
+    });
   }
 
   /** `SET_VRING_ENABLE`: enable or disable ring `index`. */
@@ -572,28 +535,14 @@ export class VhostMdevDevice {
     this.#ops.setConfig(offset, data);
   }
 
-  /** `ADD_MEM_REG`: add one region (its fd is closed by the caller). */
+  /** `ADD_MEM_REG`: add one region (its fd stays the caller's). */
   addMemoryRegion(region: MemoryRegionSpec): Promise<void> {
     return this.#serialize(async () => {
-      // QEMU sends the same region once per queue pair (one vhost device
-      // each on the same connection): an identical region is counted, not
-      // mapped again. The same addresses over another file are a new
-      // region, which overlaps the old one and is refused.
-      if (this.#memory.findIdentical(region) >= 0) {
-        const key = `${region.gpa}:${region.size}`;
-        this.#regionRefs.set(key, (this.#regionRefs.get(key) ?? 1) + 1);
-        return;
-      }
-      if (this.#memory.regions.length >= MAX_MEM_SLOTS) {
-        throw new RequestRefused(
-          `ADD_MEM_REG gpa ${hex(region.gpa)}: all ${MAX_MEM_SLOTS} memory slots are in use ` +
-            `(GET_MAX_MEM_SLOTS); remove a region first`,
-        );
-      }
+      if (this.#table.countRepeat(region)) return;
+      this.#table.checkSlot(region);
       await this.#quiesce("memory table changed");
-      const next = this.#memory.with(region, this.#mapOptions);
-      this.#replaceMemory(next);
-      this.#memorySet = true;
+      this.#table.add(region);
+      this.#retranslate();
       await this.#evaluate();
     });
   }
@@ -601,15 +550,10 @@ export class VhostMdevDevice {
   /** `REM_MEM_REG`: remove the region at `gpa` of `size` bytes. */
   removeMemoryRegion(gpa: number, size: number): Promise<void> {
     return this.#serialize(async () => {
-      const key = `${gpa}:${size}`;
-      const refs = this.#regionRefs.get(key) ?? 1;
-      if (refs > 1) {
-        this.#regionRefs.set(key, refs - 1);
-        return;
-      }
-      this.#regionRefs.delete(key);
+      if (this.#table.dropRepeat(gpa, size)) return;
       await this.#quiesce("memory table changed");
-      this.#replaceMemory(this.#memory.without(gpa, size));
+      this.#table.remove(gpa, size);
+      this.#retranslate();
       await this.#evaluate();
     });
   }
@@ -620,7 +564,7 @@ export class VhostMdevDevice {
       if (this.#closed) return;
       await this.#reset();
       this.#closed = true;
-      this.#memory.close();
+      this.#table.close();
       try {
         await this.#ops.close?.();
       } catch (e) {
@@ -655,43 +599,15 @@ export class VhostMdevDevice {
    * its counter.
    */
   #ringFile(index: number, fd: number, request: string): RingState {
+    let r: RingState;
     try {
-      const r = this.#ring(index, request);
-      if (fd >= 0) {
-        if (!isEventfd(fd)) {
-          let what = "a closed fd";
-          try {
-            what = describeFd(fd);
-          } catch {
-            // Reported as closed.
-          }
-          throw new RequestRefused(
-            `${request} ring ${index}: fd ${fd} is ${what}, not an eventfd; send an eventfd`,
-          );
-        }
-        // Each read of a semaphore eventfd takes 1: a saturated one would
-        // read as 2^64 kicks.
-        if (request === "SET_VRING_KICK" && eventfdIsSemaphore(fd) === true) {
-          throw new RequestRefused(
-            `${request} ring ${index}: fd ${fd} is a semaphore-mode eventfd; send one made ` +
-              `without EFD_SEMAPHORE`,
-          );
-        }
-        setNonBlocking(fd, true);
-      }
-      return r;
+      r = this.#ring(index, request);
     } catch (e) {
-      if (fd >= 0) {
-        try {
-          close(fd);
-        } catch {
-          // Not open: nothing to release.
-        }
-      }
-      throw e instanceof SysError
-        ? new RequestRefused(`${request} ring ${index}: ${e.message}`)
-        : e;
+      if (fd >= 0) closeQuietly(fd);
+      throw e;
     }
+    checkRingFd(fd, request, index);
+    return r;
   }
 
   #signal(q: number): void {
@@ -758,9 +674,8 @@ export class VhostMdevDevice {
 
   async #setMemTable(regions: readonly MemoryRegionSpec[]): Promise<void> {
     await this.#quiesce("memory table changed");
-    const next = GuestMemory.map(regions, this.#mapOptions);
-    this.#replaceMemory(next);
-    this.#memorySet = true;
+    this.#table.replace(regions);
+    this.#retranslate();
     const total = regions.reduce((s, r) => s + r.size, 0);
     this.events.emit(
       "memory",
@@ -772,11 +687,8 @@ export class VhostMdevDevice {
     await this.#evaluate();
   }
 
-  #replaceMemory(next: GuestMemory): void {
-    if (next.regions.length === 0) this.#regionRefs.clear();
-    const old = this.#memory;
-    this.#memory = next;
-    old.close();
+  /** Translate every ring's addresses into the current table. */
+  #retranslate(): void {
     for (const r of this.#rings) this.#translate(r);
   }
 
@@ -791,7 +703,7 @@ export class VhostMdevDevice {
     r.uva = { desc: a.desc, avail: a.avail, used: a.used };
     r.logging = (a.flags & 1) !== 0;
     r.logAddr = a.log;
-    if (!this.#memorySet) {
+    if (!this.#table.isSet) {
       throw new RequestRefused(
         `SET_VRING_ADDR ring ${a.index}: no memory table yet; send SET_MEM_TABLE first`,
       );
@@ -811,46 +723,41 @@ export class VhostMdevDevice {
     if (!r.uva) return;
     const num = Math.max(r.num, 1);
     try {
-      r.descAddr = this.#memory.uvaToGpa(r.uva.desc, descTableSize(num));
+      const memory = this.#table.memory;
+      r.descAddr = memory.uvaToGpa(r.uva.desc, descTableSize(num));
       const eventIdx = hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX);
-      r.availAddr = this.#memory.uvaToGpa(r.uva.avail, availRingSize(num, eventIdx));
-      r.usedAddr = this.#memory.uvaToGpa(r.uva.used, usedRingSize(num, eventIdx));
+      r.availAddr = memory.uvaToGpa(r.uva.avail, availRingSize(num, eventIdx));
+      r.usedAddr = memory.uvaToGpa(r.uva.used, usedRingSize(num, eventIdx));
       r.addrValid = true;
     } catch {
       r.descAddr = r.availAddr = r.usedAddr = 0;
     }
   }
 
-  #canRun(): boolean {
-    if (this.#closed || !this.#memorySet || !this.#featuresSet) return false;
-    let enabled = 0;
-    for (const r of this.#rings) {
-      if (!r.enabled) continue;
-      if (!r.ready) return false;
-      enabled++;
-    }
-    return enabled > 0;
-  }
-
-  #whyNotReady(): string {
-    if (!this.#featuresSet) return "features were not set";
-    if (!this.#memorySet) return "there is no memory table";
-    const enabled = this.#rings.filter((r) => r.enabled);
-    if (enabled.length === 0) return "no ring is enabled";
-    const bad = enabled.find((r) => !r.ready);
-    if (bad) return `ring ${bad.index} is enabled but lacks size, addresses or kick fd`;
-    return "unknown";
+  #whyNotReady(): string | null {
+    return notReadyReason({
+      closed: this.#closed,
+      featuresSet: this.#featuresSet,
+      memorySet: this.#table.isSet,
+      rings: this.#rings,
+    });
   }
 
   /** Start or stop to match the frontend's configuration. */
   async #evaluate(): Promise<void> {
-    const statusOk = !this.#statusDriven || (this.#status & VirtioStatus.DRIVER_OK) !== 0;
-    const want = !this.#parked && statusOk && this.#canRun();
+    const want = shouldRun({
+      closed: this.#closed,
+      featuresSet: this.#featuresSet,
+      memorySet: this.#table.isSet,
+      rings: this.#rings,
+      parked: this.#parked,
+      statusDriven: this.#statusDriven,
+      status: this.#status,
+    });
     if (want && !this.#running) await this.#start();
     else if (!want && this.#running) await this.#stop("configuration no longer complete");
   }
 
-  /** Stop while the frontend reconfigures; `#evaluate` starts again when complete. */
   /** Stop while the frontend reconfigures ring `r`, if that ring is running. */
   async #quiesceRing(r: RingState, reason: string): Promise<void> {
     if (this.#running && this.#ranRings.includes(r.index)) {
@@ -944,8 +851,8 @@ export class VhostMdevDevice {
     this.#parked = false;
     await this.#stop("device reset");
     for (const r of this.#rings) r.reset();
-    this.#replaceMemory(GuestMemory.empty());
-    this.#memorySet = false;
+    this.#table.clear();
+    this.#retranslate();
     this.#acked = 0n;
     this.#featuresSet = false;
     this.#status = 0;

@@ -6,7 +6,15 @@
  */
 
 import type { VringInfo } from "../ops.ts";
-import { close } from "../sys/mod.ts";
+import {
+  close,
+  describeFd,
+  eventfdIsSemaphore,
+  isEventfd,
+  setNonBlocking,
+  SysError,
+} from "../sys/mod.ts";
+import { RequestRefused } from "./errors.ts";
 
 /** One virtqueue's configuration and file descriptors. Owns its fds. */
 export class RingState implements VringInfo {
@@ -91,6 +99,51 @@ export class RingState implements VringInfo {
       kick: this.kickFd >= 0,
       call: this.callFd >= 0,
     };
+  }
+}
+
+/**
+ * Accept `fd` as ring `index`'s kick, call or error fd (-1: none), or
+ * close it and refuse. It must be an eventfd, and for a kick not in
+ * semaphore mode (each read would take 1: a saturated one reads as 2^64
+ * kicks). An accepted fd is made non-blocking, so no thread ever blocks on
+ * it whatever the frontend did to its counter.
+ *
+ * @throws RequestRefused naming the request, the ring and what the fd is.
+ */
+export function checkRingFd(fd: number, request: string, index: number): void {
+  if (fd < 0) return;
+  try {
+    if (!isEventfd(fd)) {
+      let what = "a closed fd";
+      try {
+        what = describeFd(fd);
+      } catch {
+        // Reported as closed.
+      }
+      throw new RequestRefused(
+        `${request} ring ${index}: fd ${fd} is ${what}, not an eventfd; send an eventfd`,
+      );
+    }
+    if (request === "SET_VRING_KICK" && eventfdIsSemaphore(fd) === true) {
+      throw new RequestRefused(
+        `${request} ring ${index}: fd ${fd} is a semaphore-mode eventfd; send one made ` +
+          `without EFD_SEMAPHORE`,
+      );
+    }
+    setNonBlocking(fd, true);
+  } catch (e) {
+    closeQuietly(fd);
+    throw e instanceof SysError ? new RequestRefused(`${request} ring ${index}: ${e.message}`) : e;
+  }
+}
+
+/** Close `fd`, ignoring that it may already be closed. */
+export function closeQuietly(fd: number): void {
+  try {
+    close(fd);
+  } catch {
+    // Not open: nothing to release.
   }
 }
 

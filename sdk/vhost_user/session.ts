@@ -17,7 +17,6 @@ import { ProtocolError, RequestRefused } from "../core/errors.ts";
 import { message as errorMessage, type VhostMdevDevice } from "../core/device.ts";
 import { GuestMemoryError } from "../memory/guest_memory.ts";
 import { close, fstat, S_IFMT, S_IFSOCK, SysError } from "../sys/mod.ts";
-import { VhostIoctl } from "../uapi/vhost.ts";
 import {
   BackendRequest,
   FrontendRequest,
@@ -249,7 +248,7 @@ export class VhostUserSession {
         expectFds(m, 0);
         const f = decodeU64(m);
         this.#protocolAcked = (f & vhostUser) !== 0n;
-        await dev.ioctl(VhostIoctl.SET_FEATURES, f & ~vhostUser);
+        await dev.setFeatures(f & ~vhostUser);
         return false;
       }
       case R.SET_OWNER:
@@ -288,7 +287,7 @@ export class VhostUserSession {
         this.#reply(m.request, u64Payload(MAX_MEM_SLOTS));
         return true;
       case R.SET_MEM_TABLE:
-        await dev.ioctl(VhostIoctl.SET_MEM_TABLE, decodeMemTable(m));
+        await dev.setMemTable(decodeMemTable(m));
         return false;
       case R.ADD_MEM_REG: {
         expectFds(m, 1);
@@ -301,22 +300,26 @@ export class VhostUserSession {
         await dev.removeMemoryRegion(r.gpa, r.size);
         return false;
       }
-      case R.SET_VRING_NUM:
+      case R.SET_VRING_NUM: {
         expectFds(m, 0);
-        await dev.ioctl(VhostIoctl.SET_VRING_NUM, decodeVringState(m));
+        const { index, num } = decodeVringState(m);
+        await dev.setVringNum(index, num);
         return false;
-      case R.SET_VRING_BASE:
+      }
+      case R.SET_VRING_BASE: {
         expectFds(m, 0);
-        await dev.ioctl(VhostIoctl.SET_VRING_BASE, decodeVringState(m));
+        const { index, num } = decodeVringState(m);
+        await dev.setVringBase(index, num);
         return false;
+      }
       case R.SET_VRING_ADDR:
         expectFds(m, 0);
-        await dev.ioctl(VhostIoctl.SET_VRING_ADDR, decodeVringAddr(m));
+        await dev.setVringAddr(decodeVringAddr(m));
         return false;
       case R.GET_VRING_BASE: {
         expectFds(m, 0);
         const { index } = decodeVringState(m);
-        const s = await dev.ioctl(VhostIoctl.GET_VRING_BASE, { index });
+        const s = await dev.getVringBase(index);
         this.#reply(m.request, encodeVringState(s));
         return true;
       }
@@ -334,15 +337,14 @@ export class VhostUserSession {
           );
         }
         const fd = noFd ? -1 : this.#take(m, 0);
-        const req = m.request === R.SET_VRING_KICK
-          ? VhostIoctl.SET_VRING_KICK
-          : m.request === R.SET_VRING_CALL
-          ? VhostIoctl.SET_VRING_CALL
-          : VhostIoctl.SET_VRING_ERR;
-        await dev.ioctl(req, { index, fd });
-        // Without VHOST_USER_F_PROTOCOL_FEATURES a ring starts on its kick.
-        if (req === VhostIoctl.SET_VRING_KICK && !this.#protocolAcked) {
-          await dev.setVringEnable(index, true);
+        if (m.request === R.SET_VRING_KICK) {
+          await dev.setVringKick(index, fd);
+          // Without VHOST_USER_F_PROTOCOL_FEATURES a ring starts on its kick.
+          if (!this.#protocolAcked) await dev.setVringEnable(index, true);
+        } else if (m.request === R.SET_VRING_CALL) {
+          await dev.setVringCall(index, fd);
+        } else {
+          await dev.setVringErr(index, fd);
         }
         return false;
       }
