@@ -15,6 +15,7 @@
  */
 
 export * from "./testpmd.ts";
+export * from "./until.ts";
 export * from "./frames.ts";
 export * from "./vhost_user_frontend.ts";
 export * from "./virtio_net_driver.ts";

@@ -7,21 +7,13 @@
 
 import assert from "node:assert/strict";
 import { type DeviceEvent, VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
-import { EmulatedIfcvf, Testpmd } from "@vhost-mdev/sdk/testing";
+import { EmulatedIfcvf, Testpmd, until } from "@vhost-mdev/sdk/testing";
 import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
 import { requirePeer } from "../support/peers.ts";
 
 const testpmd = await requirePeer("dpdk-testpmd");
 const FRAME = 64;
 const BURST = 32;
-
-async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 Deno.test({
   name: "testpmd virtio_user -> SDK -> ifcvf -> emulated IFC VF -> testpmd",
@@ -69,20 +61,16 @@ Deno.test({
         cpu: 1,
       });
       await tp.waitForLinkUp(0, 15000);
-      await until(
-        () => device.running,
-        10000,
-        "the device to run",
-      );
+      await until("the device to run", () => device.running, 10000);
       const dev = emu!;
 
       // One burst, then the frames circle: TX -> device -> RX -> io forward -> TX.
       await tp.startForwardingTxFirst();
-      await until(() => dev.stats()[1].packets > 20 * BURST, 20000, "frames to circle");
+      await until("frames to circle", () => dev.stats()[1].packets > 20 * BURST, 20000);
       await tp.stopForwarding();
       const port = await tp.portStats(0);
       // The device finishes what testpmd last kicked.
-      await until(() => dev.stats()[1].packets === port.txPackets, 5000, "the device to drain TX");
+      await until("the device to drain TX", () => dev.stats()[1].packets === port.txPackets, 5000);
       const [rx, tx] = dev.stats();
       console.log(
         `testpmd tx ${port.txPackets} rx ${port.rxPackets}; device tx ${tx.packets} rx ${rx.packets} ` +
@@ -103,7 +91,7 @@ Deno.test({
       // the driver read the bases from the LM BAR before resetting the device.
       await tp.close();
       tp = null;
-      await until(() => !device.running && !device.owner, 10000, "the device to stop and detach");
+      await until("the device to stop and detach", () => !device.running && !device.owner, 10000);
       const stop = events.findLast((e) => e.type === "stop");
       const bases = stop?.fields?.bases as Record<string, number> | undefined;
       assert.ok(bases, "the stop event carries the ring bases");
@@ -128,13 +116,13 @@ Deno.test({
         cpu: 1,
       });
       await tp.waitForLinkUp(0, 15000);
-      await until(() => device.running, 10000, "the device to run again");
+      await until("the device to run again", () => device.running, 10000);
       const before = dev.stats()[1].packets;
       await tp.startForwardingTxFirst();
       await until(
+        "frames after restart",
         () => dev.stats()[1].packets > before + 10 * BURST,
         20000,
-        "frames after restart",
       );
       await tp.stopForwarding();
       const again = await tp.portStats(0);

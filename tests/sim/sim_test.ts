@@ -14,6 +14,7 @@ import {
   parseEthernet,
   parseIcmpEcho,
 } from "../../sdk/testing/frames.ts";
+import { until } from "../../sdk/testing/until.ts";
 import { SimRig } from "./rig.ts";
 
 const MAC = "52:54:00:12:34:56";
@@ -38,14 +39,6 @@ async function withRig(
     await rig.description.ops.stop();
     await rig.description.ops.close?.();
     rig.close();
-  }
-}
-
-async function until(what: string, pred: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
   }
 }
 

@@ -16,19 +16,12 @@ import { Testpmd } from "../../sdk/testing/testpmd.ts";
 import { VhostUserFrontend } from "../../sdk/testing/vhost_user_frontend.ts";
 import { VirtioNetDriver } from "../../sdk/testing/virtio_net_driver.ts";
 import { requirePeer } from "../support/peers.ts";
+import { until } from "../../sdk/testing/until.ts";
 
 const testpmd = await requirePeer("dpdk-testpmd");
 
 function sum(stats: QueueStats[], parity: 0 | 1, field: "packets" | "bytes"): number {
   return stats.filter((s) => s.queue % 2 === parity).reduce((n, s) => n + s[field], 0);
-}
-
-async function until(what: string, pred: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { until } from "../../sdk/testing/until.ts";
 import type { DeviceContext, Driver, VringInfo } from "@vhost-mdev/sdk";
 
 /** One recorded call. */
@@ -91,18 +92,9 @@ export function recordingDriver(
       return ctx;
     },
     count: (op) => calls.filter((c) => c.op === op).length,
-    async until(pred, ms = 15000, what = "condition") {
-      const end = Date.now() + ms;
-      while (!pred(calls)) {
-        if (Date.now() > end) {
-          throw new Error(
-            `timed out waiting for ${what}; calls: ${
-              calls.map((c) => c.op + (c.queue ?? "")).join(",")
-            }`,
-          );
-        }
-        await new Promise((r) => setTimeout(r, 10));
-      }
+    until(pred, ms = 15000, what = "condition") {
+      const seen = () => `${what}; calls: ${calls.map((c) => c.op + (c.queue ?? "")).join(",")}`;
+      return until(seen, () => pred(calls), ms);
     },
   };
 }

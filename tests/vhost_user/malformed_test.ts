@@ -24,6 +24,7 @@ import {
   sendMsg,
   unixSocket,
 } from "@vhost-mdev/sdk/sys";
+import { until } from "../../sdk/testing/until.ts";
 import { recordingDriver } from "../support/recording_driver.ts";
 import { settledFdCount } from "../support/peers.ts";
 
@@ -130,16 +131,11 @@ async function assertServes(path: string) {
   }
 }
 
-async function waitFor(events: DeviceEvent[], type: string, pattern: RegExp) {
-  const end = Date.now() + 5000;
-  while (!events.some((e) => e.type === type && pattern.test(e.message))) {
-    if (Date.now() > end) {
-      throw new Error(
-        `no ${type} event matching ${pattern}; got: ${events.map((e) => e.message).join(" | ")}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
+function waitFor(events: DeviceEvent[], type: string, pattern: RegExp): Promise<void> {
+  return until(
+    () => `a ${type} event matching ${pattern}; got: ${events.map((e) => e.message).join(" | ")}`,
+    () => events.some((e) => e.type === type && pattern.test(e.message)),
+  );
 }
 
 interface Case {
