@@ -12,7 +12,7 @@
 import { GuestMemory, type MapOptions, type MemoryRegionSpec } from "../memory/guest_memory.ts";
 import { MAX_MEM_SLOTS } from "../uapi/vhost_user.ts";
 import { RequestRefused } from "./errors.ts";
-import { hex } from "./ring.ts";
+import { hex } from "../uapi/hex.ts";
 
 /** The mapped table, its bookkeeping, and the options every mapping takes. */
 export class MemoryTable {

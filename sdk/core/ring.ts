@@ -14,6 +14,7 @@ import {
   setNonBlocking,
   SysError,
 } from "../sys/mod.ts";
+import { hex } from "../uapi/hex.ts";
 import { RequestRefused } from "./errors.ts";
 
 /** One virtqueue's configuration and file descriptors. Owns its fds. */
@@ -145,9 +146,4 @@ export function closeQuietly(fd: number): void {
   } catch {
     // Not open: nothing to release.
   }
-}
-
-/** `0x…` form of an address. */
-export function hex(n: number | bigint): string {
-  return "0x" + n.toString(16);
 }

@@ -59,6 +59,7 @@ import {
   S_IFREG,
   viewOf,
 } from "../sys/mod.ts";
+import { hex } from "../uapi/hex.ts";
 
 /** Default {@linkcode MapOptions.maxBytes}: 4 TiB of guest memory per table. */
 export const DEFAULT_TABLE_BYTES_LIMIT = 4 * 2 ** 40;
@@ -205,10 +206,6 @@ class Region implements GuestRegion {
 }
 
 const MAX = Number.MAX_SAFE_INTEGER;
-
-function hex(n: number): string {
-  return Number.isFinite(n) && n >= 0 ? "0x" + n.toString(16) : String(n);
-}
 
 function isAddress(n: unknown): n is number {
   return typeof n === "number" && Number.isSafeInteger(n) && n >= 0;

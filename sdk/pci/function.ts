@@ -13,6 +13,7 @@
 
 import type { PciConfigAccess } from "./config.ts";
 import type { MmioAccessor } from "./mmio.ts";
+import { hex } from "../uapi/hex.ts";
 
 /** One region of a function (a BAR, the ROM, config space). */
 export interface PciRegion {
@@ -132,7 +133,6 @@ export function checkDmaMapping(
   pageSize: number,
   ranges: readonly IovaRange[],
 ): void {
-  const hex = (n: number) => `0x${n.toString(16)}`;
   for (const [k, v] of [["iova", m.iova], ["size", m.size], ["vaddr", m.vaddr]] as const) {
     if (!Number.isSafeInteger(v) || v < 0) {
       throw new RangeError(`DMA map: ${k} ${v} is not a valid address or size`);

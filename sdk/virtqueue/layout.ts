@@ -16,6 +16,8 @@
  * @module
  */
 
+import { hex } from "../uapi/hex.ts";
+
 /** This descriptor continues via the `next` field. */
 export const VIRTQ_DESC_F_NEXT = 1;
 /** The buffer is device write-only (otherwise device read-only). */
@@ -139,7 +141,7 @@ export function ringViews(
     throw new RangeError(`queue size ${num} is not a power of two from 1 to ${MAX_QUEUE_SIZE}`);
   }
   const area = (name: string, gpa: number, size: number, align: number): [ArrayBuffer, number] => {
-    const what = `${name} at gpa ${hexOf(gpa)} (${size} bytes)`;
+    const what = `${name} at gpa ${hex(gpa)} (${size} bytes)`;
     if (!Number.isSafeInteger(gpa) || gpa < 0) throw new RangeError(`${what}: invalid address`);
     if (gpa % align !== 0) throw new RangeError(`${what}: not ${align}-byte aligned`);
     const r = regions.find((r) =>
@@ -161,8 +163,4 @@ export function ringViews(
     used: new Uint16Array(ub, uoff, 3 + 4 * num),
     usedElems: new Uint32Array(ub, uoff + 4, 2 * num),
   };
-}
-
-function hexOf(n: number): string {
-  return Number.isFinite(n) && n >= 0 ? "0x" + n.toString(16) : String(n);
 }

@@ -40,6 +40,7 @@
  */
 
 import type { GuestMemory } from "../memory/guest_memory.ts";
+import { hex } from "../uapi/hex.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
@@ -110,10 +111,6 @@ const MAX_HIGH_WORD = 0x1fffff;
 // A copy of at most this many bytes is done byte by byte: cheaper than
 // making the subarray that `Uint8Array.set` needs.
 const SMALL_COPY = 16;
-
-function hex(n: number): string {
-  return "0x" + n.toString(16);
-}
 
 /** A descriptor's 64-bit address from its two words, as hex (exact beyond 2^53). */
 function hex64(lo: number, hi: number): string {
