@@ -29,7 +29,6 @@ import type {
 import type { GuestMemory, MemoryRegionSpec } from "../memory/guest_memory.ts";
 import { eventfdSignal } from "../sys/mod.ts";
 import { hasBit, statusNames, VirtioFeatureBit, VirtioStatus } from "../uapi/virtio.ts";
-import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
 import { VhostMdevState } from "../uapi/vhost.ts";
 import { ProtocolError, RequestRefused } from "./errors.ts";
 import { type IoctlArgs, type IoctlResults, vhostIoctl } from "./ioctl.ts";
@@ -720,19 +719,7 @@ export class VhostMdevDevice {
   }
 
   #translate(r: RingState): void {
-    r.addrValid = false;
-    if (!r.uva) return;
-    const num = Math.max(r.num, 1);
-    try {
-      const memory = this.#table.memory;
-      r.descAddr = memory.uvaToGpa(r.uva.desc, descTableSize(num));
-      const eventIdx = hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX);
-      r.availAddr = memory.uvaToGpa(r.uva.avail, availRingSize(num, eventIdx));
-      r.usedAddr = memory.uvaToGpa(r.uva.used, usedRingSize(num, eventIdx));
-      r.addrValid = true;
-    } catch {
-      r.descAddr = r.availAddr = r.usedAddr = 0;
-    }
+    r.translate(this.#table.memory, hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX));
   }
 
   #whyNotReady(): string | null {

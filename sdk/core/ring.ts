@@ -6,6 +6,8 @@
  */
 
 import type { VringInfo } from "../ops.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
 import {
   close,
   describeFd,
@@ -47,6 +49,26 @@ export class RingState implements VringInfo {
   /** Size, addresses and kick are set, so the ring may run. */
   get ready(): boolean {
     return this.num > 0 && this.addrValid && this.kickSet;
+  }
+
+  /**
+   * Translate the frontend's ring addresses into guest-physical ones in
+   * `memory`: valid only when the descriptor table and both rings, at the
+   * current size, each lie inside one region (the event fields count only
+   * with `EVENT_IDX`, virtio 1.2 §2.7).
+   */
+  translate(memory: GuestMemory, eventIdx: boolean): void {
+    this.addrValid = false;
+    if (!this.uva) return;
+    const num = Math.max(this.num, 1);
+    try {
+      this.descAddr = memory.uvaToGpa(this.uva.desc, descTableSize(num));
+      this.availAddr = memory.uvaToGpa(this.uva.avail, availRingSize(num, eventIdx));
+      this.usedAddr = memory.uvaToGpa(this.uva.used, usedRingSize(num, eventIdx));
+      this.addrValid = true;
+    } catch {
+      this.descAddr = this.availAddr = this.usedAddr = 0;
+    }
   }
 
   /** Replace the kick fd, closing the previous one. */
