@@ -178,7 +178,11 @@ async function demoQemu(queues: number): Promise<number> {
   return (await child.status).code;
 }
 
-async function main(args: string[]): Promise<number> {
+/**
+ * Run `demo` with command-line `args` (without the program name); resolves
+ * with the exit code.
+ */
+export async function main(args: string[]): Promise<number> {
   const { flags } = parseFlags(args, ["help"]);
   if (flags.help !== undefined) {
     console.log(HELP);

@@ -6,7 +6,10 @@
  * @module
  */
 
-import { type Driver, loadDriverModule } from "@vhost-mdev/sdk";
+import type { Driver } from "@vhost-mdev/sdk";
+import { loadDriverModule } from "./driver_loader.ts";
+
+export { isDriver, loadDriverModule } from "./driver_loader.ts";
 
 /** Bundled drivers by name, each loaded when asked for. */
 export const BUNDLED_DRIVERS: Readonly<Record<string, () => Promise<Driver>>> = {

@@ -46,7 +46,11 @@ Examples:
   deno task serve --driver ./my_driver.ts --socket /tmp/vhost-x.sock --client
 `;
 
-async function main(args: string[]): Promise<number> {
+/**
+ * Run `serve` with command-line `args` (without the program name); resolves
+ * with the exit code.
+ */
+export async function main(args: string[]): Promise<number> {
   const { flags, options } = parseFlags(args, [
     "client",
     "debug",

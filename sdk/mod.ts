@@ -29,4 +29,3 @@ export * from "./vhost_user/mod.ts";
 export * from "./uapi/virtio.ts";
 export * from "./uapi/vhost.ts";
 export * from "./uapi/vhost_user.ts";
-export * from "./core/driver_loader.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Driver } from "../ops.ts";
+import type { Driver } from "@vhost-mdev/sdk";
 
 /** Whether `value` looks like a {@linkcode Driver}. */
 export function isDriver(value: unknown): value is Driver {
@@ -20,7 +20,7 @@ export function isDriver(value: unknown): value is Driver {
  *
  * @example
  * ```ts ignore
- * import { loadDriverModule } from "@vhost-mdev/sdk";
+ * import { loadDriverModule } from "./driver_loader.ts";
  * const driver = await loadDriverModule("./my_driver.ts");
  * console.log(driver.name, driver.description);
  * ```
