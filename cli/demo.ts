@@ -10,7 +10,7 @@
  */
 
 import { type QueueStats, VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
-import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/sdk/testing";
+import { findExecutable, VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/sdk/testing";
 import { driver as sim } from "@vhost-mdev/sim";
 import { parseFlags } from "./format.ts";
 
@@ -152,16 +152,8 @@ function printDeviceStats(stats: QueueStats[]) {
   }
 }
 
-async function qemuAvailable(): Promise<boolean> {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    try {
-      await Deno.stat(`${dir}/qemu-system-x86_64`);
-      return true;
-    } catch {
-      // Not here.
-    }
-  }
-  return false;
+function qemuAvailable(): boolean {
+  return findExecutable("qemu-system-x86_64") !== null;
 }
 
 async function demoQemu(queues: number): Promise<number> {
@@ -193,7 +185,7 @@ export async function main(args: string[]): Promise<number> {
     console.error(`error: --frontend ${choice}: choose auto, qemu or ts`);
     return 2;
   }
-  const useQemu = choice === "qemu" || (choice === "auto" && await qemuAvailable());
+  const useQemu = choice === "qemu" || (choice === "auto" && qemuAvailable());
   if (choice === "auto") {
     console.log(
       useQemu

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { findExecutable } from "../../sdk/testing/programs.ts";
+
 /** A host program and the Debian package that provides it. */
 export interface HostTool {
   /** Program name looked up in `PATH` (or an absolute path). */
@@ -57,21 +59,9 @@ export const XZ: HostTool = {
 /** Every tool the guest examples use. */
 export const GUEST_TOOLS: readonly HostTool[] = [QEMU, BUSYBOX_STATIC, APT_GET, DPKG, XZ];
 
-/** Full path of `program` found in `PATH` (or the path itself if absolute), or `null`. */
-export async function findProgram(program: string): Promise<string | null> {
-  const candidates = program.includes("/")
-    ? [program]
-    : (Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-      .split(":").filter((d) => d !== "").map((d) => `${d}/${program}`);
-  for (const path of candidates) {
-    try {
-      const info = await Deno.stat(path);
-      if (info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0) return path;
-    } catch {
-      // not in this directory
-    }
-  }
-  return null;
+/** Full path of `program` (see `findExecutable`), or `null`. */
+export function findProgram(program: string): Promise<string | null> {
+  return Promise.resolve(findExecutable(program));
 }
 
 /**

@@ -32,6 +32,8 @@
  * @module
  */
 
+import { findExecutable } from "./programs.ts";
+
 /** The prompt testpmd prints when it is ready for the next command. */
 const PROMPT = "testpmd> ";
 /** Bytes of output kept for error messages. */
@@ -181,31 +183,6 @@ export class TestpmdError extends Error {
     this.name = "TestpmdError";
     this.outputTail = outputTail;
   }
-}
-
-/**
- * Find an executable by name on PATH (or check a path), or `null`.
- *
- * @example
- * ```ts
- * import { findExecutable } from "@vhost-mdev/sdk/testing";
- * const testpmd = findExecutable("dpdk-testpmd"); // "/usr/bin/dpdk-testpmd" or null
- * ```
- */
-export function findExecutable(name: string): string | null {
-  const isExec = (p: string) => {
-    try {
-      const st = Deno.statSync(p);
-      return st.isFile && ((st.mode ?? 0o111) & 0o111) !== 0;
-    } catch {
-      return false;
-    }
-  };
-  if (name.includes("/")) return isExec(name) ? name : null;
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    if (dir && isExec(`${dir}/${name}`)) return `${dir}/${name}`;
-  }
-  return null;
 }
 
 /** Build testpmd's argument list (EAL arguments, `--`, application arguments). */

@@ -6,24 +6,14 @@
  * @module
  */
 
+import { findExecutable } from "../../sdk/testing/programs.ts";
+
 /** Debian package that provides each peer binary. */
 const PACKAGES: Readonly<Record<string, string>> = {
   "dpdk-testpmd": "dpdk-dev",
   "qemu-system-x86_64": "qemu-system-x86",
   "busybox": "busybox-static",
 };
-
-/** Directories searched after `PATH` (sbin is often missing from a user's PATH). */
-const EXTRA_DIRS = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/local/bin", "/usr/bin", "/bin"];
-
-async function isExecutableFile(path: string): Promise<boolean> {
-  try {
-    const info = await Deno.stat(path);
-    return info.isFile && ((info.mode ?? 0) & 0o111) !== 0;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * The absolute path of `binary` on `PATH` (or in the usual sbin and bin
@@ -47,14 +37,9 @@ async function isExecutableFile(path: string): Promise<boolean> {
  * ```
  */
 export async function requirePeer(binary: string): Promise<string | null> {
-  if (binary.includes("/")) {
-    if (await isExecutableFile(binary)) return binary;
-  }
-  const pathDirs = (Deno.env.get("PATH") ?? "").split(":").filter((d) => d.startsWith("/"));
-  for (const dir of [...pathDirs, ...EXTRA_DIRS]) {
-    const candidate = `${dir.replace(/\/+$/, "")}/${binary}`;
-    if (await isExecutableFile(candidate)) return candidate;
-  }
+  // An await, so that a missing peer in CI is a rejection, not a throw.
+  const found = await Promise.resolve(findExecutable(binary));
+  if (found !== null) return found;
   const pkg = PACKAGES[binary] ?? binary;
   if (Deno.env.get("CI") === "true") {
     throw new Error(`peer ${binary} is missing in CI: install it with apt-get install ${pkg}`);

@@ -4,8 +4,8 @@
 
 import assert from "node:assert/strict";
 import { requirePeer } from "../support/peers.ts";
+import { findExecutable } from "../../sdk/testing/programs.ts";
 import {
-  findExecutable,
   parseForwardStats,
   parsePortStats,
   Testpmd,
