@@ -46,21 +46,34 @@ import {
   SysError,
   unixSocket,
 } from "../sys/mod.ts";
+import { ProtocolError } from "../core/errors.ts";
 import { MessageSocket } from "../vhost_user/connection.ts";
-import { encodeMessage } from "../vhost_user/message.ts";
+import {
+  type ConfigPayload,
+  decodeConfig,
+  decodeU64,
+  decodeVringState,
+  encodeConfig,
+  encodeMemTable,
+  encodeMessage,
+  encodeU64,
+  encodeVringAddr,
+  encodeVringFileIndex,
+  encodeVringState,
+  type VhostUserMessage,
+} from "../vhost_user/message.ts";
 import {
   CONFIG_HEADER_SIZE,
   FrontendRequest,
   frontendRequestName,
   HeaderFlag,
   MAX_CONFIG_SIZE,
-  MEM_REGION_SIZE,
   ProtocolFeatureBit,
-  VRING_ADDR_SIZE,
-  VRING_NOFD_FLAG,
+  U64_SIZE,
   VRING_STATE_SIZE,
 } from "../uapi/vhost_user.ts";
 import { bit, hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
+import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
 
 /** Protocol features the frontend asks for unless told otherwise. */
 export const DEFAULT_FRONTEND_PROTOCOL_FEATURES: bigint = bit(ProtocolFeatureBit.MQ) |
@@ -120,6 +133,11 @@ interface RingFds {
 }
 
 const MIB = 1024 * 1024;
+
+/** A reply's payload as a message, for the codec's decoders. */
+function replyMessage(request: number, payload: Uint8Array): VhostUserMessage {
+  return { request, flags: HeaderFlag.VERSION | HeaderFlag.REPLY, payload, fds: [] };
+}
 
 /**
  * One vhost-user connection from the frontend side, with its guest memory.
@@ -382,10 +400,10 @@ export class VhostUserFrontend {
     if (!reply && !ack) return new Uint8Array(0);
     const answer = await this.#readReply(request);
     if (ack) {
-      if (answer.length !== 8) {
+      if (answer.length !== U64_SIZE) {
         throw new VhostUserFrontendError(request, `ack of ${answer.length} bytes, expected 8`);
       }
-      const status = new DataView(answer.buffer, answer.byteOffset, 8).getBigUint64(0, true);
+      const status = decodeU64(replyMessage(request, answer));
       if (status !== 0n) {
         throw new VhostUserFrontendError(request, `backend refused the request (ack ${status})`);
       }
@@ -435,25 +453,19 @@ export class VhostUserFrontend {
   }
 
   #u64(request: number, value: bigint | number): Promise<Uint8Array> {
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
-    return this.request(request, b);
+    return this.request(request, encodeU64(value));
   }
 
   async #getU64(request: number): Promise<bigint> {
     const r = await this.request(request, new Uint8Array(0), [], true);
-    if (r.length !== 8) {
+    if (r.length !== U64_SIZE) {
       throw new VhostUserFrontendError(request, `reply of ${r.length} bytes, expected 8`);
     }
-    return new DataView(r.buffer, r.byteOffset, 8).getBigUint64(0, true);
+    return decodeU64(replyMessage(request, r));
   }
 
   #state(request: number, index: number, num: number, reply = false): Promise<Uint8Array> {
-    const b = new Uint8Array(VRING_STATE_SIZE);
-    const v = new DataView(b.buffer);
-    v.setUint32(0, index, true);
-    v.setUint32(4, num, true);
-    return this.request(request, b, [], reply);
+    return this.request(request, encodeVringState({ index, num }), [], reply);
   }
 
   /** `SET_OWNER`: this connection now owns the device. */
@@ -525,14 +537,14 @@ export class VhostUserFrontend {
 
   /** `SET_MEM_TABLE`: share the guest memory (one region, the memfd) with the backend. */
   async setMemTable(): Promise<void> {
-    const b = new Uint8Array(8 + MEM_REGION_SIZE);
-    const v = new DataView(b.buffer);
-    v.setUint32(0, 1, true);
-    v.setBigUint64(8, BigInt(this.memoryGpa), true);
-    v.setBigUint64(16, BigInt(this.memorySize), true);
-    v.setBigUint64(24, BigInt(this.address), true);
-    v.setBigUint64(32, 0n, true);
-    await this.request(FrontendRequest.SET_MEM_TABLE, b, [this.#memfd]);
+    const region = {
+      gpa: this.memoryGpa,
+      size: this.memorySize,
+      uva: this.address,
+      mmapOffset: 0,
+      fd: this.#memfd,
+    };
+    await this.request(FrontendRequest.SET_MEM_TABLE, encodeMemTable([region]), [region.fd]);
   }
 
   /** `SET_VRING_NUM`: ring `q` has `num` descriptors. */
@@ -550,16 +562,16 @@ export class VhostUserFrontend {
    * message carries this frontend's virtual addresses of them.
    */
   async setVringAddr(q: number, layout: FrontendRingLayout, flags = 0): Promise<void> {
-    const b = new Uint8Array(VRING_ADDR_SIZE);
-    const v = new DataView(b.buffer);
     const n = layout.num;
-    v.setUint32(0, q, true);
-    v.setUint32(4, flags, true);
-    v.setBigUint64(8, BigInt(this.frontendAddress(layout.descAddr, 16 * n)), true);
-    v.setBigUint64(16, BigInt(this.frontendAddress(layout.usedAddr, 6 + 8 * n)), true);
-    v.setBigUint64(24, BigInt(this.frontendAddress(layout.availAddr, 6 + 2 * n)), true);
-    v.setBigUint64(32, 0n, true);
-    await this.request(FrontendRequest.SET_VRING_ADDR, b);
+    const addr = encodeVringAddr({
+      index: q,
+      flags,
+      desc: this.frontendAddress(layout.descAddr, descTableSize(n)),
+      used: this.frontendAddress(layout.usedAddr, usedRingSize(n)),
+      avail: this.frontendAddress(layout.availAddr, availRingSize(n)),
+      log: 0,
+    });
+    await this.request(FrontendRequest.SET_VRING_ADDR, addr);
   }
 
   /** `SET_VRING_KICK`: ring `q`'s kick eventfd, or polling mode when `fd` is null. */
@@ -574,9 +586,7 @@ export class VhostUserFrontend {
 
   async #vringFd(request: number, q: number, fd: number | null): Promise<void> {
     if (q < 0 || q > 0xff) throw new VhostUserFrontendError(request, `ring index ${q} exceeds 255`);
-    const value = fd === null ? q | VRING_NOFD_FLAG : q;
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
+    const b = encodeVringFileIndex({ index: q, noFd: fd === null });
     await this.request(request, b, fd === null ? [] : [fd]);
   }
 
@@ -594,14 +604,14 @@ export class VhostUserFrontend {
         `reply of ${r.length} bytes, expected ${VRING_STATE_SIZE}`,
       );
     }
-    const v = new DataView(r.buffer, r.byteOffset, VRING_STATE_SIZE);
-    if (v.getUint32(0, true) !== q) {
+    const s = decodeVringState(replyMessage(FrontendRequest.GET_VRING_BASE, r));
+    if (s.index !== q) {
       throw new VhostUserFrontendError(
         FrontendRequest.GET_VRING_BASE,
-        `reply names ring ${v.getUint32(0, true)}, asked for ${q}`,
+        `reply names ring ${s.index}, asked for ${q}`,
       );
     }
-    return v.getUint32(4, true);
+    return s.num;
   }
 
   /** `SET_STATUS` (needs `STATUS`): the virtio device status byte. */
@@ -626,25 +636,27 @@ export class VhostUserFrontend {
         `offset ${offset} size ${size} exceed ${MAX_CONFIG_SIZE}`,
       );
     }
-    const b = new Uint8Array(CONFIG_HEADER_SIZE + size);
-    const v = new DataView(b.buffer);
-    v.setUint32(0, offset, true);
-    v.setUint32(4, size, true);
-    const r = await this.request(req, b, [], true);
+    const ask = encodeConfig({ offset, size, flags: 0, data: new Uint8Array(size) });
+    const r = await this.request(req, ask, [], true);
     if (r.length < CONFIG_HEADER_SIZE) {
       throw new VhostUserFrontendError(req, `reply of ${r.length} bytes has no config header`);
     }
-    const rv = new DataView(r.buffer, r.byteOffset, r.byteLength);
-    const got = rv.getUint32(4, true);
-    if (got !== size || r.length < CONFIG_HEADER_SIZE + size) {
+    let c: ConfigPayload;
+    try {
+      c = decodeConfig(replyMessage(req, r));
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      throw new VhostUserFrontendError(req, `bad reply: ${e.message}`);
+    }
+    if (c.size !== size) {
       throw new VhostUserFrontendError(
         req,
-        `backend returned ${got} config bytes (${
+        `backend returned ${c.size} config bytes (${
           r.length - CONFIG_HEADER_SIZE
         } present), asked for ${size}`,
       );
     }
-    return r.slice(CONFIG_HEADER_SIZE, CONFIG_HEADER_SIZE + size);
+    return c.data.slice();
   }
 
   /**

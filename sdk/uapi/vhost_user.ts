@@ -113,6 +113,13 @@ export const MAX_MEM_TABLE_REGIONS = 8;
 export const MAX_MEM_SLOTS = 32;
 /** Size of one memory region on the wire (gpa, size, uva, mmap offset). */
 export const MEM_REGION_SIZE = 32;
+/**
+ * Bytes before the regions of a memory table (`u32` count, `u32` padding) and
+ * before the one region of `ADD_MEM_REG`/`REM_MEM_REG` (`u64` padding).
+ */
+export const MEM_REGIONS_OFFSET = 8;
+/** Bytes of a `u64` payload. */
+export const U64_SIZE = 8;
 /** `u64` payloads of SET_VRING_KICK/CALL/ERR: ring index mask. */
 export const VRING_INDEX_MASK = 0xff;
 /** `u64` payloads of SET_VRING_KICK/CALL/ERR: no fd follows (polling mode). */
@@ -127,6 +134,8 @@ export const VRING_STATE_SIZE = 8;
 export const CONFIG_HEADER_SIZE = 12;
 /** Largest config space the protocol carries. */
 export const MAX_CONFIG_SIZE = 256;
+/** Bytes of a `VhostUserVringArea` payload (index and flags, size, offset; u64 each). */
+export const VRING_AREA_SIZE = 24;
 
 /** Name of a frontend request code, for logs (`SET_MEM_TABLE`, or `request 99`). */
 export function frontendRequestName(code: number): string {

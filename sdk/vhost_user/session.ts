@@ -24,8 +24,6 @@ import {
   HeaderFlag,
   MAX_MEM_SLOTS,
   ProtocolFeatureBit,
-  VRING_INDEX_MASK,
-  VRING_NOFD_FLAG,
 } from "../uapi/vhost_user.ts";
 import { bit, hasBit, VirtioDeviceId, VirtioFeatureBit } from "../uapi/virtio.ts";
 import { MessageSocket } from "./connection.ts";
@@ -35,14 +33,16 @@ import {
   decodeSingleRegion,
   decodeU64,
   decodeVringAddr,
+  decodeVringFileIndex,
   decodeVringState,
   encodeConfig,
   encodeMessage,
   encodeReply,
+  encodeU64,
+  encodeVringArea,
   encodeVringState,
   expectFds,
   expectSize,
-  u64Payload,
   type VhostUserMessage,
 } from "./message.ts";
 
@@ -188,11 +188,12 @@ export class VhostUserSession {
       !this.#backend || !hasBit(pf, ProtocolFeatureBit.HOST_NOTIFIER) ||
       !hasBit(pf, ProtocolFeatureBit.BACKEND_SEND_FD)
     ) return;
-    const b = new Uint8Array(24);
-    const v = new DataView(b.buffer);
-    v.setBigUint64(0, BigInt(area ? q : q | VRING_NOFD_FLAG), true);
-    v.setBigUint64(8, BigInt(area?.size ?? 0), true);
-    v.setBigUint64(16, BigInt(area?.offset ?? 0), true);
+    const b = encodeVringArea({
+      index: q,
+      noFd: !area,
+      size: area?.size ?? 0,
+      offset: area?.offset ?? 0,
+    });
     this.#sendBackend(
       encodeMessage(BackendRequest.VRING_HOST_NOTIFIER_MSG, HeaderFlag.VERSION, b),
       area ? [area.fd] : [],
@@ -208,7 +209,7 @@ export class VhostUserSession {
         throw new ProtocolError(`unknown request code ${m.request}`);
       }
       const replied = await this.#handle(m);
-      if (wantsAck && !replied) this.#reply(m.request, u64Payload(0));
+      if (wantsAck && !replied) this.#reply(m.request, encodeU64(0));
     } catch (e) {
       const refused = e instanceof RequestRefused || e instanceof GuestMemoryError ||
         e instanceof SysError;
@@ -217,7 +218,7 @@ export class VhostUserSession {
         throw new ProtocolError(text.startsWith(name) ? text : `${name}: ${text}`);
       }
       this.#device.events.emit("warn", `${this.description}: ${name} refused: ${errorMessage(e)}`);
-      this.#reply(m.request, u64Payload(1));
+      this.#reply(m.request, encodeU64(1));
     } finally {
       for (const fd of m.fds) if (fd >= 0) close(fd);
     }
@@ -242,7 +243,7 @@ export class VhostUserSession {
     switch (m.request) {
       case R.GET_FEATURES:
         expectSize(m, 0);
-        this.#reply(m.request, u64Payload(dev.description.features | vhostUser));
+        this.#reply(m.request, encodeU64(dev.description.features | vhostUser));
         return true;
       case R.SET_FEATURES: {
         expectFds(m, 0);
@@ -261,7 +262,7 @@ export class VhostUserSession {
         return false;
       case R.GET_PROTOCOL_FEATURES:
         expectSize(m, 0);
-        this.#reply(m.request, u64Payload(OFFERED_PROTOCOL_FEATURES));
+        this.#reply(m.request, encodeU64(OFFERED_PROTOCOL_FEATURES));
         return true;
       case R.SET_PROTOCOL_FEATURES: {
         const f = decodeU64(m);
@@ -279,12 +280,12 @@ export class VhostUserSession {
         const n = dev.description.deviceId === VirtioDeviceId.NET
           ? Math.max(1, dev.numQueues >> 1)
           : dev.numQueues;
-        this.#reply(m.request, u64Payload(n));
+        this.#reply(m.request, encodeU64(n));
         return true;
       }
       case R.GET_MAX_MEM_SLOTS:
         expectSize(m, 0);
-        this.#reply(m.request, u64Payload(MAX_MEM_SLOTS));
+        this.#reply(m.request, encodeU64(MAX_MEM_SLOTS));
         return true;
       case R.SET_MEM_TABLE:
         await dev.setMemTable(decodeMemTable(m));
@@ -326,9 +327,7 @@ export class VhostUserSession {
       case R.SET_VRING_KICK:
       case R.SET_VRING_CALL:
       case R.SET_VRING_ERR: {
-        const v = Number(decodeU64(m) & 0xffffn);
-        const index = v & VRING_INDEX_MASK;
-        const noFd = (v & VRING_NOFD_FLAG) !== 0;
+        const { index, noFd } = decodeVringFileIndex(m);
         expectFds(m, noFd ? 0 : 1);
         if (index >= dev.numQueues) {
           throw new ProtocolError(
@@ -365,7 +364,7 @@ export class VhostUserSession {
         return false;
       case R.GET_STATUS:
         expectSize(m, 0);
-        this.#reply(m.request, u64Payload(dev.status));
+        this.#reply(m.request, encodeU64(dev.status));
         return true;
       case R.GET_CONFIG: {
         const c = decodeConfig(m);
@@ -376,7 +375,10 @@ export class VhostUserSession {
           dev.events.emit("warn", `GET_CONFIG refused: ${errorMessage(e)}`);
           data = new Uint8Array(0);
         }
-        this.#reply(m.request, encodeConfig(c.offset, c.flags, data));
+        this.#reply(
+          m.request,
+          encodeConfig({ offset: c.offset, size: data.length, flags: c.flags, data }),
+        );
         return true;
       }
       case R.SET_CONFIG: {

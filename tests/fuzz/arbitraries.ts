@@ -15,7 +15,13 @@
 // The one place fast-check is imported (mapped in the root deno.json, which
 // no published package uses); the targets take it from here.
 import fc from "fast-check";
-import { FrontendRequest, HeaderFlag, OFFERED_PROTOCOL_FEATURES } from "@vhost-mdev/sdk";
+import {
+  encodeU64,
+  encodeVringState,
+  FrontendRequest,
+  HeaderFlag,
+  OFFERED_PROTOCOL_FEATURES,
+} from "@vhost-mdev/sdk";
 import {
   bindUnix,
   close,
@@ -600,20 +606,14 @@ export const ringOffset = (q: number): number => q * 0x40000;
 /** Every frontend request code the protocol defines. */
 export const FRONTEND_REQUESTS: readonly number[] = Object.values(FrontendRequest);
 
-/** Little-endian u64. */
+/** Little-endian u64 (any bigint, taken modulo 2^64). */
 export function u64Bytes(v: bigint): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, BigInt.asUintN(64, v), true);
-  return b;
+  return encodeU64(BigInt.asUintN(64, v));
 }
 
-/** `vhost_vring_state`. */
+/** `vhost_vring_state` (any numbers, taken modulo 2^32). */
 export function vringStateBytes(index: number, num: number): Uint8Array {
-  const b = new Uint8Array(8);
-  const v = new DataView(b.buffer);
-  v.setUint32(0, index >>> 0, true);
-  v.setUint32(4, num >>> 0, true);
-  return b;
+  return encodeVringState({ index: index >>> 0, num: num >>> 0 });
 }
 
 /** `vhost_vring_addr`: index, flags, desc, used, avail, log. */

@@ -28,12 +28,14 @@
  */
 
 import {
+  decodeVringState,
   type DeviceEvent,
   type Driver,
   FrontendRequest,
   MAX_MEM_SLOTS,
   VhostMdevDevice,
   VhostUserSession,
+  VRING_STATE_SIZE,
 } from "@vhost-mdev/sdk";
 import {
   close,
@@ -339,9 +341,9 @@ export class SessionCase {
   #ringSize(ring: number): number {
     for (const s of this.script.steps) {
       if (s.type !== "message" || s.request !== FrontendRequest.SET_VRING_NUM) continue;
-      if (s.payload.length !== 8) continue;
-      const v = new DataView(s.payload.buffer, s.payload.byteOffset, 8);
-      if (v.getUint32(0, true) === ring && v.getUint32(4, true) > 0) return v.getUint32(4, true);
+      if (s.payload.length !== VRING_STATE_SIZE) continue;
+      const { index, num } = decodeVringState({ ...s, fds: [] });
+      if (index === ring && num > 0) return num;
     }
     return 256;
   }

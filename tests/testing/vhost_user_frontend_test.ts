@@ -10,7 +10,13 @@ import { close, connectUnix, openFdCount, unixSocket } from "../../sdk/sys/mod.t
 import { MessageSocket } from "../../sdk/vhost_user/connection.ts";
 import { FrontendRequest, HeaderFlag, ProtocolFeatureBit } from "../../sdk/uapi/vhost_user.ts";
 import { bit, VirtioFeatureBit, VirtioStatus } from "../../sdk/uapi/virtio.ts";
-import type { VhostUserMessage } from "../../sdk/vhost_user/message.ts";
+import {
+  decodeMemTable,
+  decodeVringAddr,
+  encodeReply as reply,
+  encodeU64 as u64,
+  type VhostUserMessage,
+} from "../../sdk/vhost_user/message.ts";
 import {
   VhostUserFrontend,
   VhostUserFrontendError,
@@ -18,22 +24,6 @@ import {
 import { recordingDriver } from "../support/recording_driver.ts";
 
 const FEATURES = bit(VirtioFeatureBit.VERSION_1) | bit(VirtioFeatureBit.PROTOCOL_FEATURES);
-
-function u64(v: bigint | number): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, BigInt(v), true);
-  return b;
-}
-
-function reply(request: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + payload.length);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, request, true);
-  v.setUint32(4, HeaderFlag.VERSION | HeaderFlag.REPLY, true);
-  v.setUint32(8, payload.length, true);
-  out.set(payload, 12);
-  return out;
-}
 
 /** Run `answer` for each message a fake backend connected to `path` receives. */
 function fakeBackend(
@@ -86,14 +76,7 @@ Deno.test("frontend (listen mode): wire format, REPLY_ACK and a refusal naming t
     if (opening(m, s)) return;
     if (m.request === FrontendRequest.SET_MEM_TABLE) {
       // Map what the frontend shared and read what it wrote there.
-      const v = new DataView(m.payload.buffer, m.payload.byteOffset);
-      const mem = GuestMemory.map([{
-        gpa: Number(v.getBigUint64(8, true)),
-        size: Number(v.getBigUint64(16, true)),
-        uva: Number(v.getBigUint64(24, true)),
-        mmapOffset: Number(v.getBigUint64(32, true)),
-        fd: m.fds[0],
-      }]);
+      const mem = GuestMemory.map(decodeMemTable(m));
       memSeen = mem.bytes(0x100000 + 4096, 4).slice();
       mem.close();
       s.send(reply(m.request, u64(1))); // refuse
@@ -140,13 +123,16 @@ Deno.test("frontend (listen mode): wire format, REPLY_ACK and a refusal naming t
       ...u64(bit(ProtocolFeatureBit.REPLY_ACK) | bit(ProtocolFeatureBit.STATUS)),
     ]);
     assert.deepEqual([...s[4].payload], [...u64(FEATURES)]);
-    const mt = new DataView(s[6].payload.buffer, s[6].payload.byteOffset, s[6].payload.byteLength);
     assert.equal(s[6].payload.length, 40);
-    assert.equal(mt.getUint32(0, true), 1);
-    assert.equal(mt.getBigUint64(8, true), 0x100000n);
-    assert.equal(mt.getBigUint64(16, true), 2n * 1024n * 1024n);
-    assert.equal(Number(mt.getBigUint64(24, true)), fe.address);
     assert.equal(s[6].fds.length, 1);
+    const [region] = decodeMemTable(s[6]);
+    assert.deepEqual(region, {
+      gpa: 0x100000,
+      size: 2 * 1024 * 1024,
+      uva: fe.address,
+      mmapOffset: 0,
+      fd: s[6].fds[0],
+    });
     assert.equal(fe.closed, false);
   } finally {
     fe.close();
@@ -183,11 +169,14 @@ Deno.test("frontend: rings carry frontend addresses and fds; a silent backend ti
     ]);
     assert.deepEqual([...seen[0].payload], [1, 0, 0, 0, 64, 0, 0, 0]);
     assert.deepEqual([...seen[1].payload], [1, 0, 0, 0, 7, 0, 0, 0]);
-    const a = new DataView(seen[2].payload.buffer, seen[2].payload.byteOffset, 40);
-    assert.equal(a.getUint32(0, true), 1);
-    assert.equal(Number(a.getBigUint64(8, true)), fe.address + 0x1000); // desc
-    assert.equal(Number(a.getBigUint64(16, true)), fe.address + 0x2000); // used
-    assert.equal(Number(a.getBigUint64(24, true)), fe.address + 0x1400); // avail
+    assert.deepEqual(decodeVringAddr(seen[2]), {
+      index: 1,
+      flags: 0,
+      desc: fe.address + 0x1000,
+      used: fe.address + 0x2000,
+      avail: fe.address + 0x1400,
+      log: 0,
+    });
     assert.deepEqual([...seen[3].payload], [...u64(1)]);
     assert.equal(seen[3].fds.length, 1);
     assert.equal(seen[4].fds.length, 1);

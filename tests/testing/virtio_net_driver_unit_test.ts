@@ -11,27 +11,20 @@ import { FrontendRequest, HeaderFlag, ProtocolFeatureBit } from "../../sdk/uapi/
 import { bit, VirtioFeatureBit, VirtioNetFeatureBit } from "../../sdk/uapi/virtio.ts";
 import { DescriptorChain } from "../../sdk/virtqueue/descriptor.ts";
 import { SplitQueue } from "../../sdk/virtqueue/split_queue.ts";
+import { availRingSize, descTableSize, usedRingSize } from "../../sdk/virtqueue/layout.ts";
+import {
+  decodeMemTable,
+  decodeU64,
+  decodeVringAddr,
+  decodeVringState,
+  encodeReply as reply,
+  encodeU64 as u64,
+} from "../../sdk/vhost_user/message.ts";
 import { VhostUserFrontend } from "../../sdk/testing/vhost_user_frontend.ts";
 import { VirtioNetDriver } from "../../sdk/testing/virtio_net_driver.ts";
 
 const OFFER = bit(VirtioFeatureBit.VERSION_1) | bit(VirtioFeatureBit.PROTOCOL_FEATURES) |
   bit(VirtioNetFeatureBit.MRG_RXBUF) | bit(VirtioFeatureBit.EVENT_IDX);
-
-function u64(v: bigint | number): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, BigInt(v), true);
-  return b;
-}
-
-function reply(request: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + payload.length);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, request, true);
-  v.setUint32(4, HeaderFlag.VERSION | HeaderFlag.REPLY, true);
-  v.setUint32(8, payload.length, true);
-  out.set(payload, 12);
-  return out;
-}
 
 /** A minimal vhost-user backend: maps the table, remembers ring addresses. */
 class MiniBackend {
@@ -54,7 +47,6 @@ class MiniBackend {
       for (;;) {
         const m = await s.read();
         if (!m) return;
-        const v = new DataView(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength);
         let answer: Uint8Array | null = null;
         switch (m.request) {
           case FrontendRequest.GET_FEATURES:
@@ -67,31 +59,23 @@ class MiniBackend {
             answer = u64(1);
             break;
           case FrontendRequest.SET_FEATURES:
-            this.features = v.getBigUint64(0, true);
+            this.features = decodeU64(m);
             break;
           case FrontendRequest.SET_MEM_TABLE:
-            this.memory = GuestMemory.map([{
-              gpa: Number(v.getBigUint64(8, true)),
-              size: Number(v.getBigUint64(16, true)),
-              uva: Number(v.getBigUint64(24, true)),
-              mmapOffset: Number(v.getBigUint64(32, true)),
-              fd: m.fds[0],
-            }]);
+            this.memory = GuestMemory.map(decodeMemTable(m));
             break;
-          case FrontendRequest.SET_VRING_NUM:
-            this.rings.set(v.getUint32(0, true), {
-              num: v.getUint32(4, true),
-              desc: 0,
-              used: 0,
-              avail: 0,
-            });
+          case FrontendRequest.SET_VRING_NUM: {
+            const { index, num } = decodeVringState(m);
+            this.rings.set(index, { num, desc: 0, used: 0, avail: 0 });
             break;
+          }
           case FrontendRequest.SET_VRING_ADDR: {
-            const r = this.rings.get(v.getUint32(0, true))!;
+            const a = decodeVringAddr(m);
+            const r = this.rings.get(a.index)!;
             const mem = this.memory!;
-            r.desc = mem.uvaToGpa(Number(v.getBigUint64(8, true)), 16 * r.num);
-            r.used = mem.uvaToGpa(Number(v.getBigUint64(16, true)), 6 + 8 * r.num);
-            r.avail = mem.uvaToGpa(Number(v.getBigUint64(24, true)), 6 + 2 * r.num);
+            r.desc = mem.uvaToGpa(a.desc, descTableSize(r.num));
+            r.used = mem.uvaToGpa(a.used, usedRingSize(r.num));
+            r.avail = mem.uvaToGpa(a.avail, availRingSize(r.num));
             break;
           }
           case FrontendRequest.GET_VRING_BASE:

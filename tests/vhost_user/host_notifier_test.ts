@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import {
   BackendRequest,
   bit,
+  decodeHeader,
+  decodeVringArea,
   type Driver,
   FrontendRequest,
   ProtocolFeatureBit,
@@ -61,11 +63,10 @@ async function readBackend(fd: number) {
   const head = new Uint8Array(12);
   const r = recvMsg(fd, head, 4);
   assert.equal(r.bytes, 12);
-  const v = new DataView(head.buffer);
-  const size = v.getUint32(8, true);
+  const { request, flags, size } = decodeHeader(head);
   const payload = new Uint8Array(size);
   if (size) assert.equal(recvMsg(fd, payload, 0).bytes, size);
-  return { request: v.getUint32(0, true), size, payload, fds: r.fds };
+  return { request, flags, size, payload, fds: r.fds };
 }
 
 Deno.test("host notifiers and config change travel on the backend channel", async () => {
@@ -94,25 +95,22 @@ Deno.test("host notifiers and config change travel on the backend channel", asyn
     assert.equal(device.running, true);
 
     // One VRING_HOST_NOTIFIER_MSG per ring, each with the doorbell page's fd.
-    const seen = new Map<number, { offset: bigint; size: bigint; fd: number }>();
+    const seen = new Map<number, { offset: number; size: number; fd: number }>();
     for (let i = 0; i < 2; i++) {
       const m = await readBackend(ours);
       assert.equal(m.request, BackendRequest.VRING_HOST_NOTIFIER_MSG);
       assert.equal(m.size, 24);
       assert.equal(m.fds.length, 1);
-      const v = new DataView(m.payload.buffer);
-      seen.set(Number(v.getBigUint64(0, true)), {
-        size: v.getBigUint64(8, true),
-        offset: v.getBigUint64(16, true),
-        fd: m.fds[0],
-      });
+      const area = decodeVringArea(m);
+      assert.equal(area.noFd, false);
+      seen.set(area.index, { size: area.size, offset: area.offset, fd: m.fds[0] });
     }
     assert.deepEqual([...seen.keys()].sort(), [0, 1]);
     // The fd really is the doorbell memory: a write through the frontend's
     // mapping of ring 1's page lands in the driver's memfd at offset 4096.
     const n1 = seen.get(1)!;
-    assert.equal(n1.offset, 4096n);
-    assert.equal(n1.size, 4096n);
+    assert.equal(n1.offset, 4096);
+    assert.equal(n1.size, 4096);
     const theirMap = mmap(n1.fd, 4096, { offset: 4096 });
     const driverMap = mmap(memfd, 8192);
     new DataView(theirMap.buffer).setUint16(0, 1, true); // "kick ring 1"
@@ -132,8 +130,7 @@ Deno.test("host notifiers and config change travel on the backend channel", asyn
       const m = await readBackend(ours);
       assert.equal(m.request, BackendRequest.VRING_HOST_NOTIFIER_MSG);
       assert.equal(m.fds.length, 0);
-      const idx = Number(new DataView(m.payload.buffer).getBigUint64(0, true));
-      assert.ok(idx & 0x100, "no-fd flag set");
+      assert.ok(decodeVringArea(m).noFd, "no-fd flag set");
     }
   } finally {
     fe.close();
