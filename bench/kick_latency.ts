@@ -14,15 +14,9 @@
  * @module
  */
 
-import {
-  bit,
-  type Driver,
-  KickRelay,
-  VhostMdevDevice,
-  VhostUserServer,
-  VirtioFeatureBit,
-  VirtioStatus,
-} from "@vhost-mdev/sdk";
+import { bit, type Driver, VhostMdevDevice, VirtioFeatureBit, VirtioStatus } from "@vhost-mdev/sdk";
+import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
+import { KickRelay } from "../sdk/core/kick_relay.ts";
 import { close, eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
 import { VhostUserFrontend } from "@vhost-mdev/sdk/testing";
 import { quantile } from "./summary.ts";

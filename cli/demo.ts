@@ -9,7 +9,8 @@
  * @module
  */
 
-import { type QueueStats, VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
+import { type QueueStats, VhostMdevDevice } from "@vhost-mdev/sdk";
+import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { findExecutable, VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/sdk/testing";
 import { driver as sim } from "@vhost-mdev/sim";
 import { parseFlags } from "./format.ts";

@@ -8,12 +8,8 @@
  * @module
  */
 
-import {
-  type DeviceEvent,
-  VhostMdevDevice,
-  VhostUserClient,
-  VhostUserServer,
-} from "@vhost-mdev/sdk";
+import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
+import { VhostUserClient, VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { BUNDLED_DRIVERS, findDriver } from "./drivers.ts";
 import { formatEvent, parseFlags } from "./format.ts";
 

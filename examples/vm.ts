@@ -28,12 +28,8 @@
  */
 
 import { parseArgs } from "node:util";
-import {
-  type DeviceEvent,
-  type QueueStats,
-  VhostMdevDevice,
-  VhostUserServer,
-} from "@vhost-mdev/sdk";
+import { type DeviceEvent, type QueueStats, VhostMdevDevice } from "@vhost-mdev/sdk";
+import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { findDriver } from "../cli/drivers.ts";
 import {
   GUEST_TOOLS,

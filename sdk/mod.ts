@@ -6,7 +6,8 @@
  *
  * @example Serve a driver on a socket
  * ```ts ignore
- * import { VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
+ * import { VhostMdevDevice } from "@vhost-mdev/sdk";
+ * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/sim";
  *
  * const device = await VhostMdevDevice.create(driver, { queues: 1, options: { mode: "loopback" } });
@@ -18,14 +19,18 @@
  */
 
 export type * from "./ops.ts";
-export * from "./core/device.ts";
+export {
+  type DeviceOptions,
+  type DeviceOwner,
+  VhostMdevDevice,
+  type VringAddr,
+  type VringFile,
+  type VringState,
+} from "./core/device.ts";
 export type { IoctlArgs, IoctlResults } from "./core/ioctl.ts";
 export * from "./core/errors.ts";
 export * from "./core/events.ts";
-export { KickRelay, type WatchedKick } from "./core/kick_relay.ts";
 export * from "./memory/mod.ts";
 export * from "./virtqueue/mod.ts";
-export * from "./vhost_user/mod.ts";
 export * from "./uapi/virtio.ts";
 export * from "./uapi/vhost.ts";
-export * from "./uapi/vhost_user.ts";

@@ -15,7 +15,8 @@
  *
  * @example Serve the emulated IFC VF
  * ```ts ignore
- * import { VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
+ * import { VhostMdevDevice } from "@vhost-mdev/sdk";
+ * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/ifcvf";
  *
  * const device = await VhostMdevDevice.create(driver, { queues: 1, pci: "emulated", options: {} });

@@ -21,7 +21,8 @@
  *
  * @example Serve a loopback device
  * ```ts ignore
- * import { VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
+ * import { VhostMdevDevice } from "@vhost-mdev/sdk";
+ * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/sim";
  *
  * const device = await VhostMdevDevice.create(driver, { queues: 2, options: { mode: "loopback" } });

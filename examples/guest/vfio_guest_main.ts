@@ -59,7 +59,8 @@ async function main(): Promise<void> {
   }
 
   const loading = performance.now();
-  const { VhostMdevDevice, VhostUserServer } = await import("@vhost-mdev/sdk");
+  const { VhostMdevDevice } = await import("@vhost-mdev/sdk");
+  const { VhostUserServer } = await import("@vhost-mdev/sdk/vhost-user");
   const testing = await import("@vhost-mdev/sdk/testing");
   const { driver } = await import("@vhost-mdev/ifcvf");
   say(`SDK and ifcvf loaded in ${Math.round(performance.now() - loading)} ms`);

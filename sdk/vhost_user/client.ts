@@ -26,7 +26,8 @@ export interface ClientOptions {
  *
  * @example
  * ```ts ignore
- * import { VhostMdevDevice, VhostUserClient } from "@vhost-mdev/sdk";
+ * import { VhostMdevDevice } from "@vhost-mdev/sdk";
+ * import { VhostUserClient } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/sim";
  *
  * const device = await VhostMdevDevice.create(driver, { queues: 1, options: {} });

@@ -41,7 +41,8 @@ export interface ServerOptions {
  *
  * @example
  * ```ts ignore
- * import { VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
+ * import { VhostMdevDevice } from "@vhost-mdev/sdk";
+ * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/sim";
  *
  * const device = await VhostMdevDevice.create(driver, { queues: 1, options: {} });

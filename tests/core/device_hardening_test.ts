@@ -8,12 +8,12 @@
 import assert from "node:assert/strict";
 import {
   type DeviceEvent,
-  MAX_MEM_SLOTS,
   RequestRefused,
   VhostIoctl,
   VhostMdevDevice,
   VirtioStatus,
 } from "@vhost-mdev/sdk";
+import { MAX_MEM_SLOTS } from "@vhost-mdev/sdk/vhost-user";
 import {
   close,
   eventfd,

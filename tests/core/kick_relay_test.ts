@@ -3,7 +3,7 @@
 // never holds more than one message per ring and the main thread stays free.
 
 import assert from "node:assert/strict";
-import { KickRelay } from "@vhost-mdev/sdk";
+import { KickRelay } from "../../sdk/core/kick_relay.ts";
 import { close, dup, eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
 import { settledFdCount } from "../support/peers.ts";
 

@@ -21,7 +21,7 @@ import {
   FrontendRequest,
   HeaderFlag,
   OFFERED_PROTOCOL_FEATURES,
-} from "@vhost-mdev/sdk";
+} from "@vhost-mdev/sdk/vhost-user";
 import {
   bindUnix,
   close,

@@ -27,16 +27,14 @@
  * @module
  */
 
+import { type DeviceEvent, type Driver, VhostMdevDevice } from "@vhost-mdev/sdk";
 import {
   decodeVringState,
-  type DeviceEvent,
-  type Driver,
   FrontendRequest,
   MAX_MEM_SLOTS,
-  VhostMdevDevice,
   VhostUserSession,
   VRING_STATE_SIZE,
-} from "@vhost-mdev/sdk";
+} from "@vhost-mdev/sdk/vhost-user";
 import {
   close,
   eventfdWrite,

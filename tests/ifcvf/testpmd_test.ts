@@ -6,7 +6,8 @@
 // started: the rings resume at the indexes saved in the live-migration BAR.
 
 import assert from "node:assert/strict";
-import { type DeviceEvent, VhostMdevDevice, VhostUserServer } from "@vhost-mdev/sdk";
+import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
+import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { EmulatedIfcvf, Testpmd, until } from "@vhost-mdev/sdk/testing";
 import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
 import { requirePeer } from "../support/peers.ts";

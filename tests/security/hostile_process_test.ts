@@ -10,12 +10,8 @@
 // kicks go through the SDK's kick relay to the main thread.
 
 import assert from "node:assert/strict";
-import {
-  FrontendRequest as R,
-  ProtocolFeatureBit as PF,
-  VirtioStatus,
-  VIRTQ_DESC_F_WRITE,
-} from "@vhost-mdev/sdk";
+import { VirtioStatus, VIRTQ_DESC_F_WRITE } from "@vhost-mdev/sdk";
+import { FrontendRequest as R, ProtocolFeatureBit as PF } from "@vhost-mdev/sdk/vhost-user";
 import {
   close,
   eventfd,

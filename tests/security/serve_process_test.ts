@@ -7,7 +7,7 @@
 // count and RSS are back near where they were.
 
 import assert from "node:assert/strict";
-import { FrontendRequest as R, ProtocolFeatureBit as PF } from "@vhost-mdev/sdk";
+import { FrontendRequest as R, ProtocolFeatureBit as PF } from "@vhost-mdev/sdk/vhost-user";
 import { close, F_GETFL, fcntl, ftruncate, SysError } from "@vhost-mdev/sdk/sys";
 import {
   fdCount,

@@ -4,13 +4,8 @@
 // identity (testpmd forwards what it receives but cannot compare bytes).
 
 import assert from "node:assert/strict";
-import {
-  type QueueStats,
-  VhostIoctl,
-  VhostMdevDevice,
-  VhostMdevState,
-  VhostUserServer,
-} from "@vhost-mdev/sdk";
+import { type QueueStats, VhostIoctl, VhostMdevDevice, VhostMdevState } from "@vhost-mdev/sdk";
+import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { driver } from "@vhost-mdev/sim";
 import { Testpmd } from "../../sdk/testing/testpmd.ts";
 import { VhostUserFrontend } from "../../sdk/testing/vhost_user_frontend.ts";

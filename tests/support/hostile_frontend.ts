@@ -12,13 +12,8 @@
  * @module
  */
 
-import {
-  FrontendRequest,
-  GuestMemory,
-  ProtocolFeatureBit,
-  SplitQueueDriver,
-  VirtioStatus,
-} from "@vhost-mdev/sdk";
+import { GuestMemory, SplitQueueDriver, VirtioStatus } from "@vhost-mdev/sdk";
+import { FrontendRequest, ProtocolFeatureBit } from "@vhost-mdev/sdk/vhost-user";
 import {
   close,
   connectUnix,

@@ -28,8 +28,8 @@ import {
   type Driver,
   type QueueStats,
   VhostMdevDevice,
-  VhostUserServer,
 } from "@vhost-mdev/sdk";
+import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { driver as simDriver } from "@vhost-mdev/sim";
 
 const HELP =

@@ -4,17 +4,15 @@
 // Also: CONFIG_CHANGE_MSG reaches the frontend.
 
 import assert from "node:assert/strict";
+import { bit, type Driver, VhostMdevDevice } from "@vhost-mdev/sdk";
 import {
   BackendRequest,
-  bit,
   decodeHeader,
   decodeVringArea,
-  type Driver,
   FrontendRequest,
   ProtocolFeatureBit,
-  VhostMdevDevice,
   VhostUserServer,
-} from "@vhost-mdev/sdk";
+} from "@vhost-mdev/sdk/vhost-user";
 import {
   close,
   ftruncate,

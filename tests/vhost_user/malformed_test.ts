@@ -3,15 +3,14 @@
 // process keeps answering.
 
 import assert from "node:assert/strict";
+import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
 import {
-  type DeviceEvent,
   encodeMessage,
   FrontendRequest,
   HeaderFlag,
   ProtocolFeatureBit,
-  VhostMdevDevice,
   VhostUserServer,
-} from "@vhost-mdev/sdk";
+} from "@vhost-mdev/sdk/vhost-user";
 import {
   close,
   connectUnix,

@@ -3,6 +3,7 @@
 // every decoder's size check rejects a payload one byte short.
 
 import assert from "node:assert/strict";
+import { type MemoryRegionSpec, ProtocolError, type VringAddr } from "@vhost-mdev/sdk";
 import {
   type ConfigPayload,
   decodeConfig,
@@ -26,11 +27,8 @@ import {
   encodeVringState,
   FrontendRequest,
   HeaderFlag,
-  type MemoryRegionSpec,
-  ProtocolError,
   type VhostUserMessage,
-  type VringAddr,
-} from "@vhost-mdev/sdk";
+} from "@vhost-mdev/sdk/vhost-user";
 
 const R = FrontendRequest;
 

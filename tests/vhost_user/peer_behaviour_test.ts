@@ -5,16 +5,15 @@
 // moment it closed is served, not refused as busy.
 
 import assert from "node:assert/strict";
+import { ProtocolError, VhostMdevDevice } from "@vhost-mdev/sdk";
 import {
   encodeMessage,
   FrontendRequest,
   HeaderFlag,
   MAX_UNSENT_BYTES,
   MessageSocket,
-  ProtocolError,
-  VhostMdevDevice,
   VhostUserServer,
-} from "@vhost-mdev/sdk";
+} from "@vhost-mdev/sdk/vhost-user";
 import {
   close,
   eventfd,

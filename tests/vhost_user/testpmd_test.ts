@@ -2,12 +2,8 @@
 // in both directions of connection, with a driver that records every op.
 
 import assert from "node:assert/strict";
-import {
-  type DeviceEvent,
-  VhostMdevDevice,
-  VhostUserClient,
-  VhostUserServer,
-} from "@vhost-mdev/sdk";
+import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
+import { VhostUserClient, VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { eventfdWrite } from "@vhost-mdev/sdk/sys";
 import { Testpmd } from "../../sdk/testing/testpmd.ts";
 import { requirePeer } from "../support/peers.ts";
