@@ -17,6 +17,7 @@
 export * from "./testpmd.ts";
 export * from "./until.ts";
 export * from "./programs.ts";
+export * from "./driver_harness.ts";
 export * from "./frames.ts";
 export * from "./vhost_user_frontend.ts";
 export * from "./virtio_net_driver.ts";

@@ -1,0 +1,251 @@
+/**
+ * A driver harness: a vendor's driver under a real device core, with guest
+ * memory and rings laid out as a frontend would, and no socket. `probe`
+ * runs as it does when served, `start` and `stop` happen through the same
+ * requests a frontend sends, and the test drives the guest side of every
+ * ring (a {@linkcode SplitQueueDriver} over the same memory) and its kick
+ * and call eventfds.
+ *
+ * @module
+ */
+
+import {
+  type DeviceOptions,
+  type Driver,
+  GuestMemory,
+  hasBit,
+  type ProbeParams,
+  SplitQueueDriver,
+  type SplitQueueDriverLayout,
+  VhostMdevDevice,
+  VirtioFeatureBit,
+  VirtioStatus,
+} from "../mod.ts";
+import {
+  close,
+  dup,
+  eventfd,
+  eventfdRead,
+  eventfdWrite,
+  ftruncate,
+  type Mapping,
+  memfdCreate,
+  mmap,
+  pollAsync,
+  POLLIN,
+} from "../sys/mod.ts";
+
+/** Options of {@linkcode DriverHarness.create}. */
+export interface DriverHarnessOptions {
+  /** Bytes of guest memory (default 16 MiB). */
+  memoryBytes?: number;
+  /** Entries per ring (default 256). */
+  ringSize?: number;
+  /** Features to ack, of those the device offers (default: all it offers). */
+  features?: bigint;
+  /** Options for the device core (name, listener, memory policy). */
+  device?: DeviceOptions;
+}
+
+/** One ring as the guest sees it. */
+export interface HarnessRing {
+  /** Ring index. */
+  readonly index: number;
+  /** The guest side of the ring, over the harness's memory. */
+  readonly driver: SplitQueueDriver;
+  /** Where the ring lies in guest memory. */
+  readonly layout: SplitQueueDriverLayout;
+  /** The guest's end of the kick eventfd (the device holds its own). */
+  readonly kick: number;
+  /** The guest's end of the call eventfd. */
+  readonly call: number;
+}
+
+/** Guest-physical address of the harness's memory. */
+const GPA = 0;
+/** Where the frontend says the memory is in its address space (deliberately not the GPA). */
+const UVA = 0x7f00_0000_0000;
+
+/**
+ * A driver's device under test: the real {@linkcode VhostMdevDevice}, guest
+ * memory shared through a sealed memfd, and every ring laid out, configured
+ * and enabled by {@linkcode DriverHarness.start}.
+ *
+ * @example Start the sim driver and loop one frame
+ * ```ts ignore
+ * import { DriverHarness } from "@vhost-mdev/sdk/testing";
+ * import { driver } from "@vhost-mdev/sim";
+ *
+ * const h = await DriverHarness.create(driver, { queues: 1, options: { mode: "loopback" } });
+ * await h.start();
+ * // h.ring(1).driver.add(...); h.kick(1); await h.waitCall(0);
+ * await h.close();
+ * ```
+ */
+export class DriverHarness {
+  /** The device core the driver runs under. */
+  readonly device: VhostMdevDevice;
+  /** Guest memory as the guest sees it (guest-physical addresses). */
+  readonly memory: GuestMemory;
+  /** The features acked. */
+  readonly features: bigint;
+  readonly #rings: HarnessRing[];
+  readonly #memfd: number;
+  readonly #mapping: Mapping;
+  #next: number;
+  readonly #end: number;
+
+  private constructor(
+    device: VhostMdevDevice,
+    memory: GuestMemory,
+    features: bigint,
+    rings: HarnessRing[],
+    memfd: number,
+    mapping: Mapping,
+    next: number,
+  ) {
+    this.device = device;
+    this.memory = memory;
+    this.features = features;
+    this.#rings = rings;
+    this.#memfd = memfd;
+    this.#mapping = mapping;
+    this.#next = next;
+    this.#end = mapping.length;
+  }
+
+  /**
+   * Probe `driver` under a device core, share guest memory with it and
+   * lay out its rings (nothing is started yet).
+   *
+   * @throws Error from the driver's probe, as when served.
+   */
+  static async create(
+    driver: Driver,
+    params: ProbeParams,
+    options: DriverHarnessOptions = {},
+  ): Promise<DriverHarness> {
+    const size = options.memoryBytes ?? 16 << 20;
+    const num = options.ringSize ?? 256;
+    const device = await VhostMdevDevice.create(driver, params, options.device ?? {});
+    const features = (options.features ?? device.getFeatures()) & device.getFeatures();
+    const memfd = memfdCreate("driver-harness", { allowSealing: true });
+    ftruncate(memfd, size);
+    const mapping = mmap(memfd, size);
+    const memory = GuestMemory.fromBuffers([
+      { gpa: GPA, uva: UVA, bytes: new Uint8Array(mapping.buffer) },
+    ]);
+    const eventIdx = hasBit(features, VirtioFeatureBit.EVENT_IDX);
+    const indirect = hasBit(features, VirtioFeatureBit.INDIRECT_DESC);
+    const rings: HarnessRing[] = [];
+    let next = 0x1000;
+    for (let q = 0; q < device.numQueues; q++) {
+      const layout = SplitQueueDriver.layout(num, next, { indirectSegments: indirect ? 4 : 0 });
+      next = Math.ceil((next + layout.bytes) / 0x1000) * 0x1000;
+      rings.push({
+        index: q,
+        driver: new SplitQueueDriver(memory, layout, { eventIdx, indirect }),
+        layout,
+        kick: eventfd(0, { nonBlocking: true }),
+        call: eventfd(0, { nonBlocking: true }),
+      });
+    }
+    return new DriverHarness(device, memory, features, rings, memfd, mapping, next);
+  }
+
+  /** Ring `q`'s guest side. */
+  ring(q: number): HarnessRing {
+    const r = this.#rings[q];
+    if (!r) throw new RangeError(`ring ${q} does not exist: the device has ${this.#rings.length}`);
+    return r;
+  }
+
+  /**
+   * Configure the device as a frontend does (features, memory table, every
+   * ring's size, base, addresses, kick and call, enable, `DRIVER_OK`), so it
+   * starts; `rings` limits which rings are enabled (default all).
+   *
+   * @throws RequestRefused when the device refuses a step (its `start` failing).
+   */
+  async start(rings: readonly number[] = this.#rings.map((r) => r.index)): Promise<void> {
+    const d = this.device;
+    await d.setStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER);
+    await d.setFeatures(this.features);
+    await d.setStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK);
+    await d.setMemTable([{
+      gpa: GPA,
+      size: this.#mapping.length,
+      uva: UVA,
+      mmapOffset: 0,
+      fd: this.#memfd,
+    }]);
+    for (const q of rings) {
+      const r = this.ring(q);
+      await d.setVringNum(q, r.layout.num);
+      await d.setVringBase(q, 0);
+      await d.setVringAddr({
+        index: q,
+        flags: 0,
+        desc: r.layout.descAddr + UVA,
+        avail: r.layout.availAddr + UVA,
+        used: r.layout.usedAddr + UVA,
+        log: 0,
+      });
+      // The device owns what it is given: it gets duplicates, the guest keeps its ends.
+      await d.setVringKick(q, dup(r.kick));
+      await d.setVringCall(q, dup(r.call));
+      await d.setVringEnable(q, true);
+    }
+    await d.setStatus(
+      VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK |
+        VirtioStatus.DRIVER_OK,
+    );
+  }
+
+  /** Stop the device as a frontend resetting it does (`SET_STATUS 0`). */
+  async stop(): Promise<void> {
+    await this.device.setStatus(0);
+  }
+
+  /** Allocate `size` bytes of guest memory after the rings (8-byte aligned). */
+  alloc(size: number): number {
+    const gpa = this.#next;
+    if (gpa + size > this.#end) {
+      throw new RangeError(`guest memory exhausted: ${size} bytes wanted at ${gpa}`);
+    }
+    this.#next += Math.ceil(size / 8) * 8;
+    return gpa;
+  }
+
+  /** Kick ring `q` (write its kick eventfd). */
+  kick(q: number): void {
+    eventfdWrite(this.ring(q).kick, 1);
+  }
+
+  /**
+   * Wait until ring `q`'s call eventfd fires; returns its count (0 when
+   * `timeoutMs` passed first).
+   */
+  async waitCall(q: number, timeoutMs = 5000): Promise<number> {
+    const fd = this.ring(q).call;
+    const [revents] = await pollAsync([{ fd, events: POLLIN }], timeoutMs);
+    if (revents === 0) return 0;
+    try {
+      return eventfdRead(fd);
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Close the device (stopping it) and release memory and fds. */
+  async close(): Promise<void> {
+    await this.device.close();
+    for (const r of this.#rings) {
+      close(r.kick);
+      close(r.call);
+    }
+    this.memory.close();
+    this.#mapping.unmap();
+    close(this.#memfd);
+  }
+}
