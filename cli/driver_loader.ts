@@ -19,7 +19,7 @@ export function isDriver(value: unknown): value is Driver {
  * paths are resolved against the current directory.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { loadDriverModule } from "./driver_loader.ts";
  * const driver = await loadDriverModule("./my_driver.ts");
  * console.log(driver.name, driver.description);

@@ -5,7 +5,7 @@
  * table, relays kicks, and calls the driver's ops at the right moments.
  *
  * @example Serve a driver on a socket
- * ```ts ignore
+ * ```ts
  * import { VhostMdevDevice } from "@vhost-mdev/sdk";
  * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/sim";

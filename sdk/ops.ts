@@ -166,7 +166,10 @@ export interface DeviceContext {
    * `VhostMdevDevice.errors`. Never let a ring die silently: call this.
    *
    * @example
-   * ```ts ignore
+   * ```ts
+   * import type { DeviceContext } from "@vhost-mdev/sdk";
+   * declare const ctx: DeviceContext;
+   * const worker = new Worker(new URL("./datapath.ts", import.meta.url), { type: "module" });
    * worker.onerror = (e) => ctx.reportError(`queue pair 0: ${e.message}`, 0);
    * ```
    */

@@ -14,7 +14,7 @@
  * does), e.g. QEMU's virtio-net-pci in a VM with a vIOMMU.
  *
  * @example Serve the emulated IFC VF
- * ```ts ignore
+ * ```ts
  * import { VhostMdevDevice } from "@vhost-mdev/sdk";
  * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/ifcvf";

@@ -104,15 +104,14 @@ const MAX_RING_SIZE = 32768;
  * One device created by a driver's `probe`, served to one frontend at a time.
  *
  * @example Drive a device in-process, the way the vhost-user transport does
- * ```ts ignore
- * import { VhostIoctl, VhostMdevDevice, VhostMdevState } from "@vhost-mdev/sdk";
+ * ```ts
+ * import { VhostMdevDevice, VhostMdevState } from "@vhost-mdev/sdk";
  * import { driver } from "@vhost-mdev/sim";
  *
  * const device = await VhostMdevDevice.create(driver, { queues: 1, options: {} });
- * const offered = await device.ioctl(VhostIoctl.GET_FEATURES);
- * await device.ioctl(VhostIoctl.SET_FEATURES, offered);
- * // ... SET_MEM_TABLE, SET_VRING_NUM/ADDR/BASE/KICK/CALL ...
- * await device.ioctl(VhostIoctl.MDEV_SET_STATE, VhostMdevState.RUNNING);
+ * await device.setFeatures(device.getFeatures());
+ * // ... setMemTable, setVringNum/Addr/Base/Kick/Call ...
+ * await device.setState(VhostMdevState.RUNNING);
  * await device.close();
  * ```
  */

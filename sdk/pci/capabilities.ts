@@ -42,9 +42,10 @@ const MAX_CAPABILITIES = 48;
  *   or back to a capability already visited.
  *
  * @example
- * ```ts ignore
- * import { listCapabilities, PciCapabilityId } from "@vhost-mdev/sdk/pci";
- * const msix = listCapabilities(cfg).find((c) => c.id === PciCapabilityId.MSIX);
+ * ```ts
+ * import { listCapabilities, PciCapabilityId, type PciFunction } from "@vhost-mdev/sdk/pci";
+ * declare const fn: PciFunction;
+ * const msix = listCapabilities(fn.config).find((c) => c.id === PciCapabilityId.MSIX);
  * ```
  */
 export function listCapabilities(cfg: PciConfigAccess): PciCapability[] {

@@ -84,9 +84,11 @@ export function checkAccess(size: number, offset: number, width: number, what = 
  * typed-array accesses of exactly the access width (see the module notes).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { MappedMmio } from "@vhost-mdev/sdk/pci";
- * const bar = new MappedMmio(mapping.buffer); // a Mapping of a BAR
+ * import type { Mapping } from "@vhost-mdev/sdk/sys";
+ * declare const mapping: Mapping; // a BAR mapped from the VFIO device fd
+ * const bar = new MappedMmio(mapping.buffer);
  * bar.write16(0x16, 1); // one 16-bit store
  * ```
  */
@@ -251,10 +253,14 @@ export interface MmioAccess {
  * register is written with one 16-bit store).
  *
  * @example
- * ```ts ignore
- * const rec = new RecordingMmio(bar);
- * transport.setQueueSize(0, 256);
- * console.log(rec.accesses); // [{ op: "write", width: 16, offset: 0x16, value: 0n }, ...]
+ * ```ts
+ * import { MappedMmio, RecordingMmio } from "@vhost-mdev/sdk/pci";
+ * const rec = new RecordingMmio(new MappedMmio(new ArrayBuffer(64)));
+ * rec.write16(0x18, 256);
+ * rec.read16(0x18);
+ * console.log(rec.accesses);
+ * // [{ op: "write", width: 16, offset: 0x18, value: 256n },
+ * //  { op: "read", width: 16, offset: 0x18, value: 256n }]
  * ```
  */
 export class RecordingMmio implements MmioAccessor {

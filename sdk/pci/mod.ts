@@ -6,11 +6,12 @@
  * (`@vhost-mdev/sdk/testing`) both implement.
  *
  * @example Bring up a virtio device's first queue
- * ```ts ignore
- * import { VirtioPciTransport } from "@vhost-mdev/sdk/pci";
+ * ```ts
+ * import { type PciFunction, VirtioPciTransport } from "@vhost-mdev/sdk/pci";
  * import { VirtioStatus } from "@vhost-mdev/sdk";
  *
- * const t = VirtioPciTransport.open(fn); // fn: a PciFunction
+ * declare const fn: PciFunction; // e.g. a VFIO device
+ * const t = VirtioPciTransport.open(fn);
  * t.reset();
  * t.addStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER);
  * t.negotiate(t.deviceFeatures() & (1n << 32n));

@@ -49,7 +49,13 @@ export interface QueueSetup {
  * windows directly in tests.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { type PciFunction, VirtioPciTransport } from "@vhost-mdev/sdk/pci";
+ * import { VirtioStatus } from "@vhost-mdev/sdk";
+ *
+ * declare const fn: PciFunction;
+ * declare const wanted: bigint; // features the driver supports
+ * declare const desc: number, driver: number, device: number; // ring IOVAs
  * const t = VirtioPciTransport.open(fn);
  * t.reset();
  * t.addStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER);

@@ -32,7 +32,7 @@ export function errnoDescription(n: number): string {
  * to branch on.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { eventfd, eventfdRead, SysError } from "@vhost-mdev/sdk/sys";
  * const fd = eventfd(0, { nonBlocking: true });
  * try {

@@ -40,7 +40,7 @@ export interface EventfdOptions {
  * A new eventfd (close-on-exec) with counter `initial` (default 0).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { close, eventfd, eventfdRead, eventfdWrite } from "@vhost-mdev/sdk/sys";
  * const fd = eventfd(0, { nonBlocking: true });
  * eventfdWrite(fd, 2);

@@ -180,7 +180,7 @@ export function pwrite(fd: number, buf: Uint8Array, offset: number): number {
  * @param mode Permission bits for a file made by `O_CREAT`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { close, O_CLOEXEC, O_RDONLY, open } from "@vhost-mdev/sdk/sys";
  * const fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
  * close(fd);
@@ -208,7 +208,7 @@ export function fstat(fd: number): FileStatus {
  * `fcntl(fd, cmd, arg)` with an integer argument; returns the call's result.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { F_GETFD, FD_CLOEXEC, fcntl } from "@vhost-mdev/sdk/sys";
  * const closeOnExec = (fcntl(3, F_GETFD) & FD_CLOEXEC) !== 0;
  * ```

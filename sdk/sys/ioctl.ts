@@ -27,8 +27,9 @@ export const FIONCLEX = 0x5450;
  *   fd does not know.
  *
  * @example Bytes waiting on a socket
- * ```ts ignore
+ * ```ts
  * import { FIONREAD, ioctl } from "@vhost-mdev/sdk/sys";
+ * declare const sock: number;
  * const count = new Int32Array(1);
  * ioctl(sock, FIONREAD, new Uint8Array(count.buffer));
  * console.log(count[0]);

@@ -75,7 +75,7 @@ export function pageSize(): number {
  * @param name Shown in `/proc/<pid>/fd` as `memfd:<name>` (at most 249 bytes).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { close, ftruncate, memfdCreate, mmap } from "@vhost-mdev/sdk/sys";
  * const fd = memfdCreate("guest-ram");
  * ftruncate(fd, 1 << 20);
@@ -208,9 +208,10 @@ function mapRange(
  * owns nothing and is not detached when the mapping goes away.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { viewOf } from "@vhost-mdev/sdk/sys";
  * // In a Worker that was sent { address, length } of a Mapping:
+ * declare const address: number, length: number;
  * const bytes = new Uint8Array(viewOf(address, length));
  * ```
  */

@@ -25,8 +25,9 @@
  * with the time left.
  *
  * @example Cancellable wait on the control plane
- * ```ts ignore
+ * ```ts
  * import { eventfd, eventfdRead, eventfdWrite, POLLIN, pollAsync } from "@vhost-mdev/sdk/sys";
+ * declare const sock: number; // the connected control socket
  * const wake = eventfd(0, { nonBlocking: true });
  * const pending = pollAsync([{ fd: sock, events: POLLIN }, { fd: wake, events: POLLIN }], -1);
  * // elsewhere, to cancel:
@@ -80,8 +81,9 @@ function clampTimeout(timeoutMs: number): number {
  * {@linkcode PollSet.wait} in a loop without allocating.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { eventfdRead, POLLIN, PollSet } from "@vhost-mdev/sdk/sys";
+ * declare const stopFd: number, kickFd: number; // eventfds
  * const set = new PollSet();
  * set.add(stopFd, POLLIN);
  * set.add(kickFd, POLLIN);
@@ -197,8 +199,9 @@ const syncResults: number[][] = [];
  * of fds on this thread: read it before polling again, or copy it.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { eventfdRead, POLLIN, pollSync } from "@vhost-mdev/sdk/sys";
+ * declare const stopFd: number, kickFd: number; // eventfds
  * const [stop, kick] = pollSync([{ fd: stopFd, events: POLLIN }, { fd: kickFd, events: POLLIN }], -1);
  * if (kick & POLLIN) eventfdRead(kickFd);
  * ```

@@ -120,7 +120,7 @@ function messageScratch(): MessageScratch {
  * A new AF_UNIX stream socket (close-on-exec).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { close, connectUnix, unixSocket } from "@vhost-mdev/sdk/sys";
  * const fd = unixSocket();
  * try {
@@ -184,7 +184,7 @@ export function connectUnix(fd: number, path: string): void {
  * Two connected AF_UNIX stream sockets (both blocking, close-on-exec).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { close, recvMsg, sendMsg, socketPair } from "@vhost-mdev/sdk/sys";
  * const [a, b] = socketPair();
  * sendMsg(a, new Uint8Array([1, 2, 3]));
@@ -277,8 +277,9 @@ export function sendMsg(fd: number, data: Uint8Array, fds: readonly number[] = [
  * @throws SysError EAGAIN when a non-blocking socket has nothing queued.
  *
  * @example
- * ```ts ignore
- * import { close, recvMsg } from "@vhost-mdev/sdk/sys";
+ * ```ts
+ * import { recvMsg } from "@vhost-mdev/sdk/sys";
+ * declare const sock: number; // a connected AF_UNIX socket
  * const { bytes, fds, ctrunc } = recvMsg(sock, new Uint8Array(12), 8);
  * ```
  */

@@ -21,7 +21,9 @@ export type VfioErrorKind =
  * A VFIO setup step failed; the message says what to do.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import { openVfioPci, VfioError } from "@vhost-mdev/sdk/vfio";
+ *
  * try {
  *   openVfioPci("0000:03:00.0");
  * } catch (e) {

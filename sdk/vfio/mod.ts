@@ -6,12 +6,16 @@
  * are {@linkcode VfioError}s whose messages give the commands that fix them.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openVfioPci } from "@vhost-mdev/sdk/vfio";
  * import { VirtioPciTransport } from "@vhost-mdev/sdk/pci";
+ * import { ftruncate, memfdCreate, mmap } from "@vhost-mdev/sdk/sys";
  *
  * const vfio = openVfioPci("0000:00:04.0");
  * const transport = VirtioPciTransport.open(vfio.device);
+ * const memfd = memfdCreate("dma");
+ * ftruncate(memfd, 1 << 20);
+ * const mapping = mmap(memfd, 1 << 20);
  * vfio.container.map({ iova: 0, size: 1 << 20, vaddr: mapping.address });
  * ```
  *

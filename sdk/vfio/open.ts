@@ -60,7 +60,7 @@ export interface VfioPci {
  * @throws VfioError whose message says how to fix the setup.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openVfioPci } from "@vhost-mdev/sdk/vfio";
  * const vfio = openVfioPci("0000:00:04.0");
  * try {

@@ -25,7 +25,7 @@ export interface ClientOptions {
  * Connects a device to a listening frontend and keeps it connected.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { VhostMdevDevice } from "@vhost-mdev/sdk";
  * import { VhostUserClient } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/sim";

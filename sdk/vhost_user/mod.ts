@@ -6,7 +6,7 @@
  * needs {@linkcode VhostUserServer} or {@linkcode VhostUserClient}.
  *
  * @example Serve a device
- * ```ts ignore
+ * ```ts
  * import { VhostMdevDevice } from "@vhost-mdev/sdk";
  * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/sim";

@@ -40,7 +40,7 @@ export interface ServerOptions {
  * Serves one device on a socket path.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { VhostMdevDevice } from "@vhost-mdev/sdk";
  * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/sim";

@@ -124,9 +124,10 @@ function hex64(lo: number, hi: number): string {
  * before it replaces the memory table); make a new queue for a new table.
  *
  * @example A loopback device step
- * ```ts ignore
- * import { DescriptorChain, SplitQueue } from "@vhost-mdev/sdk";
+ * ```ts
+ * import { type DeviceContext, DescriptorChain, SplitQueue } from "@vhost-mdev/sdk";
  *
+ * declare const ctx: DeviceContext;
  * const queue = new SplitQueue(ctx.memory, ctx.vring(0), {
  *   lastAvailIdx: ctx.vring(0).base, eventIdx: true, indirect: true,
  * });
