@@ -22,7 +22,7 @@ export interface SimServeOptions {
   cpu: number | null;
   /** Seconds between stats lines (default 0.25). */
   statsPeriod?: number;
-  /** Repository root (where `cli/serve.ts` and the root `deno.json` are). */
+  /** Repository root (where the root `deno.json` is). */
   root: string;
   /** Extra Deno flags for the child (e.g. `--v8-flags=--prof`). */
   denoFlags?: readonly string[];
@@ -85,7 +85,8 @@ export class SimServe {
       "--config",
       `${o.root}/deno.json`,
       ...(o.denoFlags ?? []),
-      `${o.root}/cli/serve.ts`,
+      // The CLI package's serve command, resolved as any importer would.
+      import.meta.resolve("@vhost-mdev/cli/serve"),
       "--driver",
       "sim",
       "--mode",
