@@ -14,7 +14,14 @@
  * @module
  */
 
-import { bit, type Driver, VhostMdevDevice, VirtioFeatureBit, VirtioStatus } from "@vhost-mdev/sdk";
+import {
+  bit,
+  type Driver,
+  VhostMdevDevice,
+  VirtioDeviceId,
+  VirtioFeatureBit,
+  VirtioStatus,
+} from "@vhost-mdev/sdk";
 import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { KickRelay } from "../sdk/core/kick_relay.ts";
 import { close, eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
@@ -78,7 +85,7 @@ function notifyDriver(onNotify: (queue: number) => void): Driver {
     pciIds: [],
     probe(ctx) {
       return {
-        deviceId: 1,
+        deviceId: VirtioDeviceId.NET,
         features: bit(VirtioFeatureBit.VERSION_1) | bit(VirtioFeatureBit.PROTOCOL_FEATURES),
         numQueues: 1,
         maxQueueSize: 256,

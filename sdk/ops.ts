@@ -23,7 +23,7 @@
  *
  * @example A minimal driver
  * ```ts
- * import type { Driver } from "@vhost-mdev/sdk";
+ * import { bit, type Driver, VirtioDeviceId, VirtioFeatureBit } from "@vhost-mdev/sdk";
  *
  * export const driver: Driver = {
  *   name: "null",
@@ -31,8 +31,8 @@
  *   pciIds: [],
  *   probe(ctx) {
  *     return {
- *       deviceId: 1, // virtio-net
- *       features: (1n << 32n), // VIRTIO_F_VERSION_1
+ *       deviceId: VirtioDeviceId.NET,
+ *       features: bit(VirtioFeatureBit.VERSION_1),
  *       numQueues: 2,
  *       maxQueueSize: 256,
  *       ops: {

@@ -17,6 +17,9 @@ import {
   type NotifyArea,
   type ProbeParams,
   type QueueStats,
+  VirtioBlkConfig,
+  VirtioBlkFeatureBit as B,
+  VirtioDeviceId,
   VirtioFeatureBit as F,
   VirtioNetConfig,
   VirtioNetFeatureBit as N,
@@ -78,30 +81,23 @@ const NET_FEATURES: bigint = [
   N.MQ,
 ].reduce((m, b) => m | bit(b), 0n);
 
-/** virtio-blk feature bit: `num_queues` in config is valid. */
-const VIRTIO_BLK_F_MQ = 12;
-/** Offset of `num_queues` (le16) in `virtio_blk_config`. */
-const VIRTIO_BLK_CONFIG_NUM_QUEUES = 34;
-/** Bytes of `virtio_blk_config` through the write-zeroes fields (virtio 1.2 §5.2.4). */
-const VIRTIO_BLK_CONFIG_SIZE = 60;
-
 /** virtio-blk features passed through (SIZE_MAX .. WRITE_ZEROES, no legacy SCSI). */
 const BLK_FEATURES: bigint = [
   F.VERSION_1,
   F.ANY_LAYOUT,
   F.INDIRECT_DESC,
   F.EVENT_IDX,
-  1,
-  2,
-  4,
-  5,
-  6,
-  9,
-  10,
-  11,
-  12,
-  13,
-  14,
+  B.SIZE_MAX,
+  B.SEG_MAX,
+  B.GEOMETRY,
+  B.RO,
+  B.BLK_SIZE,
+  B.FLUSH,
+  B.TOPOLOGY,
+  B.CONFIG_WCE,
+  B.MQ,
+  B.DISCARD,
+  B.WRITE_ZEROES,
 ]
   .reduce((m, b) => m | bit(b), 0n);
 
@@ -196,8 +192,8 @@ class IfcvfDevice {
       if (this.#pairs < 2) offered &= ~bit(N.MQ);
       this.#numQueues = 2 * this.#pairs;
     } else {
-      const cfgQueues = (offered & bit(VIRTIO_BLK_F_MQ)) !== 0n
-        ? t.readDeviceConfig((c) => c.read16(VIRTIO_BLK_CONFIG_NUM_QUEUES))
+      const cfgQueues = (offered & bit(B.MQ)) !== 0n
+        ? t.readDeviceConfig((c) => c.read16(VirtioBlkConfig.NUM_QUEUES))
         : 1;
       this.#pairs = 0;
       this.#numQueues = Math.max(1, Math.min(wanted, cfgQueues, hwQueues));
@@ -226,7 +222,7 @@ class IfcvfDevice {
         }`,
     );
     this.description = {
-      deviceId: this.#kind === "net" ? 1 : 2,
+      deviceId: this.#kind === "net" ? VirtioDeviceId.NET : VirtioDeviceId.BLOCK,
       features: offered,
       numQueues: this.#numQueues,
       maxQueueSize: maxSize,
@@ -280,7 +276,7 @@ class IfcvfDevice {
     if (!t.deviceConfig) return new Uint8Array(0);
     const size = this.#kind === "net"
       ? VirtioNetConfig.SIZE
-      : Math.min(t.deviceConfig.size, VIRTIO_BLK_CONFIG_SIZE);
+      : Math.min(t.deviceConfig.size, VirtioBlkConfig.SIZE);
     const out = t.readDeviceConfig((c) => readNaturalWidths(c, size));
     if (this.#kind === "net") {
       new DataView(out.buffer).setUint16(VirtioNetConfig.MAX_VIRTQUEUE_PAIRS, this.#pairs, true);

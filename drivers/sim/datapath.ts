@@ -4,8 +4,8 @@
  * runs it (see `datapath_worker.ts`); the class itself does no waiting, so
  * the same code can be stepped synchronously.
  *
- * Every frame travels behind a `virtio_net_hdr` (virtio 1.2 §5.1.6): 12
- * bytes with `VERSION_1` or `MRG_RXBUF`, else 10. On receive the device sets
+ * Every frame travels behind a `virtio_net_hdr` (virtio 1.2 §5.1.6; its
+ * layout and length rule are in `@vhost-mdev/sdk/net`). On receive the device sets
  * `num_buffers` (how many receive buffers the frame spans; always 1 without
  * `MRG_RXBUF`).
  *
@@ -29,9 +29,23 @@ import {
   DescriptorChainError,
   type GuestMemory,
   SplitQueue,
+  VIRTIO_NET_HDR_LEGACY_SIZE,
+  VIRTIO_NET_HDR_SIZE,
 } from "@vhost-mdev/sdk";
+import {
+  completeChecksum,
+  MAX_REPLY_SIZE,
+  netHeaderSizeFor,
+  readCsumOffset,
+  readCsumStart,
+  respond,
+  VirtioNetHdr,
+  VirtioNetHdrFlag,
+  VirtioNetHdrGso,
+  writeNumBuffers,
+} from "@vhost-mdev/sdk/net";
 import { eventfdSignal } from "@vhost-mdev/sdk/sys";
-import { completeChecksum, MAX_REPLY_SIZE, respond, sourceFrame } from "./packets.ts";
+import { sourceFrame } from "./packets.ts";
 import {
   CONTROL_BASES,
   type DatapathSetup,
@@ -44,8 +58,8 @@ import {
 
 /** Chains taken from one ring per {@linkcode QueuePairDatapath.run}, before used entries are published. */
 const BATCH = 128;
-/** `virtio_net_hdr.flags`: the checksum from `csum_start` is to be completed. */
-const NEEDS_CSUM = 1;
+const NEEDS_CSUM = VirtioNetHdrFlag.NEEDS_CSUM;
+const NUM_BUFFERS = VirtioNetHdr.NUM_BUFFERS;
 /** Largest frame the device takes from the guest (no segmentation offload). */
 const MAX_FRAME = 65535;
 /** Copies up to this size go byte by byte (no subarray object). */
@@ -159,7 +173,7 @@ export class QueuePairDatapath {
     this.#report = report;
     this.#mode = ["loopback", "sink", "source", "responder"].indexOf(setup.mode);
     if (this.#mode < 0) throw new RangeError(`unknown mode ${setup.mode}`);
-    this.#hdrLen = f.version1 || f.mrgRxbuf ? 12 : 10;
+    this.#hdrLen = netHeaderSizeFor(f.version1, f.mrgRxbuf);
     this.#mrg = f.mrgRxbuf;
     this.#csum = f.csum;
     this.#guestCsum = f.guestCsum;
@@ -175,7 +189,7 @@ export class QueuePairDatapath {
     if (this.#mode === MODE_SOURCE) {
       this.#packet = new Uint8Array(h + setup.frameSize);
       this.#packet.set(sourceFrame(setup.frameSize, setup.mac), h);
-      if (h === 12) this.#packet[10] = 1;
+      if (h === VIRTIO_NET_HDR_SIZE) writeNumBuffers(this.#packet, 0, 1);
     } else {
       this.#packet = new Uint8Array(0);
     }
@@ -420,8 +434,8 @@ export class QueuePairDatapath {
    */
   #loopbackHeader(head: number, total: number): boolean {
     const f = this.#frame, hdr = this.#hdrLen;
-    const flags = f[0], gso = f[1];
-    if (gso !== 0) {
+    const flags = f[VirtioNetHdr.FLAGS], gso = f[VirtioNetHdr.GSO_TYPE];
+    if (gso !== VirtioNetHdrGso.NONE) {
       this.#malformed(
         TX,
         `transmit chain ${head}: gso_type ${gso}, but no segmentation offload was offered`,
@@ -429,7 +443,7 @@ export class QueuePairDatapath {
       return false;
     }
     if ((flags & NEEDS_CSUM) !== 0) {
-      const start = f[6] | (f[7] << 8), offset = f[8] | (f[9] << 8);
+      const start = readCsumStart(f, 0), offset = readCsumOffset(f, 0);
       if (!this.#csum) {
         this.#malformed(TX, `transmit chain ${head}: NEEDS_CSUM without VIRTIO_NET_F_CSUM`);
         return false;
@@ -444,12 +458,13 @@ export class QueuePairDatapath {
         return false;
       }
       if (this.#guestCsum) {
-        f[0] = NEEDS_CSUM;
+        f[VirtioNetHdr.FLAGS] = NEEDS_CSUM;
         return true;
       }
       completeChecksum(f, hdr, total - hdr, start, offset);
     }
-    for (let i = 0; i < 10; i++) f[i] = 0;
+    // Everything but num_buffers, which delivery sets.
+    for (let i = 0; i < VIRTIO_NET_HDR_LEGACY_SIZE; i++) f[i] = 0;
     return true;
   }
 
@@ -508,10 +523,7 @@ export class QueuePairDatapath {
           continue;
         }
         if (room >= outLen) {
-          if (hdr === 12) {
-            out[10] = 1;
-            out[11] = 0;
-          }
+          if (hdr === VIRTIO_NET_HDR_SIZE) writeNumBuffers(out, 0, 1);
         } else if (!this.#mrg) {
           // Without MRG_RXBUF a frame must fit one buffer: drop it, return the buffer.
           this.#local[RX + STAT_DROPS]++;
@@ -529,8 +541,9 @@ export class QueuePairDatapath {
     }
     const bufs = this.#bufs;
     if (bufs > 1) {
-      this.#putByte(this.#rxFirst, 10, bufs & 0xff);
-      this.#putByte(this.#rxFirst, 11, bufs >>> 8);
+      // num_buffers (le16) of the header, which may span descriptors.
+      this.#putByte(this.#rxFirst, NUM_BUFFERS, bufs & 0xff);
+      this.#putByte(this.#rxFirst, NUM_BUFFERS + 1, bufs >>> 8);
     }
     for (let i = 0; i < bufs; i++) rx.pushUsed(this.#heads[i], this.#lens[i]);
     for (let i = 0; i < this.#deferredCount; i++) rx.pushUsed(this.#deferred[i], 0);

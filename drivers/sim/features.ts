@@ -20,13 +20,8 @@
  * @module
  */
 
-import {
-  bit,
-  VIRTIO_NET_S_LINK_UP,
-  VirtioFeatureBit,
-  VirtioNetConfig,
-  VirtioNetFeatureBit,
-} from "@vhost-mdev/sdk";
+import { bit, VirtioFeatureBit, VirtioNetFeatureBit } from "@vhost-mdev/sdk";
+import { netConfigSpace } from "@vhost-mdev/sdk/net";
 import type { SimOptions } from "./options.ts";
 
 /** Most queue pairs one sim device serves (one Worker each). */
@@ -61,11 +56,5 @@ export function simFeatures(options: SimOptions): bigint {
  * `LINK_UP`, `max_virtqueue_pairs` = `queuePairs`, `mtu`; little-endian.
  */
 export function simConfigSpace(options: SimOptions, queuePairs: number): Uint8Array {
-  const config = new Uint8Array(VirtioNetConfig.SIZE);
-  const view = new DataView(config.buffer);
-  config.set(options.mac, VirtioNetConfig.MAC);
-  view.setUint16(VirtioNetConfig.STATUS, VIRTIO_NET_S_LINK_UP, true);
-  view.setUint16(VirtioNetConfig.MAX_VIRTQUEUE_PAIRS, queuePairs, true);
-  view.setUint16(VirtioNetConfig.MTU, options.mtu, true);
-  return config;
+  return netConfigSpace({ mac: options.mac, maxVirtqueuePairs: queuePairs, mtu: options.mtu });
 }

@@ -32,7 +32,13 @@
  * @module
  */
 
-import type { DeviceContext, DeviceDescription, Driver, ProbeParams } from "@vhost-mdev/sdk";
+import {
+  type DeviceContext,
+  type DeviceDescription,
+  type Driver,
+  type ProbeParams,
+  VirtioDeviceId,
+} from "@vhost-mdev/sdk";
 import { SimDevice } from "./device.ts";
 import {
   SIM_MAX_QUEUE_PAIRS,
@@ -86,7 +92,7 @@ export const driver: Driver = {
       );
     }
     return {
-      deviceId: 1,
+      deviceId: VirtioDeviceId.NET,
       features: simFeatures(options),
       numQueues: 2 * queues,
       maxQueueSize: SIM_MAX_QUEUE_SIZE,

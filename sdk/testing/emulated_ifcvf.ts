@@ -46,10 +46,12 @@ import {
 import {
   bit,
   hasBit,
+  VIRTIO_NET_HDR_SIZE,
   VirtioFeatureBit,
   VirtioNetFeatureBit,
   VirtioStatus,
 } from "../uapi/virtio.ts";
+import { VirtioNetHdr, writeNumBuffers } from "../net/header.ts";
 import { DescriptorChain } from "../virtqueue/descriptor.ts";
 import { DescriptorChainError } from "../virtqueue/descriptor.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
@@ -136,7 +138,8 @@ interface QueueState {
   stats: EmulatedQueueStats;
 }
 
-const NET_HDR = 12;
+/** The device requires `VERSION_1`, so every frame has the 12-byte header. */
+const NET_HDR = VIRTIO_NET_HDR_SIZE;
 const MAX_FRAME = 65535;
 const TWO_32 = 0x1_0000_0000;
 
@@ -212,7 +215,9 @@ export class EmulatedIfcvf {
   #frame = new Uint8Array(NET_HDR + MAX_FRAME);
   #packet = new Uint8Array(NET_HDR + MAX_FRAME);
   #lengths: number[] = [];
-  #count = new Uint8Array(2);
+  /** A header whose `num_buffers` is written into a delivered frame's first chain. */
+  #header = new Uint8Array(NET_HDR);
+  #numBuffersField = this.#header.subarray(VirtioNetHdr.NUM_BUFFERS);
   #processing = false;
 
   /** Build the device; see {@linkcode EmulatedIfcvfOptions} for the defaults. */
@@ -676,10 +681,9 @@ export class EmulatedIfcvf {
       lengths[used++] = n;
       written += n;
     }
-    // num_buffers: le16 at header offset 10, the number of chains used.
-    this.#count[0] = used & 0xff;
-    this.#count[1] = used >> 8;
-    rx.writeChain(this.#chains[0], this.#count, 10);
+    // num_buffers: the number of chains used.
+    writeNumBuffers(this.#header, 0, used);
+    rx.writeChain(this.#chains[0], this.#numBuffersField, VirtioNetHdr.NUM_BUFFERS);
     for (let i = 0; i < used; i++) rx.pushUsed(this.#chains[i].head, lengths[i]);
     s.stats.packets++;
     s.stats.bytes += frame.length;

@@ -1,11 +1,12 @@
 /**
- * Ethernet frames for tests and the software device's responder: build and
- * parse Ethernet II, ARP (RFC 826), IPv4 (RFC 791) with its header checksum,
- * ICMP echo (RFC 792) and UDP (RFC 768). MAC addresses are strings
+ * Ethernet frames for tests: build and parse Ethernet II, ARP (RFC 826),
+ * IPv4 (RFC 791) with its header checksum, ICMP echo (RFC 792) and UDP
+ * (RFC 768). MAC addresses are strings
  * (`"02:00:00:00:00:01"`), IPv4 addresses dotted quads (`"10.0.0.1"`). All
  * multi-byte fields are big-endian (network order). Parsers treat frames as
  * untrusted: a short or inconsistent frame throws a {@linkcode FrameError}
- * naming the field.
+ * naming the field. The checksum, the protocol numbers and the responder
+ * are `@vhost-mdev/sdk/net`'s, re-exported here.
  *
  * @example Answer a ping
  * ```ts
@@ -23,23 +24,12 @@
  * @module
  */
 
-/** EtherType values used here. */
-export const EtherType = {
-  IPV4: 0x0800,
-  ARP: 0x0806,
-  VLAN: 0x8100,
-  IPV6: 0x86dd,
-} as const;
+import { internetChecksum } from "../net/checksum.ts";
+import { ARP_SIZE, ArpOp, ETHERNET_HEADER_SIZE, EtherType, IpProtocol } from "../net/ethernet.ts";
+import { MAX_REPLY_SIZE, respond as respondInto } from "../net/responder.ts";
 
-/** IPv4 protocol numbers used here. */
-export const IpProtocol = {
-  ICMP: 1,
-  TCP: 6,
-  UDP: 17,
-} as const;
+export { ARP_SIZE, ArpOp, ETHERNET_HEADER_SIZE, EtherType, internetChecksum, IpProtocol };
 
-/** Bytes of an Ethernet II header (destination, source, EtherType). */
-export const ETHERNET_HEADER_SIZE = 14;
 /** Smallest Ethernet frame without its FCS; shorter frames are padded. */
 export const ETHERNET_MIN_FRAME = 60;
 /** The broadcast MAC address. */
@@ -86,20 +76,6 @@ export function parseIpv4Address(ip: string): Uint8Array {
 /** Format 4 bytes (at `offset`) as a dotted quad. */
 export function formatIpv4Address(bytes: Uint8Array, offset = 0): string {
   return `${bytes[offset]}.${bytes[offset + 1]}.${bytes[offset + 2]}.${bytes[offset + 3]}`;
-}
-
-/**
- * The Internet checksum (RFC 1071): one's complement of the one's complement
- * sum of 16-bit big-endian words, odd trailing byte padded with zero.
- * Computing it over data that includes a correct checksum gives 0.
- */
-export function internetChecksum(data: Uint8Array, initial = 0): number {
-  let sum = initial;
-  const n = data.length & ~1;
-  for (let i = 0; i < n; i += 2) sum += (data[i] << 8) | data[i + 1];
-  if (data.length & 1) sum += data[data.length - 1] << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
 }
 
 function need(data: Uint8Array, size: number, what: string): DataView {
@@ -185,11 +161,6 @@ export interface ArpPacket {
   /** Target protocol address. */
   targetIp: string;
 }
-
-/** ARP operation codes. */
-export const ArpOp = { REQUEST: 1, REPLY: 2 } as const;
-/** Bytes of an Ethernet/IPv4 ARP packet. */
-export const ARP_SIZE = 28;
 
 /** Encode an ARP packet (Ethernet hardware, IPv4 protocol). */
 export function encodeArp(p: ArpPacket): Uint8Array {
@@ -472,7 +443,7 @@ function udpChecksum(src: string, dst: string, udp: Uint8Array): number {
   pseudo[9] = IpProtocol.UDP;
   new DataView(pseudo.buffer).setUint16(10, udp.length);
   const partial = ~internetChecksum(pseudo) & 0xffff;
-  return internetChecksum(udp, partial);
+  return internetChecksum(udp, 0, udp.length, partial);
 }
 
 /**
@@ -520,46 +491,20 @@ export interface ResponderIdentity {
  * What a host at `me` answers to `frame`: an ARP reply to an ARP request for
  * `me.ip`, an ICMP echo reply to an echo request addressed to `me.ip` (same
  * id, sequence and data), otherwise `null`. Malformed frames get `null`.
+ * A copy of the answer of `@vhost-mdev/sdk/net`'s allocation-free
+ * `respond`, which the sim device runs.
  */
 export function respond(frame: Uint8Array, me: ResponderIdentity): Uint8Array | null {
-  let eth: EthernetFrame;
+  let mac: Uint8Array, ip: Uint8Array;
   try {
-    eth = parseEthernet(frame);
+    mac = parseMac(me.mac);
+    ip = parseIpv4Address(me.ip);
   } catch {
     return null;
   }
-  const myMac = me.mac.toLowerCase();
-  if (eth.dst !== BROADCAST_MAC && eth.dst !== myMac) return null;
-  try {
-    if (eth.etherType === EtherType.ARP) {
-      const arp = parseArp(eth.payload);
-      if (arp.op !== ArpOp.REQUEST || arp.targetIp !== me.ip) return null;
-      return buildArpReply({
-        srcMac: myMac,
-        srcIp: me.ip,
-        dstMac: arp.senderMac,
-        dstIp: arp.senderIp,
-      });
-    }
-    if (eth.etherType === EtherType.IPV4 && eth.dst === myMac) {
-      const ip = parseIpv4(eth.payload);
-      if (ip.protocol !== IpProtocol.ICMP || ip.dst !== me.ip) return null;
-      const echo = parseIcmpEcho(frame);
-      if (echo.type !== "request") return null;
-      return buildIcmpEcho({
-        type: "reply",
-        id: echo.id,
-        seq: echo.seq,
-        data: echo.data,
-        srcMac: myMac,
-        dstMac: eth.src,
-        srcIp: me.ip,
-        dstIp: ip.src,
-      });
-    }
-  } catch (e) {
-    if (e instanceof FrameError) return null;
-    throw e;
-  }
-  return null;
+  const out = new Uint8Array(
+    Math.min(MAX_REPLY_SIZE, Math.max(frame.length, ETHERNET_HEADER_SIZE + ARP_SIZE)),
+  );
+  const n = respondInto(frame, 0, frame.length, out, 0, mac, ip);
+  return n === 0 ? null : out.slice(0, n);
 }

@@ -38,6 +38,7 @@ import {
   VirtioNetFeatureBit,
   VirtioStatus,
 } from "../uapi/virtio.ts";
+import { readNumBuffers } from "../net/header.ts";
 import { isValidQueueSize } from "../virtqueue/layout.ts";
 import { SplitQueueDriver } from "../virtqueue/split_driver.ts";
 import type { VhostUserFrontend } from "./vhost_user_frontend.ts";
@@ -357,7 +358,7 @@ export class VirtioNetDriver {
         p.stats.rxErrors++;
         continue;
       }
-      const numBuffers = this.mrgRxbuf ? (first[10] | (first[11] << 8)) : 1;
+      const numBuffers = this.mrgRxbuf ? readNumBuffers(first, 0) : 1;
       const parts = [first.subarray(VIRTIO_NET_HDR_SIZE)];
       let ok = numBuffers >= 1;
       for (let i = 1; ok && i < numBuffers; i++) {

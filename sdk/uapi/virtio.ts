@@ -76,6 +76,40 @@ export const VirtioNetFeatureBit = {
   CTRL_MAC_ADDR: 23,
 } as const;
 
+/** virtio-blk feature bit numbers (virtio 1.2 §5.2.3). */
+export const VirtioBlkFeatureBit = {
+  /** `size_max` in config is the largest segment. */
+  SIZE_MAX: 1,
+  /** `seg_max` in config is the most segments per request. */
+  SEG_MAX: 2,
+  /** `geometry` in config is valid. */
+  GEOMETRY: 4,
+  /** The device is read-only. */
+  RO: 5,
+  /** `blk_size` in config is valid. */
+  BLK_SIZE: 6,
+  /** Cache flush command. */
+  FLUSH: 9,
+  /** `topology` in config is valid. */
+  TOPOLOGY: 10,
+  /** The cache mode (`writeback`) is writable in config. */
+  CONFIG_WCE: 11,
+  /** `num_queues` in config is valid. */
+  MQ: 12,
+  /** Discard command. */
+  DISCARD: 13,
+  /** Write-zeroes command. */
+  WRITE_ZEROES: 14,
+} as const;
+
+/** Byte offsets in the virtio-blk config space (virtio 1.2 §5.2.4). */
+export const VirtioBlkConfig = {
+  /** le16 `num_queues` (valid with `VIRTIO_BLK_F_MQ`). */
+  NUM_QUEUES: 34,
+  /** Size of the fields through `write_zeroes_may_unmap` and its padding. */
+  SIZE: 60,
+} as const;
+
 /**
  * The feature bit `bit` as a mask.
  *

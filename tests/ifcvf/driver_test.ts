@@ -12,10 +12,12 @@ import {
   SplitQueueDriver,
   VhostIoctl,
   VhostMdevDevice,
+  VIRTIO_NET_HDR_SIZE,
   VirtioFeatureBit,
   VirtioNetFeatureBit,
   VirtioStatus,
 } from "@vhost-mdev/sdk";
+import { readNumBuffers } from "@vhost-mdev/sdk/net";
 import {
   close,
   eventfd,
@@ -38,7 +40,7 @@ const GPA = 0x4000_0000;
 const UVA_OFFSET = 0x7f00_0000_0000; // frontend VA = GPA + this: unlike the GPA on purpose
 const RING = 64;
 const BUF = 2048;
-const HDR = 12;
+const HDR = VIRTIO_NET_HDR_SIZE;
 
 interface Guest {
   device: VhostMdevDevice;
@@ -201,7 +203,7 @@ async function receive(g: Guest): Promise<{ frame: Uint8Array; numBuffers: numbe
   // Give the buffer back to the device for the next frame.
   g.rx.add([{ gpa: RX_BUFS + used.token * BUF, len: BUF, write: true }], used.token);
   g.rx.publish();
-  return { frame: bytes.subarray(HDR), numBuffers: bytes[10] | (bytes[11] << 8) };
+  return { frame: bytes.subarray(HDR), numBuffers: readNumBuffers(bytes, 0) };
 }
 
 /** Wait until `count` TX buffers came back, sleeping on ring 1's interrupts; returns the interrupts seen. */

@@ -15,6 +15,7 @@ import {
   hasBit,
   SplitQueueDriver,
   type SplitQueueDriverLayout,
+  VIRTIO_NET_HDR_SIZE,
   VirtioFeatureBit,
   type VringInfo,
 } from "@vhost-mdev/sdk";
@@ -28,6 +29,7 @@ import {
   pollAsync,
   POLLIN,
 } from "@vhost-mdev/sdk/sys";
+import { readNumBuffers } from "@vhost-mdev/sdk/net";
 import { driver } from "@vhost-mdev/sim";
 
 /** Guest memory size. */
@@ -74,7 +76,7 @@ export class SimRig {
   /** Errors the driver reported through `ctx.reportError`. */
   reported: { message: string; queue?: number }[] = [];
   readonly features: bigint;
-  readonly hdrLen = 12;
+  readonly hdrLen = VIRTIO_NET_HDR_SIZE;
   #memfd: number;
   #next = BUFFERS_GPA;
   #calls = 0;
@@ -272,7 +274,7 @@ export class SimRig {
       }
       const first = pending[0];
       const header = this.memory.bytes(first.token, this.hdrLen).slice();
-      const buffers = header[10] | (header[11] << 8);
+      const buffers = readNumBuffers(header, 0);
       if (buffers < 1) throw new Error(`num_buffers ${buffers} in a received header`);
       if (pending.length < buffers) {
         pending.push(

@@ -23,11 +23,15 @@
 
 import { parseArgs } from "node:util";
 import {
+  bit,
   type DeviceEvent,
   type DeviceOptions,
   type Driver,
   type QueueStats,
   VhostMdevDevice,
+  VirtioDeviceId,
+  VirtioFeatureBit,
+  VirtioNetFeatureBit,
 } from "@vhost-mdev/sdk";
 import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { driver as simDriver } from "@vhost-mdev/sim";
@@ -74,8 +78,9 @@ function relayDriver(): Driver {
       const numQueues = 2 * params.queues;
       const kicks = new Array<number>(numQueues).fill(0);
       return {
-        deviceId: 1,
-        features: (1n << 32n) | (1n << 5n) | (1n << 16n),
+        deviceId: VirtioDeviceId.NET,
+        features: bit(VirtioFeatureBit.VERSION_1) | bit(VirtioNetFeatureBit.MAC) |
+          bit(VirtioNetFeatureBit.STATUS),
         numQueues,
         maxQueueSize: 1024,
         config: new Uint8Array([0x52, 0x54, 0, 0x12, 0x34, 0x57, 1, 0, params.queues, 0]),

@@ -6,7 +6,15 @@
  */
 
 import { until } from "../../sdk/testing/until.ts";
-import type { DeviceContext, Driver, VringInfo } from "@vhost-mdev/sdk";
+import {
+  bit,
+  type DeviceContext,
+  type Driver,
+  VirtioDeviceId,
+  VirtioFeatureBit as F,
+  VirtioNetFeatureBit as N,
+  type VringInfo,
+} from "@vhost-mdev/sdk";
 
 /** One recorded call. */
 export interface RecordedCall {
@@ -29,9 +37,16 @@ export interface Recorder {
   count(op: RecordedCall["op"]): number;
 }
 
-/** VERSION_1 | MRG_RXBUF | MQ | EVENT_IDX | MAC | STATUS (what testpmd's virtio_user wants). */
-export const NET_FEATURES: bigint = (1n << 32n) | (1n << 15n) | (1n << 22n) | (1n << 29n) |
-  (1n << 5n) | (1n << 16n) | (1n << 28n);
+/** The virtio-net features testpmd's virtio_user wants. */
+export const NET_FEATURES: bigint = [
+  F.VERSION_1,
+  N.MRG_RXBUF,
+  N.MQ,
+  F.EVENT_IDX,
+  N.MAC,
+  N.STATUS,
+  F.INDIRECT_DESC,
+].reduce((m, b) => m | bit(b), 0n);
 
 /** Make a recorder; `failStart` makes `start` throw. */
 export function recordingDriver(
@@ -48,7 +63,7 @@ export function recordingDriver(
     probe(c, params) {
       ctx = c;
       return {
-        deviceId: 1,
+        deviceId: VirtioDeviceId.NET,
         features: NET_FEATURES,
         numQueues: 2 * params.queues,
         maxQueueSize: options.maxQueueSize ?? 1024,

@@ -8,7 +8,13 @@ import { GuestMemory } from "../../sdk/memory/guest_memory.ts";
 import { close, connectUnix, unixSocket } from "../../sdk/sys/mod.ts";
 import { MessageSocket } from "../../sdk/vhost_user/connection.ts";
 import { FrontendRequest, HeaderFlag, ProtocolFeatureBit } from "../../sdk/uapi/vhost_user.ts";
-import { bit, VirtioFeatureBit, VirtioNetFeatureBit } from "../../sdk/uapi/virtio.ts";
+import { writeNumBuffers } from "../../sdk/net/header.ts";
+import {
+  bit,
+  VIRTIO_NET_HDR_SIZE,
+  VirtioFeatureBit,
+  VirtioNetFeatureBit,
+} from "../../sdk/uapi/virtio.ts";
 import { DescriptorChain } from "../../sdk/virtqueue/descriptor.ts";
 import { SplitQueue } from "../../sdk/virtqueue/split_queue.ts";
 import { availRingSize, descTableSize, usedRingSize } from "../../sdk/virtqueue/layout.ts";
@@ -110,10 +116,9 @@ class MiniBackend {
 
 /** A receive buffer's content: header with `numBuffers`, then `data`. */
 function rxBuffer(numBuffers: number, data: Uint8Array): Uint8Array {
-  const b = new Uint8Array(12 + data.length);
-  b[10] = numBuffers & 0xff;
-  b[11] = numBuffers >> 8;
-  b.set(data, 12);
+  const b = new Uint8Array(VIRTIO_NET_HDR_SIZE + data.length);
+  writeNumBuffers(b, 0, numBuffers);
+  b.set(data, VIRTIO_NET_HDR_SIZE);
   return b;
 }
 

@@ -4,7 +4,13 @@
 // Also: CONFIG_CHANGE_MSG reaches the frontend.
 
 import assert from "node:assert/strict";
-import { bit, type Driver, VhostMdevDevice } from "@vhost-mdev/sdk";
+import {
+  bit,
+  type Driver,
+  VhostMdevDevice,
+  VirtioDeviceId,
+  VirtioFeatureBit,
+} from "@vhost-mdev/sdk";
 import {
   BackendRequest,
   decodeHeader,
@@ -38,8 +44,8 @@ function doorbellDriver(): { driver: Driver; memfd: number; config: () => void }
     probe(ctx) {
       signalConfig = () => ctx.signalConfigChange();
       return {
-        deviceId: 1,
-        features: 1n << 32n,
+        deviceId: VirtioDeviceId.NET,
+        features: bit(VirtioFeatureBit.VERSION_1),
         numQueues: 2,
         maxQueueSize: 256,
         ops: {
@@ -81,7 +87,7 @@ Deno.test("host notifiers and config change travel on the backend channel", asyn
   try {
     await fe.handshake();
     await fe.request(FrontendRequest.SET_BACKEND_REQ_FD, new Uint8Array(0), [theirs]);
-    await fe.setFeatures((1n << 32n) | bit(30));
+    await fe.setFeatures(bit(VirtioFeatureBit.VERSION_1) | bit(VirtioFeatureBit.PROTOCOL_FEATURES));
     await fe.setStatus(0xb); // ACKNOWLEDGE | DRIVER | FEATURES_OK: status drives the start
     await fe.setMemTable();
     for (const q of [0, 1]) {
