@@ -8,7 +8,7 @@
  * @module
  */
 
-import { findExecutable } from "@vhost-mdev/sdk/testing";
+import { findExecutable } from "@vhost-mdev/testing";
 import { type BaselineLatency, buildBaseline, runBaseline } from "./kick_baseline.ts";
 import {
   KICK_GAP_US,

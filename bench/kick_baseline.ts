@@ -6,7 +6,7 @@
  * @module
  */
 
-import { findExecutable } from "@vhost-mdev/sdk/testing";
+import { findExecutable } from "@vhost-mdev/testing";
 import { type LatencyStats, latencyStats } from "./kick_latency.ts";
 
 /** What the C program measured. */

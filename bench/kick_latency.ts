@@ -25,7 +25,7 @@ import {
 import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { KickRelay } from "../sdk/core/kick_relay.ts";
 import { close, eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
-import { VhostUserFrontend } from "@vhost-mdev/sdk/testing";
+import { VhostUserFrontend } from "@vhost-mdev/testing";
 import { quantile } from "./summary.ts";
 
 /** Kicks before the measured ones (the relay Worker and JIT settle). */

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { Testpmd } from "@vhost-mdev/sdk/testing";
+import { Testpmd } from "@vhost-mdev/testing";
 import { cpuSnapshot, foreignCpus } from "./cpu_load.ts";
 import { ringPackets, SimServe } from "./sim_serve.ts";
 

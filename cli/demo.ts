@@ -11,7 +11,7 @@
 
 import { type QueueStats, VhostMdevDevice } from "@vhost-mdev/sdk";
 import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
-import { findExecutable, VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/sdk/testing";
+import { findExecutable, VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/testing";
 import { driver as sim } from "@vhost-mdev/sim";
 import { parseFlags } from "./format.ts";
 

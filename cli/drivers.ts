@@ -14,7 +14,12 @@ export { isDriver, loadDriverModule } from "./driver_loader.ts";
 /** Bundled drivers by name, each loaded when asked for. */
 export const BUNDLED_DRIVERS: Readonly<Record<string, () => Promise<Driver>>> = {
   sim: async () => (await import("@vhost-mdev/sim")).driver,
-  ifcvf: async () => (await import("@vhost-mdev/ifcvf")).driver,
+  // `--pci emulated` runs ifcvf on the emulated IFC VF; anything else is VFIO.
+  ifcvf: async () => {
+    const { makeIfcvfDriver, openIfcvfTarget } = await import("@vhost-mdev/ifcvf");
+    const { openEmulatedIfcvf } = await import("@vhost-mdev/ifcvf/emulated");
+    return makeIfcvfDriver((p) => p.pci === "emulated" ? openEmulatedIfcvf(p) : openIfcvfTarget(p));
+  },
 };
 
 /** A bundled driver by name, or a plugin loaded from a path or URL. */

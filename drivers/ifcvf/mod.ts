@@ -7,8 +7,9 @@
  * notifiers) and keeps ring state across stop/start in the live-migration
  * BAR.
  *
- * `--pci ADDRESS` names a device bound to vfio-pci; `--pci emulated` runs
- * the driver on the SDK's emulated IFC VF, no hardware needed. A device
+ * `--pci ADDRESS` names a device bound to vfio-pci; the CLI's `--pci
+ * emulated` runs the driver on the emulated IFC VF
+ * (`@vhost-mdev/ifcvf/emulated`), no hardware needed. A device
  * outside the IFC VF ID table is refused unless `--generic true` asks to
  * drive it as a plain modern virtio-net device (what the kernel's vp_vdpa
  * does), e.g. QEMU's virtio-net-pci in a VM with a vIOMMU.
@@ -17,9 +18,11 @@
  * ```ts
  * import { VhostMdevDevice } from "@vhost-mdev/sdk";
  * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
- * import { driver } from "@vhost-mdev/ifcvf";
+ * import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
+ * import { openEmulatedIfcvf } from "@vhost-mdev/ifcvf/emulated";
  *
- * const device = await VhostMdevDevice.create(driver, { queues: 1, pci: "emulated", options: {} });
+ * const driver = makeIfcvfDriver(openEmulatedIfcvf);
+ * const device = await VhostMdevDevice.create(driver, { queues: 1, options: {} });
  * const server = VhostUserServer.listen(device, "/tmp/ifcvf.sock");
  * ```
  *
@@ -28,7 +31,6 @@
 
 import type { Driver, ProbeParams } from "@vhost-mdev/sdk";
 import { openVfioPci } from "@vhost-mdev/sdk/vfio";
-import { EmulatedIfcvf } from "@vhost-mdev/sdk/testing";
 import { IFCVF_PCI_IDS } from "./ids.ts";
 import { type IfcvfTarget, probeIfcvf } from "./ifcvf.ts";
 
@@ -47,26 +49,23 @@ export type { IfcvfTarget } from "./ifcvf.ts";
 export type IfcvfOpener = (params: ProbeParams) => IfcvfTarget;
 
 /**
- * The default opener: `params.pci === "emulated"` builds an
- * {@linkcode EmulatedIfcvf}; anything else is a PCI address opened through
- * VFIO.
+ * The default opener: `params.pci` is a PCI address, opened through VFIO.
+ * (The emulated IFC VF, `@vhost-mdev/ifcvf/emulated`, is wired in by the CLI
+ * for `--pci emulated` and by tests.)
  */
 export function openIfcvfTarget(params: ProbeParams): IfcvfTarget {
   const pci = params.pci;
   if (!pci) {
     throw new Error(
-      "ifcvf needs a device: --pci ADDRESS (bound to vfio-pci, e.g. 0000:03:00.0) or --pci emulated",
+      "ifcvf needs a device: --pci ADDRESS (bound to vfio-pci, e.g. 0000:03:00.0), or --pci " +
+        "emulated with the vhost-mdev CLI",
     );
   }
   if (pci === "emulated") {
-    const device = new EmulatedIfcvf({ queuePairs: Math.min(8, Math.max(1, params.queues)) });
-    return {
-      fn: device.function,
-      dma: device.dma,
-      description: "the emulated IFC VF",
-      stats: () => device.stats(),
-      close: () => device.function.close(),
-    };
+    throw new Error(
+      'ifcvf: "emulated" is not a PCI address; run it with the vhost-mdev CLI (serve --driver ' +
+        "ifcvf --pci emulated) or open an EmulatedIfcvf from @vhost-mdev/ifcvf/emulated",
+    );
   }
   const vfio = openVfioPci(pci);
   return {

@@ -27,7 +27,7 @@
  */
 
 import { parseArgs } from "node:util";
-import type { VhostUserFrontend } from "@vhost-mdev/sdk/testing";
+import type { VhostUserFrontend } from "@vhost-mdev/testing";
 import { firstDifference, testFrame } from "./frames.ts";
 
 // Printed before the SDK is imported, so the host can tell Deno's start-up
@@ -61,7 +61,7 @@ async function main(): Promise<void> {
   const loading = performance.now();
   const { VhostMdevDevice } = await import("@vhost-mdev/sdk");
   const { VhostUserServer } = await import("@vhost-mdev/sdk/vhost-user");
-  const testing = await import("@vhost-mdev/sdk/testing");
+  const testing = await import("@vhost-mdev/testing");
   const { driver } = await import("@vhost-mdev/ifcvf");
   say(`SDK and ifcvf loaded in ${Math.round(performance.now() - loading)} ms`);
 

@@ -1,7 +1,7 @@
 /**
  * The two things a PCI driver needs from the platform, as interfaces that
  * both the real VFIO classes (`sdk/vfio`) and the emulated devices
- * (`sdk/testing`) implement:
+ * (`emulated.ts`) implement:
  *
  * - {@linkcode PciFunction}: one PCI function: config space, BAR regions
  *   and their mapping, interrupts wired to eventfds, reset;

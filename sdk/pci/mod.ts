@@ -2,8 +2,8 @@
  * PCI for drivers: config space and capability walking, exact-width MMIO
  * access to BARs, the virtio 1.2 PCI modern transport, and the
  * {@linkcode PciFunction} / {@linkcode DmaSpace} interfaces that real VFIO
- * devices (`@vhost-mdev/sdk/vfio`) and emulated ones
- * (`@vhost-mdev/sdk/testing`) both implement.
+ * devices (`@vhost-mdev/sdk/vfio`) and emulated ones (`EmulatedPciFunction`,
+ * for developing and testing a driver without hardware) both implement.
  *
  * @example Bring up a virtio device's first queue
  * ```ts
@@ -29,4 +29,5 @@ export * from "./capabilities.ts";
 export * from "./function.ts";
 export * from "./virtio_caps.ts";
 export * from "./virtio_pci.ts";
+export * from "./emulated.ts";
 export * from "../uapi/pci.ts";

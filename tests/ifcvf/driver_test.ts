@@ -31,7 +31,7 @@ import {
   POLLIN,
   SysError,
 } from "@vhost-mdev/sdk/sys";
-import { EmulatedIfcvf, type EmulatedIfcvfOptions } from "@vhost-mdev/sdk/testing";
+import { EmulatedIfcvf, type EmulatedIfcvfOptions } from "@vhost-mdev/ifcvf/emulated";
 import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
 import type { PciFunction } from "@vhost-mdev/sdk/pci";
 

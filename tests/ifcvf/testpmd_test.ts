@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
 import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
-import { EmulatedIfcvf, Testpmd, until } from "@vhost-mdev/sdk/testing";
+import { EmulatedIfcvf } from "@vhost-mdev/ifcvf/emulated";
+import { Testpmd, until } from "@vhost-mdev/testing";
 import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
 import { requirePeer } from "../support/peers.ts";
 

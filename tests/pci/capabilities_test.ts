@@ -11,7 +11,7 @@ import {
   VirtioPciCapType,
   VirtioPciLayoutError,
 } from "@vhost-mdev/sdk/pci";
-import { EmulatedIfcvf } from "@vhost-mdev/sdk/testing";
+import { EmulatedIfcvf } from "@vhost-mdev/ifcvf/emulated";
 
 /** A config space with the capability list bit set and caps at the given offsets. */
 function space(

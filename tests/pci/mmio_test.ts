@@ -13,12 +13,8 @@ import {
   VirtioCommonCfg as C,
   VirtioPciTransport,
 } from "@vhost-mdev/sdk/pci";
-import {
-  EmulatedIfcvf,
-  EmulatedIfcvfLayout,
-  EmulatedMmio,
-  MemoryRegisters,
-} from "@vhost-mdev/sdk/testing";
+import { EmulatedMmio, MemoryRegisters } from "@vhost-mdev/sdk/pci";
+import { EmulatedIfcvf, EmulatedIfcvfLayout } from "@vhost-mdev/ifcvf/emulated";
 
 Deno.test("MappedMmio: little-endian values at exact widths, refusing misaligned and out-of-range", () => {
   const buffer = new ArrayBuffer(64);

@@ -26,7 +26,7 @@ import {
   socketPair,
   SysError,
 } from "@vhost-mdev/sdk/sys";
-import { Testpmd } from "../../sdk/testing/testpmd.ts";
+import { Testpmd } from "../../testing/testpmd.ts";
 import { requirePeer } from "../support/peers.ts";
 import {
   BackendProcess,

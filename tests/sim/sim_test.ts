@@ -13,8 +13,8 @@ import {
   parseArp,
   parseEthernet,
   parseIcmpEcho,
-} from "../../sdk/testing/frames.ts";
-import { until } from "../../sdk/testing/until.ts";
+} from "../../testing/frames.ts";
+import { until } from "../../testing/until.ts";
 import { SimRig } from "./rig.ts";
 
 const MAC = "52:54:00:12:34:56";

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { until } from "../../sdk/testing/until.ts";
+import { until } from "../../testing/until.ts";
 import {
   bit,
   type DeviceContext,

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { bit, VirtioFeatureBit } from "@vhost-mdev/sdk";
-import { DriverHarness } from "@vhost-mdev/sdk/testing";
+import { DriverHarness } from "@vhost-mdev/testing";
 import { driver as sim } from "@vhost-mdev/sim";
 import { recordingDriver } from "../support/recording_driver.ts";
 

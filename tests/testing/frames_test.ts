@@ -16,7 +16,7 @@ import {
   parseMac,
   parseUdp,
   respond,
-} from "../../sdk/testing/frames.ts";
+} from "../../testing/frames.ts";
 
 const A = { mac: "02:00:00:00:00:01", ip: "10.0.0.1" };
 const B = { mac: "02:00:00:00:00:02", ip: "10.0.0.2" };

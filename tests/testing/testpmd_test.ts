@@ -4,13 +4,8 @@
 
 import assert from "node:assert/strict";
 import { requirePeer } from "../support/peers.ts";
-import { findExecutable } from "../../sdk/testing/programs.ts";
-import {
-  parseForwardStats,
-  parsePortStats,
-  Testpmd,
-  TestpmdError,
-} from "../../sdk/testing/testpmd.ts";
+import { findExecutable } from "../../testing/programs.ts";
+import { parseForwardStats, parsePortStats, Testpmd, TestpmdError } from "../../testing/testpmd.ts";
 
 // Skips (printing why) when DPDK is missing; with CI=true that is a failure.
 const TESTPMD = await requirePeer("dpdk-testpmd");

@@ -5,13 +5,10 @@
 
 import assert from "node:assert/strict";
 import { requirePeer } from "../support/peers.ts";
-import { Testpmd, type TestpmdOptions } from "../../sdk/testing/testpmd.ts";
-import { VhostUserFrontend } from "../../sdk/testing/vhost_user_frontend.ts";
-import {
-  VirtioNetDriver,
-  type VirtioNetDriverOptions,
-} from "../../sdk/testing/virtio_net_driver.ts";
-import { buildUdp, parseUdp } from "../../sdk/testing/frames.ts";
+import { Testpmd, type TestpmdOptions } from "../../testing/testpmd.ts";
+import { VhostUserFrontend } from "../../testing/vhost_user_frontend.ts";
+import { VirtioNetDriver, type VirtioNetDriverOptions } from "../../testing/virtio_net_driver.ts";
+import { buildUdp, parseUdp } from "../../testing/frames.ts";
 import { bit, VirtioFeatureBit, VirtioNetFeatureBit } from "../../sdk/uapi/virtio.ts";
 
 // Skips (printing why) when DPDK is missing; with CI=true that is a failure.

@@ -29,7 +29,7 @@ import {
   recvMsg,
   socketPair,
 } from "@vhost-mdev/sdk/sys";
-import { DEFAULT_FRONTEND_PROTOCOL_FEATURES, VhostUserFrontend } from "@vhost-mdev/sdk/testing";
+import { DEFAULT_FRONTEND_PROTOCOL_FEATURES, VhostUserFrontend } from "@vhost-mdev/testing";
 import { SplitQueueDriver } from "@vhost-mdev/sdk";
 
 /** A driver whose doorbells live in one memfd page per ring. */

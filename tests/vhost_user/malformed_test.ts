@@ -23,7 +23,7 @@ import {
   sendMsg,
   unixSocket,
 } from "@vhost-mdev/sdk/sys";
-import { until } from "../../sdk/testing/until.ts";
+import { until } from "../../testing/until.ts";
 import { recordingDriver } from "../support/recording_driver.ts";
 import { settledFdCount } from "../support/peers.ts";
 

@@ -25,7 +25,7 @@ import {
   setNonBlocking,
   socketPair,
 } from "@vhost-mdev/sdk/sys";
-import { VhostUserFrontend } from "../../sdk/testing/vhost_user_frontend.ts";
+import { VhostUserFrontend } from "../../testing/vhost_user_frontend.ts";
 import { NET_FEATURES, recordingDriver } from "../support/recording_driver.ts";
 import { settledFdCount } from "../support/peers.ts";
 

@@ -11,7 +11,7 @@
  *
  * @example Count what a virtio_user frontend sends to a socket
  * ```ts ignore
- * import { Testpmd } from "@vhost-mdev/sdk/testing";
+ * import { Testpmd } from "@vhost-mdev/testing";
  *
  * const tp = await Testpmd.start({
  *   vdevs: "net_virtio_user0,path=/tmp/vhost.sock,queues=1",

@@ -5,7 +5,7 @@
  *
  * @example Attach the TypeScript frontend to a served device
  * ```ts ignore
- * import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/sdk/testing";
+ * import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/testing";
  *
  * const frontend = await VhostUserFrontend.connect("/tmp/vhost-net0.sock");
  * const net = await VirtioNetDriver.attach(frontend, { queuePairs: 1 });
@@ -21,5 +21,3 @@ export * from "./driver_harness.ts";
 export * from "./frames.ts";
 export * from "./vhost_user_frontend.ts";
 export * from "./virtio_net_driver.ts";
-export * from "./emulated_pci.ts";
-export * from "./emulated_ifcvf.ts";

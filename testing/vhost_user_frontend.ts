@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts ignore
- * import { VhostUserFrontend } from "@vhost-mdev/sdk/testing";
+ * import { VhostUserFrontend } from "@vhost-mdev/testing";
  *
  * const fe = await VhostUserFrontend.connect("/tmp/vhost.sock", { memoryMiB: 16 });
  * try {
@@ -27,7 +27,7 @@
  * @module
  */
 
-import { GuestMemory } from "../memory/guest_memory.ts";
+import { GuestMemory } from "@vhost-mdev/sdk";
 import {
   accept,
   bindUnix,
@@ -45,9 +45,9 @@ import {
   POLLIN,
   SysError,
   unixSocket,
-} from "../sys/mod.ts";
-import { ProtocolError } from "../core/errors.ts";
-import { MessageSocket } from "../vhost_user/connection.ts";
+} from "@vhost-mdev/sdk/sys";
+import { ProtocolError } from "@vhost-mdev/sdk";
+import { MessageSocket } from "@vhost-mdev/sdk/vhost-user";
 import {
   type ConfigPayload,
   decodeConfig,
@@ -61,7 +61,7 @@ import {
   encodeVringFileIndex,
   encodeVringState,
   type VhostUserMessage,
-} from "../vhost_user/message.ts";
+} from "@vhost-mdev/sdk/vhost-user";
 import {
   CONFIG_HEADER_SIZE,
   FrontendRequest,
@@ -71,9 +71,9 @@ import {
   ProtocolFeatureBit,
   U64_SIZE,
   VRING_STATE_SIZE,
-} from "../uapi/vhost_user.ts";
-import { bit, hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
-import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
+} from "@vhost-mdev/sdk/vhost-user";
+import { bit, hasBit, VirtioFeatureBit } from "@vhost-mdev/sdk";
+import { availRingSize, descTableSize, usedRingSize } from "@vhost-mdev/sdk";
 
 /** Protocol features the frontend asks for unless told otherwise. */
 export const DEFAULT_FRONTEND_PROTOCOL_FEATURES: bigint = bit(ProtocolFeatureBit.MQ) |

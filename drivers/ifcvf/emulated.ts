@@ -21,7 +21,7 @@
  * The datapath is a loopback wire: a frame the driver puts on TX queue
  * `2p+1` comes back on RX queue `2p`. Rings are real split rings in the
  * memory the driver mapped for DMA, reached only through the
- * {@linkcode EmulatedDmaSpace} (an IOVA outside the mappings is a device
+ * `EmulatedDmaSpace` (an IOVA outside the mappings is a device
  * error, as an IOMMU fault would be). A doorbell store processes its ring
  * synchronously, inside the store. Interrupts are MSI-X: writing the
  * eventfd wired to the queue's vector.
@@ -34,33 +34,34 @@
  * @module
  */
 
-import { PciConfigBuffer } from "../pci/config.ts";
-import {
-  PciCapabilityId,
-  PciConfig,
-  PciStatus,
-  VIRTIO_MSI_NO_VECTOR,
-  VirtioCommonCfg as C,
-  VirtioPciCapType,
-} from "../uapi/pci.ts";
 import {
   bit,
+  DescriptorChain,
+  DescriptorChainError,
   hasBit,
+  SplitQueue,
   VIRTIO_NET_HDR_SIZE,
   VirtioFeatureBit,
   VirtioNetFeatureBit,
   VirtioStatus,
-} from "../uapi/virtio.ts";
-import { VirtioNetHdr, writeNumBuffers } from "../net/header.ts";
-import { DescriptorChain } from "../virtqueue/descriptor.ts";
-import { DescriptorChainError } from "../virtqueue/descriptor.ts";
-import { SplitQueue } from "../virtqueue/split_queue.ts";
+} from "@vhost-mdev/sdk";
+import { VirtioNetHdr, writeNumBuffers } from "@vhost-mdev/sdk/net";
 import {
   EmulatedDmaSpace,
   EmulatedPciFunction,
   type EmulatedRegisters,
   MemoryRegisters,
-} from "./emulated_pci.ts";
+  PciCapabilityId,
+  PciConfig,
+  PciConfigBuffer,
+  PciStatus,
+  VIRTIO_MSI_NO_VECTOR,
+  VirtioCommonCfg as C,
+  VirtioPciCapType,
+} from "@vhost-mdev/sdk/pci";
+import type { ProbeParams } from "@vhost-mdev/sdk";
+import type { IfcvfTarget } from "./ifcvf.ts";
+import { LM_BAR, LM_CFG_SIZE, LM_RING_STATE_OFFSET } from "./lm.ts";
 
 /** BAR 0 layout of the emulated device. */
 export const EmulatedIfcvfLayout = {
@@ -74,13 +75,13 @@ export const EmulatedIfcvfLayout = {
   NOTIFY: 0x3000,
   /** BAR holding the MSI-X table (offset 0) and PBA (offset 0x800). */
   MSIX_BAR: 1,
-  /** The live-migration BAR. */
-  LM_BAR: 4,
+  /** The live-migration BAR (the layout is `lm.ts`'s, the driver's own). */
+  LM_BAR,
   LM_SIZE: 0x1000,
   /** Offset of queue pair 0's ring state in the LM BAR. */
-  LM_RING_STATE: 0x20,
+  LM_RING_STATE: LM_RING_STATE_OFFSET,
   /** Bytes per queue pair in the LM BAR. */
-  LM_PAIR_STRIDE: 0x40,
+  LM_PAIR_STRIDE: LM_CFG_SIZE,
 } as const;
 
 /** How to build an {@linkcode EmulatedIfcvf}. */
@@ -175,7 +176,7 @@ const COMMON_WIDTH: Record<number, 1 | 2 | 4> = {
  *
  * @example
  * ```ts ignore
- * import { EmulatedIfcvf } from "@vhost-mdev/sdk/testing";
+ * import { EmulatedIfcvf } from "@vhost-mdev/testing";
  * const device = new EmulatedIfcvf({ queuePairs: 1 });
  * const fn = device.function; // config space, BARs, MSI-X
  * const dma = device.dma;     // where the driver maps guest memory
@@ -834,4 +835,27 @@ function buildConfigSpace(o: {
     at = next;
   });
   return cfg;
+}
+
+/**
+ * An ifcvf target on a new emulated IFC VF sized for `params` (at most 8
+ * queue pairs, as on the N3000): what `--pci emulated` opens.
+ *
+ * @example
+ * ```ts
+ * import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
+ * import { openEmulatedIfcvf } from "@vhost-mdev/ifcvf/emulated";
+ *
+ * const driver = makeIfcvfDriver(openEmulatedIfcvf);
+ * ```
+ */
+export function openEmulatedIfcvf(params: ProbeParams): IfcvfTarget {
+  const device = new EmulatedIfcvf({ queuePairs: Math.min(8, Math.max(1, params.queues)) });
+  return {
+    fn: device.function,
+    dma: device.dma,
+    description: "the emulated IFC VF",
+    stats: () => device.stats(),
+    close: () => device.function.close(),
+  };
 }

@@ -25,7 +25,7 @@ function isExecutable(path: string): boolean {
  *
  * @example
  * ```ts
- * import { findExecutable } from "@vhost-mdev/sdk/testing";
+ * import { findExecutable } from "@vhost-mdev/testing";
  * const testpmd = findExecutable("dpdk-testpmd"); // "/usr/bin/dpdk-testpmd" or null
  * ```
  */

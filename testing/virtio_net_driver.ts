@@ -15,7 +15,7 @@
  *
  * @example
  * ```ts ignore
- * import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/sdk/testing";
+ * import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/testing";
  *
  * const fe = await VhostUserFrontend.connect("/tmp/vhost.sock");
  * const net = await VirtioNetDriver.start(fe, { queuePairs: 1, ringSize: 256 });
@@ -28,8 +28,8 @@
  * @module
  */
 
-import { pollAsync, POLLIN } from "../sys/mod.ts";
-import { ProtocolFeatureBit } from "../uapi/vhost_user.ts";
+import { pollAsync, POLLIN } from "@vhost-mdev/sdk/sys";
+import { ProtocolFeatureBit } from "@vhost-mdev/sdk/vhost-user";
 import {
   bit,
   hasBit,
@@ -37,10 +37,10 @@ import {
   VirtioFeatureBit,
   VirtioNetFeatureBit,
   VirtioStatus,
-} from "../uapi/virtio.ts";
-import { readNumBuffers } from "../net/header.ts";
-import { isValidQueueSize } from "../virtqueue/layout.ts";
-import { SplitQueueDriver } from "../virtqueue/split_driver.ts";
+} from "@vhost-mdev/sdk";
+import { readNumBuffers } from "@vhost-mdev/sdk/net";
+import { isValidQueueSize } from "@vhost-mdev/sdk";
+import { SplitQueueDriver } from "@vhost-mdev/sdk";
 import type { VhostUserFrontend } from "./vhost_user_frontend.ts";
 
 /** Options of {@linkcode VirtioNetDriver.start}. */

@@ -16,15 +16,10 @@
 
 import { GuestMemory } from "../memory/guest_memory.ts";
 import { eventfdWrite } from "../sys/mod.ts";
-import {
-  checkDmaMapping,
-  type DmaMapping,
-  type DmaSpace,
-  type IovaRange,
-} from "../pci/function.ts";
-import type { PciFunction, PciIrqInfo, PciRegion } from "../pci/function.ts";
-import type { PciConfigBuffer } from "../pci/config.ts";
-import { checkAccess, type MmioAccessor } from "../pci/mmio.ts";
+import { checkDmaMapping, type DmaMapping, type DmaSpace, type IovaRange } from "./function.ts";
+import type { PciFunction, PciIrqInfo, PciRegion } from "./function.ts";
+import type { PciConfigBuffer } from "./config.ts";
+import { checkAccess, type MmioAccessor } from "./mmio.ts";
 import { VfioPciIrq, VfioPciRegion, vfioPciRegionOffset } from "../uapi/vfio.ts";
 
 /** Register behaviour of one emulated BAR; offsets are aligned to `width`. */

@@ -20,7 +20,7 @@ import {
   VhostMdevDevice,
   VirtioFeatureBit,
   VirtioStatus,
-} from "../mod.ts";
+} from "@vhost-mdev/sdk";
 import {
   close,
   dup,
@@ -33,7 +33,7 @@ import {
   mmap,
   pollAsync,
   POLLIN,
-} from "../sys/mod.ts";
+} from "@vhost-mdev/sdk/sys";
 
 /** Options of {@linkcode DriverHarness.create}. */
 export interface DriverHarnessOptions {
@@ -73,7 +73,7 @@ const UVA = 0x7f00_0000_0000;
  *
  * @example Start the sim driver and loop one frame
  * ```ts ignore
- * import { DriverHarness } from "@vhost-mdev/sdk/testing";
+ * import { DriverHarness } from "@vhost-mdev/testing";
  * import { driver } from "@vhost-mdev/sim";
  *
  * const h = await DriverHarness.create(driver, { queues: 1, options: { mode: "loopback" } });

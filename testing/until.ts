@@ -14,7 +14,7 @@
  *
  * @example
  * ```ts
- * import { until } from "@vhost-mdev/sdk/testing";
+ * import { until } from "@vhost-mdev/testing";
  *
  * let done = false;
  * setTimeout(() => done = true, 10);

@@ -10,7 +10,7 @@
  *
  * @example Answer a ping
  * ```ts
- * import { buildIcmpEcho, parseIcmpEcho, respond } from "@vhost-mdev/sdk/testing";
+ * import { buildIcmpEcho, parseIcmpEcho, respond } from "@vhost-mdev/testing";
  *
  * const me = { mac: "02:00:00:00:00:02", ip: "10.0.0.2" };
  * const ping = buildIcmpEcho({
@@ -24,9 +24,9 @@
  * @module
  */
 
-import { internetChecksum } from "../net/checksum.ts";
-import { ARP_SIZE, ArpOp, ETHERNET_HEADER_SIZE, EtherType, IpProtocol } from "../net/ethernet.ts";
-import { MAX_REPLY_SIZE, respond as respondInto } from "../net/responder.ts";
+import { internetChecksum } from "@vhost-mdev/sdk/net";
+import { ARP_SIZE, ArpOp, ETHERNET_HEADER_SIZE, EtherType, IpProtocol } from "@vhost-mdev/sdk/net";
+import { MAX_REPLY_SIZE, respond as respondInto } from "@vhost-mdev/sdk/net";
 
 export { ARP_SIZE, ArpOp, ETHERNET_HEADER_SIZE, EtherType, internetChecksum, IpProtocol };
 
