@@ -72,7 +72,7 @@ const UVA = 0x7f00_0000_0000;
  * and enabled by {@linkcode DriverHarness.start}.
  *
  * @example Start the sim driver and loop one frame
- * ```ts ignore
+ * ```ts
  * import { DriverHarness } from "@vhost-mdev/testing";
  * import { driver } from "@vhost-mdev/sim";
  *

@@ -4,11 +4,13 @@
  * DPDK's testpmd, and emulated PCI hardware behind the VFIO interfaces.
  *
  * @example Attach the TypeScript frontend to a served device
- * ```ts ignore
+ * ```ts
  * import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/testing";
  *
  * const frontend = await VhostUserFrontend.connect("/tmp/vhost-net0.sock");
- * const net = await VirtioNetDriver.attach(frontend, { queuePairs: 1 });
+ * const net = await VirtioNetDriver.start(frontend, { queuePairs: 1, ringSize: 256 });
+ * await net.stop();
+ * frontend.close();
  * ```
  *
  * @module

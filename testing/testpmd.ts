@@ -10,7 +10,7 @@
  * `testpmd> ` prompt, which is how a command's output is delimited.
  *
  * @example Count what a virtio_user frontend sends to a socket
- * ```ts ignore
+ * ```ts
  * import { Testpmd } from "@vhost-mdev/testing";
  *
  * const tp = await Testpmd.start({

@@ -12,7 +12,7 @@
  * request it came from.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { VhostUserFrontend } from "@vhost-mdev/testing";
  *
  * const fe = await VhostUserFrontend.connect("/tmp/vhost.sock", { memoryMiB: 16 });

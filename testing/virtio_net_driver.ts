@@ -14,9 +14,10 @@
  * bytes, at fixed guest-physical addresses after the rings.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/testing";
  *
+ * declare const frame: Uint8Array;
  * const fe = await VhostUserFrontend.connect("/tmp/vhost.sock");
  * const net = await VirtioNetDriver.start(fe, { queuePairs: 1, ringSize: 256 });
  * net.send([frame]);

@@ -175,8 +175,8 @@ const COMMON_WIDTH: Record<number, 1 | 2 | 4> = {
  * `DmaSpace`.
  *
  * @example
- * ```ts ignore
- * import { EmulatedIfcvf } from "@vhost-mdev/testing";
+ * ```ts
+ * import { EmulatedIfcvf } from "@vhost-mdev/ifcvf/emulated";
  * const device = new EmulatedIfcvf({ queuePairs: 1 });
  * const fn = device.function; // config space, BARs, MSI-X
  * const dma = device.dma;     // where the driver maps guest memory

@@ -105,7 +105,12 @@ export class RingFailure extends Error {
  * The rings of one queue pair and what the device does between them.
  *
  * @example Step a pair by hand (what the Worker does in a loop)
- * ```ts ignore
+ * ```ts
+ * import { GuestMemory } from "@vhost-mdev/sdk";
+ * import { QueuePairDatapath } from "./datapath.ts";
+ * import type { DatapathSetup } from "./protocol.ts";
+ *
+ * declare const setup: DatapathSetup;
  * const dp = new QueuePairDatapath(GuestMemory.fromShared(setup.memory), setup, console.warn);
  * while (dp.run() > 0) {}
  * ```

@@ -74,8 +74,11 @@ function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<
  * costs no message; they count from the device's creation.
  *
  * @example
- * ```ts ignore
+ * ```ts
+ * import type { DeviceContext } from "@vhost-mdev/sdk";
  * import { parseSimOptions, SimDevice } from "@vhost-mdev/sim";
+ *
+ * declare const ctx: DeviceContext;
  * const ops = new SimDevice(ctx, parseSimOptions({ mode: "sink" }), 1);
  * await ops.start();
  * console.log(ops.stats());

@@ -20,7 +20,7 @@
  * is also reported through the device log (rate limited).
  *
  * @example Serve a loopback device
- * ```ts ignore
+ * ```ts
  * import { VhostMdevDevice } from "@vhost-mdev/sdk";
  * import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
  * import { driver } from "@vhost-mdev/sim";
@@ -69,7 +69,7 @@ export {
  * describes a virtio-net device with `2 * queues` rings (no control queue).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { VhostMdevDevice } from "@vhost-mdev/sdk";
  * import { driver } from "@vhost-mdev/sim";
  * const device = await VhostMdevDevice.create(driver, {

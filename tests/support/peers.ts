@@ -26,7 +26,7 @@ const PACKAGES: Readonly<Record<string, string>> = {
  * @throws Error when the binary is missing and `CI` is `"true"`.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { requirePeer } from "../support/peers.ts";
  *
  * Deno.test("frontend talks to testpmd", async () => {
