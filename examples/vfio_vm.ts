@@ -27,16 +27,16 @@
  */
 
 import { parseArgs } from "node:util";
-import { firstDifference, identifyFrame, testFrame } from "./guest/frames.ts";
+import { firstDifference, identifyFrame, testFrame } from "../testing/guest/frames.ts";
 import {
   GUEST_TOOLS,
   installHostTools,
   MissingToolsError,
   requireHostTools,
-} from "./guest/host_tools.ts";
-import { QemuVm } from "./guest/qemu.ts";
-import { UdpPeer } from "./guest/udp_peer.ts";
-import { prepareVfioGuest, scratchDirFor, vfioGuestArgs } from "./guest/vfio_guest.ts";
+} from "../testing/guest/host_tools.ts";
+import { QemuVm } from "../testing/guest/qemu.ts";
+import { UdpPeer } from "../testing/guest/udp_peer.ts";
+import { prepareVfioGuest, scratchDirFor, vfioGuestArgs } from "../testing/guest/vfio_guest.ts";
 
 const HELP = `Usage: deno run -A examples/vfio_vm.ts [options]
 
@@ -141,7 +141,7 @@ async function main(): Promise<number> {
 
   const root = repoRoot();
   const deno = Deno.execPath();
-  const script = `${root}/examples/guest/vfio_guest_main.ts`;
+  const script = `${root}/testing/guest/vfio_guest_main.ts`;
   const scratch = await scratchDirFor([root, deno]);
   const peer = await UdpPeer.bind();
   const qemuPort = await UdpPeer.freePort();

@@ -36,15 +36,15 @@ import {
   installHostTools,
   MissingToolsError,
   requireHostTools,
-} from "./guest/host_tools.ts";
+} from "../testing/guest/host_tools.ts";
 import {
   COUNTERS_MARKER,
   parsePingReport,
   pingGuestArgs,
   type PingGuestReport,
   preparePingGuest,
-} from "./guest/ping_guest.ts";
-import { QemuVm } from "./guest/qemu.ts";
+} from "../testing/guest/ping_guest.ts";
+import { QemuVm } from "../testing/guest/qemu.ts";
 
 const HELP = `Usage: deno run -A examples/vm.ts [options]
 

@@ -15,7 +15,7 @@ import {
   findProgram,
   installCommand,
   QEMU,
-} from "../../examples/guest/host_tools.ts";
+} from "../../testing/guest/host_tools.ts";
 
 /** Why guest tests cannot run here, or `null` when they can. */
 export async function guestTestsUnavailable(): Promise<string | null> {

@@ -3,7 +3,7 @@
  * this before the tests, so a download problem shows up as such and not as a
  * test timeout):
  *
- *   deno run -A examples/guest/prepare.ts [--setup]
+ *   deno run -A testing/guest/prepare.ts [--setup]
  *
  * Prints where each image is cached. Exit status 0 when all are ready, 1 on
  * a failure, 2 when host tools are missing (the message names the install
@@ -25,7 +25,7 @@ import { prepareVfioGuest } from "./vfio_guest.ts";
 async function main(): Promise<number> {
   if (Deno.args.includes("--help")) {
     console.log(
-      "Usage: deno run -A examples/guest/prepare.ts [--setup]\n\n" +
+      "Usage: deno run -A testing/guest/prepare.ts [--setup]\n\n" +
         "Fetch the guest kernels and build the guest images of examples/vm.ts and\n" +
         `examples/vfio_vm.ts into ${guestCacheDir()}.`,
     );

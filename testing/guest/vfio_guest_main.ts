@@ -21,7 +21,7 @@
  * Every step prints a `vfio-guest:` line the host side waits for; the last
  * is `vfio-guest: PASS ...` or `vfio-guest: FAIL <why>`.
  *
- *   deno run -A examples/guest/vfio_guest_main.ts --pci 0000:00:03.0 --frames 16 --seed 7
+ *   deno run -A testing/guest/vfio_guest_main.ts --pci 0000:00:03.0 --frames 16 --seed 7
  *
  * @module
  */

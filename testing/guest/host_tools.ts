@@ -6,7 +6,7 @@
  * @module
  */
 
-import { findExecutable } from "../../testing/programs.ts";
+import { findExecutable } from "../programs.ts";
 
 /** A host program and the Debian package that provides it. */
 export interface HostTool {
