@@ -1,6 +1,6 @@
 /**
- * What vendors test drivers with: a vhost-user frontend and a minimal
- * virtio-net guest driver in TypeScript, frame builders, a typed runner for
+ * What vendors test drivers with: a vhost-user frontend, a generic virtio
+ * guest and a minimal virtio-net guest driver on it in TypeScript, frame builders, a typed runner for
  * DPDK's testpmd, and emulated PCI hardware behind the VFIO interfaces.
  *
  * @example Attach the TypeScript frontend to a served device
@@ -22,4 +22,5 @@ export * from "./programs.ts";
 export * from "./driver_harness.ts";
 export * from "./frames.ts";
 export * from "./vhost_user_frontend.ts";
+export * from "./virtio_guest.ts";
 export * from "./virtio_net_driver.ts";

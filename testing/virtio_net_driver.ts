@@ -11,7 +11,15 @@
  * a received frame may span `num_buffers` receive buffers.
  *
  * Receive and transmit buffers are one descriptor each, of `bufferSize`
- * bytes, at fixed guest-physical addresses after the rings.
+ * bytes, at fixed guest-physical addresses after the rings. The rings,
+ * features and interrupts are a {@linkcode VirtioGuest}'s.
+ *
+ * Two ways to move frames: {@linkcode VirtioNetDriver.send} and
+ * {@linkcode VirtioNetDriver.receive} take and return arrays of copies, easy
+ * to test with; {@linkcode VirtioNetDriver.sendWith} and
+ * {@linkcode VirtioNetDriver.receiveWith} let the caller write and read
+ * frames in guest memory in place, a batch per call, with no allocation per
+ * frame (what a load generator wants).
  *
  * @example
  * ```ts
@@ -29,20 +37,11 @@
  * @module
  */
 
-import { pollAsync, POLLIN } from "@vhost-mdev/sdk/sys";
-import { ProtocolFeatureBit } from "@vhost-mdev/sdk/vhost-user";
-import {
-  bit,
-  hasBit,
-  VIRTIO_NET_HDR_SIZE,
-  VirtioFeatureBit,
-  VirtioNetFeatureBit,
-  VirtioStatus,
-} from "@vhost-mdev/sdk";
+import { bit, VIRTIO_NET_HDR_SIZE, VirtioFeatureBit, VirtioNetFeatureBit } from "@vhost-mdev/sdk";
 import { readNumBuffers } from "@vhost-mdev/sdk/net";
-import { isValidQueueSize } from "@vhost-mdev/sdk";
-import { SplitQueueDriver } from "@vhost-mdev/sdk";
+import type { SplitQueueDriver } from "@vhost-mdev/sdk";
 import type { VhostUserFrontend } from "./vhost_user_frontend.ts";
+import { VirtioGuest } from "./virtio_guest.ts";
 
 /** Options of {@linkcode VirtioNetDriver.start}. */
 export interface VirtioNetDriverOptions {
@@ -93,25 +92,53 @@ export interface VirtioNetQueueStats {
   txCalls: number;
 }
 
+/**
+ * Writes frame `index` of a batch into `bytes` at `offset` (guest memory,
+ * after the header) and returns its length, at most `bufferSize - 12`.
+ */
+export type FrameWriter = (bytes: Uint8Array, offset: number, index: number) => number;
+
+/**
+ * Reads one received frame, `bytes[offset .. offset + length)`, header
+ * stripped. The bytes are only valid during the call (the buffer is reposted
+ * after it).
+ */
+export type FrameReader = (bytes: Uint8Array, offset: number, length: number) => void;
+
 interface Pair {
   rx: SplitQueueDriver;
   tx: SplitQueueDriver;
   rxBufGpa: number;
   txBufGpa: number;
-  txFree: number[];
+  txFree: Int32Array;
+  txFreeCount: number;
   stats: VirtioNetQueueStats;
 }
 
-const PAGE = 4096;
-
-function alignUp(n: number, a: number): number {
-  return Math.ceil(n / a) * a;
+function newStats(pair: number): VirtioNetQueueStats {
+  return {
+    pair,
+    txPackets: 0,
+    txBytes: 0,
+    txCompleted: 0,
+    txFull: 0,
+    txKicks: 0,
+    rxPackets: 0,
+    rxBytes: 0,
+    rxMerged: 0,
+    rxErrors: 0,
+    rxKicks: 0,
+    rxCalls: 0,
+    txCalls: 0,
+  };
 }
 
 /** A virtio-net driver instance bound to one frontend connection. */
 export class VirtioNetDriver {
   /** The frontend it drives. */
   readonly frontend: VhostUserFrontend;
+  /** The generic guest underneath: features, rings, interrupts. */
+  readonly guest: VirtioGuest;
   /** Features acknowledged with `SET_FEATURES`. */
   readonly features: bigint;
   /** Queue pairs in use. */
@@ -122,22 +149,41 @@ export class VirtioNetDriver {
   readonly bufferSize: number;
   /** Whether `MRG_RXBUF` was negotiated. */
   readonly mrgRxbuf: boolean;
-  #pairs: Pair[];
-  #stopped = false;
+  readonly #pairs: Pair[];
+  /** All of guest memory; byte `i` is GPA `memoryGpa + i`. */
+  readonly #bytes: Uint8Array;
+  readonly #memoryGpa: number;
+  /** Where frames spanning several buffers are put together. */
+  #scratch = new Uint8Array(0);
 
   private constructor(
-    frontend: VhostUserFrontend,
-    features: bigint,
-    options: Required<Omit<VirtioNetDriverOptions, "extraFeatures">>,
-    pairs: Pair[],
+    guest: VirtioGuest,
+    options: Required<Omit<VirtioNetDriverOptions, "extraFeatures" | "eventIdx">>,
   ) {
-    this.frontend = frontend;
-    this.features = features;
+    this.frontend = guest.frontend;
+    this.guest = guest;
+    this.features = guest.features;
     this.queuePairs = options.queuePairs;
     this.ringSize = options.ringSize;
     this.bufferSize = options.bufferSize;
     this.mrgRxbuf = options.mrgRxbuf;
-    this.#pairs = pairs;
+    this.#memoryGpa = guest.frontend.memoryGpa;
+    this.#bytes = guest.frontend.memory.bytes(this.#memoryGpa, guest.frontend.memorySize);
+    const n = options.ringSize;
+    this.#pairs = [];
+    for (let p = 0; p < options.queuePairs; p++) {
+      const txFree = new Int32Array(n);
+      for (let i = 0; i < n; i++) txFree[i] = n - 1 - i;
+      this.#pairs.push({
+        rx: guest.queue(2 * p),
+        tx: guest.queue(2 * p + 1),
+        rxBufGpa: guest.allocate(n * options.bufferSize),
+        txBufGpa: guest.allocate(n * options.bufferSize),
+        txFree,
+        txFreeCount: n,
+        stats: newStats(p),
+      });
+    }
   }
 
   /**
@@ -156,14 +202,11 @@ export class VirtioNetDriver {
       queuePairs: options.queuePairs ?? 1,
       ringSize: options.ringSize ?? 256,
       mrgRxbuf: options.mrgRxbuf ?? false,
-      eventIdx: options.eventIdx ?? false,
       bufferSize: options.bufferSize ?? 2048,
     };
+    const eventIdx = options.eventIdx ?? false;
     if (!Number.isInteger(opts.queuePairs) || opts.queuePairs < 1 || opts.queuePairs > 127) {
       throw new RangeError(`queuePairs ${opts.queuePairs} is not within 1..127`);
-    }
-    if (!isValidQueueSize(opts.ringSize)) {
-      throw new RangeError(`ringSize ${opts.ringSize} is not a power of two within 1..32768`);
     }
     if (!Number.isInteger(opts.bufferSize) || opts.bufferSize <= VIRTIO_NET_HDR_SIZE) {
       throw new RangeError(`bufferSize ${opts.bufferSize} leaves no room after the header`);
@@ -174,102 +217,37 @@ export class VirtioNetDriver {
           `${VIRTIO_NET_HDR_SIZE + 1514} or MRG_RXBUF`,
       );
     }
-
-    const offered = await frontend.handshake();
-    const required = bit(VirtioFeatureBit.VERSION_1) |
-      (opts.mrgRxbuf ? bit(VirtioNetFeatureBit.MRG_RXBUF) : 0n) |
-      (opts.eventIdx ? bit(VirtioFeatureBit.EVENT_IDX) : 0n) |
+    const required = (opts.mrgRxbuf ? bit(VirtioNetFeatureBit.MRG_RXBUF) : 0n) |
+      (eventIdx ? bit(VirtioFeatureBit.EVENT_IDX) : 0n) |
       (opts.queuePairs > 1 ? bit(VirtioNetFeatureBit.MQ) : 0n);
-    const missing = required & ~offered;
-    if (missing !== 0n) {
-      throw new Error(
-        `virtio-net: the backend does not offer feature bits 0x${missing.toString(16)} ` +
-          `(offer 0x${offered.toString(16)})`,
-      );
+    let guest: VirtioGuest;
+    try {
+      guest = await VirtioGuest.setup(frontend, {
+        queues: 2 * opts.queuePairs,
+        ringSize: opts.ringSize,
+        required,
+        optional: options.extraFeatures,
+      });
+    } catch (e) {
+      if (e instanceof Error && e.message.startsWith("virtio: the device does not offer")) {
+        e.message = e.message.replace("virtio: the device", "virtio-net: the backend");
+      }
+      throw e;
     }
-    const features = required | (offered & bit(VirtioFeatureBit.PROTOCOL_FEATURES)) |
-      (offered & (options.extraFeatures ?? 0n));
-    const status = hasBit(frontend.protocolFeatures, ProtocolFeatureBit.STATUS);
     if (opts.queuePairs > 1 && frontend.queueNum > 0 && frontend.queueNum < opts.queuePairs) {
       throw new Error(
         `virtio-net: the backend supports ${frontend.queueNum} queues, asked for ${opts.queuePairs} pairs`,
       );
     }
-
-    await frontend.setFeatures(features);
-    if (status) {
-      await frontend.setStatus(
-        VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK,
-      );
-    }
-    await frontend.setMemTable();
-
-    // Guest memory: page 0 left unused, then per pair the two rings and the
-    // two buffer areas.
-    const eventIdx = hasBit(features, VirtioFeatureBit.EVENT_IDX);
-    const n = opts.ringSize;
-    let next = frontend.memoryGpa + PAGE;
-    const take = (bytes: number) => {
-      const at = next;
-      next = alignUp(next + bytes, PAGE);
-      if (next > frontend.memoryGpa + frontend.memorySize) {
-        throw new RangeError(
-          `virtio-net: ${opts.queuePairs} pairs of ${n}-entry rings with ${opts.bufferSize}-byte ` +
-            `buffers do not fit in ${frontend.memorySize / 1048576} MiB of guest memory`,
-        );
-      }
-      return at;
-    };
-    const pairs: Pair[] = [];
-    for (let p = 0; p < opts.queuePairs; p++) {
-      const ringBytes = SplitQueueDriver.layout(n, 0).bytes;
-      const rxLayout = SplitQueueDriver.layout(n, take(ringBytes));
-      const txLayout = SplitQueueDriver.layout(n, take(ringBytes));
-      const rxBufGpa = take(n * opts.bufferSize);
-      const txBufGpa = take(n * opts.bufferSize);
-      pairs.push({
-        rx: new SplitQueueDriver(frontend.memory, rxLayout, { eventIdx }),
-        tx: new SplitQueueDriver(frontend.memory, txLayout, { eventIdx }),
-        rxBufGpa,
-        txBufGpa,
-        txFree: Array.from({ length: n }, (_, i) => n - 1 - i),
-        stats: {
-          pair: p,
-          txPackets: 0,
-          txBytes: 0,
-          txCompleted: 0,
-          txFull: 0,
-          txKicks: 0,
-          rxPackets: 0,
-          rxBytes: 0,
-          rxMerged: 0,
-          rxErrors: 0,
-          rxKicks: 0,
-          rxCalls: 0,
-          txCalls: 0,
-        },
-      });
-      await frontend.setupRing(2 * p, rxLayout);
-      await frontend.setupRing(2 * p + 1, txLayout);
-    }
-
-    const driver = new VirtioNetDriver(frontend, features, opts, pairs);
-    for (const pair of pairs) {
-      for (let slot = 0; slot < n; slot++) driver.#postRx(pair, slot);
+    const driver = new VirtioNetDriver(guest, opts);
+    for (const pair of driver.#pairs) {
+      for (let slot = 0; slot < opts.ringSize; slot++) driver.#postRx(pair, slot);
       pair.rx.publish();
     }
-    if (hasBit(features, VirtioFeatureBit.PROTOCOL_FEATURES)) {
-      for (let q = 0; q < 2 * opts.queuePairs; q++) await frontend.setVringEnable(q, true);
-    }
-    if (status) {
-      await frontend.setStatus(
-        VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK |
-          VirtioStatus.DRIVER_OK,
-      );
-    }
+    await guest.activate();
     for (let p = 0; p < opts.queuePairs; p++) {
-      frontend.kick(2 * p);
-      pairs[p].stats.rxKicks++;
+      guest.kick(2 * p);
+      driver.#pairs[p].stats.rxKicks++;
     }
     return driver;
   }
@@ -288,10 +266,18 @@ export class VirtioNetDriver {
   }
 
   #reclaimTx(pair: Pair): void {
-    while (pair.tx.nextUsed()) {
-      pair.txFree.push(pair.tx.usedToken);
+    const tx = pair.tx;
+    while (tx.nextUsed()) {
+      pair.txFree[pair.txFreeCount++] = tx.usedToken;
       pair.stats.txCompleted++;
     }
+  }
+
+  /** Transmit buffers of pair `pair` free now (completed ones reclaimed first). */
+  txRoom(pair = 0): number {
+    const p = this.#pair(pair);
+    this.#reclaimTx(p);
+    return p.txFreeCount;
   }
 
   /**
@@ -302,41 +288,58 @@ export class VirtioNetDriver {
    * @throws RangeError for a frame larger than a buffer minus the header.
    */
   send(frames: readonly Uint8Array[], pair = 0): number {
-    const p = this.#pair(pair);
-    this.#reclaimTx(p);
-    const mem = this.frontend.memory;
-    let sent = 0;
-    for (const frame of frames) {
-      const len = VIRTIO_NET_HDR_SIZE + frame.length;
-      if (len > this.bufferSize) {
+    const room = this.bufferSize - VIRTIO_NET_HDR_SIZE;
+    return this.sendWith(frames.length, (bytes, offset, i) => {
+      const frame = frames[i];
+      if (frame.length > room) {
         throw new RangeError(
           `frame of ${frame.length} bytes does not fit a ${this.bufferSize}-byte buffer with its header`,
         );
       }
-      const slot = p.txFree.pop();
-      if (slot === undefined) {
-        p.stats.txFull += frames.length - sent;
-        break;
+      bytes.set(frame, offset);
+      return frame.length;
+    }, pair);
+  }
+
+  /**
+   * Queue up to `count` frames on pair `pair`'s transmit ring, each written
+   * in place by `write` behind a zero header; publish once, kick when the
+   * device wants it, and return how many were queued (fewer when transmit
+   * buffers ran out). No allocation per frame.
+   *
+   * @throws RangeError when `write` returns a length that is negative or
+   *   larger than a buffer minus the header (what was queued before is sent).
+   */
+  sendWith(count: number, write: FrameWriter, pair = 0): number {
+    const p = this.#pair(pair);
+    this.#reclaimTx(p);
+    const bytes = this.#bytes;
+    const room = this.bufferSize - VIRTIO_NET_HDR_SIZE;
+    let sent = 0;
+    try {
+      while (sent < count) {
+        if (p.txFreeCount === 0) {
+          p.stats.txFull += count - sent;
+          break;
+        }
+        const slot = p.txFree[p.txFreeCount - 1];
+        const gpa = p.txBufGpa + slot * this.bufferSize;
+        const at = gpa - this.#memoryGpa;
+        bytes.fill(0, at, at + VIRTIO_NET_HDR_SIZE);
+        const len = write(bytes, at + VIRTIO_NET_HDR_SIZE, sent);
+        if (!(len >= 0 && len <= room)) {
+          throw new RangeError(
+            `frame of ${len} bytes does not fit a ${this.bufferSize}-byte buffer with its header`,
+          );
+        }
+        p.tx.addBuffer(gpa, VIRTIO_NET_HDR_SIZE + len, false, slot);
+        p.txFreeCount--;
+        sent++;
+        p.stats.txPackets++;
+        p.stats.txBytes += len;
       }
-      const gpa = p.txBufGpa + slot * this.bufferSize;
-      const buf = mem.bytes(gpa, len);
-      buf.fill(0, 0, VIRTIO_NET_HDR_SIZE);
-      buf.set(frame, VIRTIO_NET_HDR_SIZE);
-      if (!p.tx.addBuffer(gpa, len, false, slot)) {
-        p.txFree.push(slot);
-        p.stats.txFull += frames.length - sent;
-        break;
-      }
-      sent++;
-      p.stats.txPackets++;
-      p.stats.txBytes += frame.length;
-    }
-    if (sent > 0) {
-      p.tx.publish();
-      if (p.tx.kickNeeded()) {
-        this.frontend.kick(2 * pair + 1);
-        p.stats.txKicks++;
-      }
+    } finally {
+      if (sent > 0 && this.guest.publish(2 * pair + 1)) p.stats.txKicks++;
     }
     return sent;
   }
@@ -347,66 +350,97 @@ export class VirtioNetDriver {
    * buffers. Returns copies; an empty array when nothing arrived.
    */
   receive(pair = 0, max = Infinity): Uint8Array[] {
-    const p = this.#pair(pair);
     const out: Uint8Array[] = [];
-    let reposted = 0;
-    while (out.length < max && p.rx.nextUsed()) {
-      const slot = p.rx.usedToken;
-      const first = this.#rxBytes(p, slot, p.rx.usedLen);
-      this.#postRx(p, slot);
-      reposted++;
-      if (!first || first.length < VIRTIO_NET_HDR_SIZE) {
-        p.stats.rxErrors++;
-        continue;
-      }
-      const numBuffers = this.mrgRxbuf ? readNumBuffers(first, 0) : 1;
-      const parts = [first.subarray(VIRTIO_NET_HDR_SIZE)];
-      let ok = numBuffers >= 1;
-      for (let i = 1; ok && i < numBuffers; i++) {
-        if (!p.rx.nextUsed()) {
-          ok = false;
-          break;
-        }
-        const more = p.rx.usedToken;
-        const bytes = this.#rxBytes(p, more, p.rx.usedLen);
-        this.#postRx(p, more);
-        reposted++;
-        if (!bytes) ok = false;
-        else parts.push(bytes);
-      }
-      if (!ok) {
-        p.stats.rxErrors++;
-        continue;
-      }
-      let total = 0;
-      for (const part of parts) total += part.length;
-      const frame = new Uint8Array(total);
-      let off = 0;
-      for (const part of parts) {
-        frame.set(part, off);
-        off += part.length;
-      }
-      if (parts.length > 1) p.stats.rxMerged++;
-      p.stats.rxPackets++;
-      p.stats.rxBytes += total;
-      out.push(frame);
-    }
-    if (reposted > 0) {
-      p.rx.publish();
-      if (p.rx.kickNeeded()) {
-        this.frontend.kick(2 * pair);
-        p.stats.rxKicks++;
-      }
-    }
+    this.receiveWith(
+      (bytes, offset, length) => {
+        out.push(bytes.slice(offset, offset + length));
+      },
+      pair,
+      max,
+    );
     return out;
   }
 
-  /** The bytes the device wrote into receive buffer `slot`, or null for a bad id/length. */
-  #rxBytes(p: Pair, slot: number, len: number): Uint8Array | null {
-    if (!Number.isInteger(slot) || slot < 0 || slot >= this.ringSize || len > this.bufferSize) {
-      return null;
+  /**
+   * Hand each frame the device delivered on pair `pair` (at most `max`) to
+   * `read` in place, header stripped and `num_buffers` buffers merged;
+   * repost the buffers, publish once, kick when the device wants it, and
+   * return how many frames were read. No allocation per frame.
+   */
+  receiveWith(read: FrameReader, pair = 0, max = Infinity): number {
+    const p = this.#pair(pair);
+    const rx = p.rx;
+    const bytes = this.#bytes;
+    let frames = 0;
+    let reposted = 0;
+    try {
+      while (frames < max && rx.nextUsed()) {
+        const slot = rx.usedToken;
+        const len = rx.usedLen;
+        const at = this.#rxOffset(slot, len, p);
+        this.#postRx(p, slot);
+        reposted++;
+        if (at < 0 || len < VIRTIO_NET_HDR_SIZE) {
+          p.stats.rxErrors++;
+          continue;
+        }
+        const numBuffers = this.mrgRxbuf ? readNumBuffers(bytes, at) : 1;
+        if (numBuffers === 1) {
+          p.stats.rxPackets++;
+          p.stats.rxBytes += len - VIRTIO_NET_HDR_SIZE;
+          frames++;
+          read(bytes, at + VIRTIO_NET_HDR_SIZE, len - VIRTIO_NET_HDR_SIZE);
+          continue;
+        }
+        // A frame over several buffers: put it together in the scratch area.
+        let total = this.#gather(0, bytes, at + VIRTIO_NET_HDR_SIZE, len - VIRTIO_NET_HDR_SIZE);
+        let ok = numBuffers > 1;
+        for (let i = 1; ok && i < numBuffers; i++) {
+          if (!rx.nextUsed()) {
+            ok = false;
+            break;
+          }
+          const more = rx.usedToken;
+          const moreLen = rx.usedLen;
+          const moreAt = this.#rxOffset(more, moreLen, p);
+          this.#postRx(p, more);
+          reposted++;
+          if (moreAt < 0) ok = false;
+          else total = this.#gather(total, bytes, moreAt, moreLen);
+        }
+        if (!ok) {
+          p.stats.rxErrors++;
+          continue;
+        }
+        p.stats.rxMerged++;
+        p.stats.rxPackets++;
+        p.stats.rxBytes += total;
+        frames++;
+        read(this.#scratch, 0, total);
+      }
+    } finally {
+      if (reposted > 0 && this.guest.publish(2 * pair)) p.stats.rxKicks++;
     }
-    return this.frontend.memory.bytes(p.rxBufGpa + slot * this.bufferSize, len);
+    return frames;
+  }
+
+  /** Offset in guest memory of receive buffer `slot`, or -1 for a bad id/length. */
+  #rxOffset(slot: number, len: number, p: Pair): number {
+    if (!(slot >= 0 && slot < this.ringSize) || slot !== (slot | 0) || len > this.bufferSize) {
+      return -1;
+    }
+    return p.rxBufGpa + slot * this.bufferSize - this.#memoryGpa;
+  }
+
+  /** Append `bytes[at .. at + len)` to the scratch area at `end`; returns the new end. */
+  #gather(end: number, bytes: Uint8Array, at: number, len: number): number {
+    if (end + len > this.#scratch.length) {
+      const bigger = new Uint8Array(Math.max(2 * this.#scratch.length, end + len, 65536));
+      bigger.set(this.#scratch.subarray(0, end));
+      this.#scratch = bigger;
+    }
+    this.#scratch.set(bytes.subarray(at, at + len), end);
+    return end + len;
   }
 
   /**
@@ -416,21 +450,20 @@ export class VirtioNetDriver {
    * @throws Error after `timeoutMs` (default 5000) with how many arrived.
    */
   async waitReceive(count: number, pair = 0, timeoutMs = 5000): Promise<Uint8Array[]> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     const frames: Uint8Array[] = [];
     for (;;) {
       frames.push(...this.receive(pair, count - frames.length));
-      this.#takeCalls(pair);
       if (frames.length >= count) return frames;
-      // Ask for an interrupt; if buffers arrived meanwhile, look again at once.
-      if (this.#pairs[pair].rx.enableInterrupts()) continue;
-      const left = deadline - Date.now();
-      if (left <= 0) {
+      const left = deadline - performance.now();
+      try {
+        if (left <= 0) throw new Error("deadline passed");
+        await this.guest.waitUsed(2 * pair, left);
+      } catch {
         throw new Error(
           `virtio-net: ${frames.length} of ${count} frames arrived on pair ${pair} within ${timeoutMs} ms`,
         );
       }
-      await pollAsync([{ fd: this.frontend.callFd(2 * pair), events: POLLIN }], Math.min(left, 20));
     }
   }
 
@@ -441,36 +474,41 @@ export class VirtioNetDriver {
    */
   async flushTx(pair = 0, timeoutMs = 5000): Promise<void> {
     const p = this.#pair(pair);
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     for (;;) {
       this.#reclaimTx(p);
-      this.#takeCalls(pair);
-      if (p.txFree.length === this.ringSize) return;
-      if (p.tx.enableInterrupts()) continue;
-      const left = deadline - Date.now();
-      if (left <= 0) {
+      if (p.txFreeCount === this.ringSize) return;
+      const left = deadline - performance.now();
+      try {
+        if (left <= 0) throw new Error("deadline passed");
+        await this.guest.waitUsed(2 * pair + 1, left);
+      } catch {
         throw new Error(
-          `virtio-net: ${this.ringSize - p.txFree.length} transmit buffers of pair ${pair} ` +
+          `virtio-net: ${this.ringSize - p.txFreeCount} transmit buffers of pair ${pair} ` +
             `still in flight after ${timeoutMs} ms`,
         );
       }
-      await pollAsync(
-        [{ fd: this.frontend.callFd(2 * pair + 1), events: POLLIN }],
-        Math.min(left, 20),
-      );
     }
   }
 
-  #takeCalls(pair: number): void {
-    const s = this.#pairs[pair].stats;
-    s.rxCalls += this.frontend.takeCalls(2 * pair);
-    s.txCalls += this.frontend.takeCalls(2 * pair + 1);
+  /**
+   * Resolve once pair `pair`'s receive ring, or any of `pairs`' receive
+   * rings, has something to take, with that pair; sleeps on call eventfds.
+   *
+   * @throws Error after `timeoutMs` (default 5000).
+   */
+  async waitRx(pairs: number | readonly number[] = 0, timeoutMs = 5000): Promise<number> {
+    const list = typeof pairs === "number" ? [pairs] : pairs;
+    const ring = await this.guest.waitUsed(list.map((p) => 2 * p), timeoutMs);
+    return ring / 2;
   }
 
   /** Counters of pair `pair` (a copy). */
   stats(pair = 0): VirtioNetQueueStats {
-    this.#takeCalls(pair);
-    return { ...this.#pair(pair).stats };
+    const s = this.#pair(pair).stats;
+    s.rxCalls = this.guest.calls(2 * pair);
+    s.txCalls = this.guest.calls(2 * pair + 1);
+    return { ...s };
   }
 
   /**
@@ -478,15 +516,7 @@ export class VirtioNetDriver {
    * `PROTOCOL_FEATURES`), then `GET_VRING_BASE` each. Returns the backend's
    * next available index per ring. Idempotent after the first call.
    */
-  async stop(): Promise<number[]> {
-    if (this.#stopped) return [];
-    this.#stopped = true;
-    const rings = 2 * this.queuePairs;
-    if (hasBit(this.features, VirtioFeatureBit.PROTOCOL_FEATURES)) {
-      for (let q = 0; q < rings; q++) await this.frontend.setVringEnable(q, false);
-    }
-    const bases: number[] = [];
-    for (let q = 0; q < rings; q++) bases.push(await this.frontend.getVringBase(q));
-    return bases;
+  stop(): Promise<number[]> {
+    return this.guest.stop();
   }
 }
