@@ -43,8 +43,22 @@ export interface DriverHarnessOptions {
   ringSize?: number;
   /** Features to ack, of those the device offers (default: all it offers). */
   features?: bigint;
+  /**
+   * Descriptors kept out of every ring's free list, for chains the test
+   * writes by hand (default 0; see `SplitQueueDriverOptions.reserved`).
+   */
+  reserved?: number;
   /** Options for the device core (name, listener, memory policy). */
   device?: DeviceOptions;
+}
+
+/** Options of {@linkcode DriverHarness.start}. */
+export interface HarnessStartOptions {
+  /**
+   * Ring `q` starts at available index `bases[q]` (default 0), as a
+   * frontend restarting a device sets the bases it got back.
+   */
+  bases?: readonly number[];
 }
 
 /** One ring as the guest sees it. */
@@ -144,7 +158,11 @@ export class DriverHarness {
       next = Math.ceil((next + layout.bytes) / 0x1000) * 0x1000;
       rings.push({
         index: q,
-        driver: new SplitQueueDriver(memory, layout, { eventIdx, indirect }),
+        driver: new SplitQueueDriver(memory, layout, {
+          eventIdx,
+          indirect,
+          reserved: options.reserved ?? 0,
+        }),
         layout,
         kick: eventfd(0, { nonBlocking: true }),
         call: eventfd(0, { nonBlocking: true }),
@@ -163,11 +181,15 @@ export class DriverHarness {
   /**
    * Configure the device as a frontend does (features, memory table, every
    * ring's size, base, addresses, kick and call, enable, `DRIVER_OK`), so it
-   * starts; `rings` limits which rings are enabled (default all).
+   * starts; `rings` limits which rings are enabled (default all), and
+   * `options.bases` sets where rings start (default 0).
    *
    * @throws RequestRefused when the device refuses a step (its `start` failing).
    */
-  async start(rings: readonly number[] = this.#rings.map((r) => r.index)): Promise<void> {
+  async start(
+    rings: readonly number[] = this.#rings.map((r) => r.index),
+    options: HarnessStartOptions = {},
+  ): Promise<void> {
     const d = this.device;
     await d.setStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER);
     await d.setFeatures(this.features);
@@ -182,7 +204,7 @@ export class DriverHarness {
     for (const q of rings) {
       const r = this.ring(q);
       await d.setVringNum(q, r.layout.num);
-      await d.setVringBase(q, 0);
+      await d.setVringBase(q, options.bases?.[q] ?? 0);
       await d.setVringAddr({
         index: q,
         flags: 0,

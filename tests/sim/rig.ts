@@ -1,53 +1,31 @@
 /**
- * An in-process guest for the sim device, without sockets: a memfd mapped
- * as guest memory (Workers need real addresses), rings laid out and driven
- * with SplitQueueDriver, real eventfds for kicks and calls, and a fake
- * DeviceContext that hands all of it to the driver.
+ * An in-process guest for the sim device, without sockets: the sim driver
+ * under the real device core ({@linkcode DriverHarness}), with guest memory
+ * in a memfd, rings driven with SplitQueueDriver and real eventfds for kicks
+ * and calls. The rig adds the guest's network helpers: posting receive
+ * buffers, sending frames, collecting used chains and merged frames.
  *
  * @module
  */
 
 import {
-  type DeviceContext,
   type DeviceDescription,
-  type DeviceLog,
-  GuestMemory,
-  hasBit,
-  SplitQueueDriver,
-  type SplitQueueDriverLayout,
+  type DeviceEvent,
+  type GuestMemory,
+  type VhostMdevDevice,
   VIRTIO_NET_HDR_SIZE,
-  VirtioFeatureBit,
-  type VringInfo,
 } from "@vhost-mdev/sdk";
-import {
-  close,
-  eventfd,
-  eventfdRead,
-  eventfdWrite,
-  ftruncate,
-  memfdCreate,
-  pollAsync,
-  POLLIN,
-} from "@vhost-mdev/sdk/sys";
+import { eventfdRead, eventfdWrite, pollAsync, POLLIN } from "@vhost-mdev/sdk/sys";
 import { readNumBuffers } from "@vhost-mdev/sdk/net";
+import { DriverHarness, type HarnessRing } from "@vhost-mdev/testing";
 import { driver } from "@vhost-mdev/sim";
 
 /** Guest memory size. */
 const MEMORY_SIZE = 32 << 20;
 /** Where buffers start (rings live below). */
 const BUFFERS_GPA = 4 << 20;
-/** A frontend-style virtual address for the region (distinct from the GPA). */
-const UVA = 0x7f00_0000_0000;
-
-/** One ring as the guest drives it. */
-export interface GuestRing {
-  index: number;
-  driver: SplitQueueDriver;
-  layout: SplitQueueDriverLayout;
-  kick: number;
-  call: number;
-  info: { -readonly [K in keyof VringInfo]: VringInfo[K] };
-}
+/** All 64 feature bits. */
+const ALL_FEATURES = (1n << 64n) - 1n;
 
 /** A frame received by the guest: its header and bytes. */
 export interface Received {
@@ -67,117 +45,77 @@ export interface RigOptions {
   reserved?: number;
 }
 
-/** The sim device over an in-process guest. */
+/** The sim device, under the real device core, over an in-process guest. */
 export class SimRig {
-  readonly memory: GuestMemory;
-  readonly description: DeviceDescription;
-  readonly rings: GuestRing[];
-  readonly warnings: string[] = [];
-  /** Errors the driver reported through `ctx.reportError`. */
-  reported: { message: string; queue?: number }[] = [];
-  readonly features: bigint;
+  /** The harness the sim driver runs under. */
+  readonly harness: DriverHarness;
+  /** Every ring's guest side. */
+  readonly rings: HarnessRing[];
+  /** Warnings the device logged ("warn" events). */
+  readonly warnings: string[];
+  /** Errors the driver reported ("error" events), with their ring. */
+  readonly reported: { message: string; queue?: number }[];
   readonly hdrLen = VIRTIO_NET_HDR_SIZE;
-  #memfd: number;
   #next = BUFFERS_GPA;
   #calls = 0;
 
   private constructor(
-    memfd: number,
-    memory: GuestMemory,
-    description: DeviceDescription,
-    rings: GuestRing[],
-    features: bigint,
+    harness: DriverHarness,
+    warnings: string[],
+    reported: { message: string; queue?: number }[],
   ) {
-    this.#memfd = memfd;
-    this.memory = memory;
-    this.description = description;
-    this.rings = rings;
-    this.features = features;
+    this.harness = harness;
+    this.warnings = warnings;
+    this.reported = reported;
+    this.rings = Array.from({ length: harness.device.numQueues }, (_, q) => harness.ring(q));
   }
 
-  /** Probe the driver with a fake context, negotiate, lay out the rings (not started). */
+  /** Probe the sim under a device core, lay out the rings (not started). */
   static async create(options: RigOptions = {}): Promise<SimRig> {
-    const queues = options.queues ?? 1;
-    const ringSize = options.ringSize ?? 256;
-    const memfd = memfdCreate("sim-rig", { allowSealing: true });
-    ftruncate(memfd, MEMORY_SIZE);
-    const memory = GuestMemory.map([{
-      gpa: 0,
-      size: MEMORY_SIZE,
-      uva: UVA,
-      mmapOffset: 0,
-      fd: memfd,
-    }]);
-    const rings: GuestRing[] = [];
-    const holder: { features: bigint; rig?: SimRig } = { features: 0n };
     const warnings: string[] = [];
     const reported: { message: string; queue?: number }[] = [];
-    const log: DeviceLog = {
-      info: () => {},
-      warn: (m) => warnings.push(m),
-      debug: () => {},
+    const listener = (e: DeviceEvent) => {
+      if (e.type === "warn") warnings.push(e.message);
+      else if (e.type === "error") {
+        const queue = e.fields?.queue;
+        reported.push({
+          message: e.message,
+          queue: typeof queue === "number" ? queue : undefined,
+        });
+      }
     };
-    const ctx: DeviceContext = {
-      get ackedFeatures() {
-        return holder.features;
-      },
-      status: 0xf,
-      numQueues: 2 * queues,
-      vring: (q) => {
-        if (!(q >= 0 && q < rings.length)) throw new RangeError(`ring ${q}`);
-        return rings[q].info;
-      },
-      memory,
-      signal: (q) => eventfdWrite(rings[q].call, 1),
-      signalConfigChange: () => {},
-      reportError: (m, q) => reported.push({ message: m, queue: q }),
-      log,
-    };
-    const description = await driver.probe(ctx, { queues, options: options.options ?? {} });
-    const features = description.features & ~(options.refuse ?? 0n);
-    holder.features = features;
-    const eventIdx = hasBit(features, VirtioFeatureBit.EVENT_IDX);
-    const indirect = hasBit(features, VirtioFeatureBit.INDIRECT_DESC);
-    for (let q = 0; q < 2 * queues; q++) {
-      const layout = SplitQueueDriver.layout(ringSize, 0x40000 * (q + 1), {
-        indirectSegments: indirect ? 4 : 0,
-      });
-      const ring = new SplitQueueDriver(memory, layout, {
-        eventIdx,
-        indirect,
+    const harness = await DriverHarness.create(
+      driver,
+      { queues: options.queues ?? 1, options: options.options ?? {} },
+      {
+        memoryBytes: MEMORY_SIZE,
+        ringSize: options.ringSize ?? 256,
+        features: ALL_FEATURES & ~(options.refuse ?? 0n),
         reserved: options.reserved ?? 0,
-      });
-      rings.push({
-        index: q,
-        driver: ring,
-        layout,
-        kick: eventfd(0, { nonBlocking: true }),
-        call: eventfd(0, { nonBlocking: true }),
-        info: {
-          index: q,
-          num: ringSize,
-          descAddr: layout.descAddr,
-          availAddr: layout.availAddr,
-          usedAddr: layout.usedAddr,
-          logAddr: 0,
-          logging: false,
-          base: 0,
-          kickFd: -1,
-          callFd: -1,
-          errFd: -1,
-          enabled: true,
-          ready: true,
-        },
-      });
-      rings[q].info.kickFd = rings[q].kick;
-      rings[q].info.callFd = rings[q].call;
-    }
-    const rig = new SimRig(memfd, memory, description, rings, features);
-    rig.warnings.push(...warnings);
-    rig.reported = reported;
-    // Keep collecting into the rig's list.
-    log.warn = (m) => rig.warnings.push(m);
-    return rig;
+        device: { listener },
+      },
+    );
+    return new SimRig(harness, warnings, reported);
+  }
+
+  /** The device core. */
+  get device(): VhostMdevDevice {
+    return this.harness.device;
+  }
+
+  /** What the sim's probe returned. */
+  get description(): DeviceDescription {
+    return this.harness.device.description;
+  }
+
+  /** Guest memory. */
+  get memory(): GuestMemory {
+    return this.harness.memory;
+  }
+
+  /** The features acked. */
+  get features(): bigint {
+    return this.harness.features;
   }
 
   /** Interrupts seen on call fds so far. */
@@ -295,13 +233,8 @@ export class SimRig {
     return frames;
   }
 
-  /** Close fds and the mapping (after the device stopped). */
-  close(): void {
-    for (const r of this.rings) {
-      close(r.kick);
-      close(r.call);
-    }
-    this.memory.close();
-    close(this.#memfd);
+  /** Close the device (stopping it, calling the sim's `close`), fds and memory. */
+  close(): Promise<void> {
+    return this.harness.close();
   }
 }

@@ -1,5 +1,6 @@
-// The sim device driven in-process: a memfd as guest memory, rings driven by
-// SplitQueueDriver, real eventfds, and the device's real datapath Workers.
+// The sim device driven in-process under the real device core: a memfd as
+// guest memory, rings driven by SplitQueueDriver, real eventfds, and the
+// device's real datapath Workers.
 
 import assert from "node:assert/strict";
 import { bit, hasBit, VirtioFeatureBit, VirtioNetFeatureBit } from "@vhost-mdev/sdk";
@@ -33,12 +34,11 @@ async function withRig(
 ): Promise<void> {
   const rig = await SimRig.create(options);
   try {
-    await rig.description.ops.start();
+    await rig.harness.start();
     await fn(rig);
   } finally {
-    await rig.description.ops.stop();
-    await rig.description.ops.close?.();
-    rig.close();
+    await rig.harness.stop();
+    await rig.close();
   }
 }
 
@@ -75,7 +75,7 @@ Deno.test("probe: features, config space, queue count, option errors", async () 
     // mac, status LINK_UP, max_virtqueue_pairs 3, mtu 9000 (little-endian)
     assert.deepEqual([...d.config!], [0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 1, 0, 3, 0, 0x28, 0x23]);
   } finally {
-    rig.close();
+    await rig.close();
   }
   const off = parseSimOptions({ "mrg-rxbuf": "false", "event-idx": "false", indirect: "false" });
   assert.equal(off.mrgRxbuf || off.eventIdx || off.indirect, false);
@@ -366,7 +366,7 @@ Deno.test("hostile transmit chains are returned, counted and reported; frames st
   await withRig({ reserved: 8 }, async (rig) => {
     rig.postRx(0, 8, 2048);
     const tx = rig.rings[1].driver;
-    const top = rig.rings[1].info.num - 1;
+    const top = rig.rings[1].layout.num - 1;
     // A loop: top -> top-1 -> top.
     tx.writeDescriptor(top, 0x500000, 12, NEXT, top - 1);
     tx.writeDescriptor(top - 1, 0x500100, 64, NEXT, top);
@@ -382,7 +382,7 @@ Deno.test("hostile transmit chains are returned, counted and reported; frames st
     tx.writeDescriptor(top - 4, 0x500300, 16, INDIRECT, 0);
     tx.addRaw(top - 4, 4);
     // A chain longer than the queue: one direct buffer, then a full-size indirect table.
-    const num = rig.rings[1].info.num;
+    const num = rig.rings[1].layout.num;
     for (let j = 0; j < num; j++) {
       putDescriptor(rig, 0x600000 + 16 * j, 0x500000, 1, j < num - 1 ? NEXT : 0, j + 1);
     }
@@ -416,7 +416,7 @@ Deno.test("hostile transmit chains are returned, counted and reported; frames st
 Deno.test("bad heads, misordered chains, bad receive buffers and a corrupt avail.idx", async () => {
   await withRig({ reserved: 4 }, async (rig) => {
     const tx = rig.rings[1].driver, rx = rig.rings[0].driver;
-    const top = rig.rings[1].info.num - 1;
+    const top = rig.rings[1].layout.num - 1;
     // Receive ring: a buffer outside memory, then good ones. The frame lands in a good one.
     rx.writeDescriptor(top, 0x9_0000_0000, 2048, WRITE, 0);
     rx.addRaw(top, 0x77);
@@ -464,7 +464,7 @@ Deno.test("bad heads, misordered chains, bad receive buffers and a corrupt avail
 Deno.test("reports are rate limited, errors are all counted", async () => {
   await withRig({ reserved: 64 }, async (rig) => {
     const tx = rig.rings[1].driver;
-    const num = rig.rings[1].info.num;
+    const num = rig.rings[1].layout.num;
     for (let i = 0; i < 64; i++) tx.writeDescriptor(num - 1 - i, 0x7_0000_0000, 100, 0, 0);
     for (let round = 0; round < 3; round++) {
       for (let i = 0; i < 64; i++) tx.addRaw(num - 1 - i, i);
@@ -482,32 +482,30 @@ Deno.test("reports are rate limited, errors are all counted", async () => {
 
 Deno.test("stop reports ring bases and a restart resumes from them", async () => {
   const rig = await SimRig.create({});
-  const ops = rig.description.ops;
+  const base = async (q: number) => (await rig.device.getVringBase(q)).num;
   try {
-    assert.equal(await ops.getVringBase(0), 0, "never ran: the frontend's base");
-    await ops.start();
+    assert.equal(await base(0), 0, "never ran: the frontend's base");
+    await rig.harness.start();
     rig.postRx(0, 10, 2048);
     for (let i = 0; i < 6; i++) rig.send(0, pattern(70, i));
     await rig.receive(0, 6);
     await rig.used(1, 6);
-    await ops.stop();
-    assert.equal(await ops.getVringBase(0), 6);
-    assert.equal(await ops.getVringBase(1), 6);
+    await rig.harness.stop();
+    assert.equal(await base(0), 6);
+    assert.equal(await base(1), 6);
     // The frontend sets the bases back (as the SDK does) and starts again.
-    rig.rings[0].info.base = 6;
-    rig.rings[1].info.base = 6;
-    await ops.start();
+    await rig.harness.start(undefined, { bases: [6, 6] });
     for (let i = 0; i < 3; i++) rig.send(0, pattern(80, i));
     const again = await rig.receive(0, 3);
     assert.deepEqual(again.map((r) => r.frame), [0, 1, 2].map((i) => pattern(80, i)));
     await rig.used(1, 3);
-    await ops.stop();
-    assert.equal(await ops.getVringBase(0), 9);
-    assert.equal(await ops.getVringBase(1), 9);
+    await rig.harness.stop();
+    assert.equal(await base(0), 9);
+    assert.equal(await base(1), 9);
     assert.equal(stats(rig, 0).packets, 9);
   } finally {
-    await ops.stop();
-    rig.close();
+    await rig.harness.stop();
+    await rig.close();
   }
 });
 
@@ -515,10 +513,10 @@ Deno.test("a held frame is given back at stop: the base excludes it", async () =
   await withRig({}, async (rig) => {
     for (let i = 0; i < 3; i++) rig.send(0, pattern(70, i));
     await new Promise((r) => setTimeout(r, 50));
-    await rig.description.ops.stop();
+    await rig.harness.stop();
     // The first transmit chain was taken but could not be delivered: not consumed.
-    assert.equal(await rig.description.ops.getVringBase(1), 0);
-    assert.equal(await rig.description.ops.getVringBase(0), 0);
+    assert.equal((await rig.device.getVringBase(1)).num, 0);
+    assert.equal((await rig.device.getVringBase(0)).num, 0);
   });
 });
 
