@@ -39,6 +39,11 @@ import {
 export interface DriverHarnessOptions {
   /** Bytes of guest memory (default 16 MiB). */
   memoryBytes?: number;
+  /**
+   * Guest-physical address where the memory starts (default 0), for a
+   * device that should see addresses other than zero (a multiple of 4096).
+   */
+  gpa?: number;
   /** Entries per ring (default 256). */
   ringSize?: number;
   /** Features to ack, of those the device offers (default: all it offers). */
@@ -75,10 +80,8 @@ export interface HarnessRing {
   readonly call: number;
 }
 
-/** Guest-physical address of the harness's memory. */
-const GPA = 0;
-/** Where the frontend says the memory is in its address space (deliberately not the GPA). */
-const UVA = 0x7f00_0000_0000;
+/** Where the frontend says the memory is in its address space (GPA + this: deliberately not the GPA). */
+const UVA_OFFSET = 0x7f00_0000_0000;
 
 /**
  * A driver's device under test: the real {@linkcode VhostMdevDevice}, guest
@@ -104,6 +107,8 @@ export class DriverHarness {
   /** The features acked. */
   readonly features: bigint;
   readonly #rings: HarnessRing[];
+  readonly #given: { kick: number; call: number }[];
+  readonly #gpa: number;
   readonly #memfd: number;
   readonly #mapping: Mapping;
   #next: number;
@@ -114,6 +119,7 @@ export class DriverHarness {
     memory: GuestMemory,
     features: bigint,
     rings: HarnessRing[],
+    gpa: number,
     memfd: number,
     mapping: Mapping,
     next: number,
@@ -122,10 +128,12 @@ export class DriverHarness {
     this.memory = memory;
     this.features = features;
     this.#rings = rings;
+    this.#given = rings.map(() => ({ kick: -1, call: -1 }));
+    this.#gpa = gpa;
     this.#memfd = memfd;
     this.#mapping = mapping;
     this.#next = next;
-    this.#end = mapping.length;
+    this.#end = gpa + mapping.length;
   }
 
   /**
@@ -141,18 +149,22 @@ export class DriverHarness {
   ): Promise<DriverHarness> {
     const size = options.memoryBytes ?? 16 << 20;
     const num = options.ringSize ?? 256;
+    const gpa = options.gpa ?? 0;
+    if (!Number.isInteger(gpa) || gpa < 0 || gpa % 0x1000 !== 0) {
+      throw new RangeError(`gpa ${gpa} is not a page-aligned guest-physical address`);
+    }
     const device = await VhostMdevDevice.create(driver, params, options.device ?? {});
     const features = (options.features ?? device.getFeatures()) & device.getFeatures();
     const memfd = memfdCreate("driver-harness", { allowSealing: true });
     ftruncate(memfd, size);
     const mapping = mmap(memfd, size);
     const memory = GuestMemory.fromBuffers([
-      { gpa: GPA, uva: UVA, bytes: new Uint8Array(mapping.buffer) },
+      { gpa, uva: gpa + UVA_OFFSET, bytes: new Uint8Array(mapping.buffer) },
     ]);
     const eventIdx = hasBit(features, VirtioFeatureBit.EVENT_IDX);
     const indirect = hasBit(features, VirtioFeatureBit.INDIRECT_DESC);
     const rings: HarnessRing[] = [];
-    let next = 0x1000;
+    let next = gpa + 0x1000;
     for (let q = 0; q < device.numQueues; q++) {
       const layout = SplitQueueDriver.layout(num, next, { indirectSegments: indirect ? 4 : 0 });
       next = Math.ceil((next + layout.bytes) / 0x1000) * 0x1000;
@@ -168,7 +180,7 @@ export class DriverHarness {
         call: eventfd(0, { nonBlocking: true }),
       });
     }
-    return new DriverHarness(device, memory, features, rings, memfd, mapping, next);
+    return new DriverHarness(device, memory, features, rings, gpa, memfd, mapping, next);
   }
 
   /** Ring `q`'s guest side. */
@@ -176,6 +188,16 @@ export class DriverHarness {
     const r = this.#rings[q];
     if (!r) throw new RangeError(`ring ${q} does not exist: the device has ${this.#rings.length}`);
     return r;
+  }
+
+  /**
+   * The kick and call eventfds ring `q` was given by the last
+   * {@linkcode DriverHarness.start} (duplicates of the guest's ends, owned
+   * by the device, as its driver sees them); -1 before any start.
+   */
+  deviceFds(q: number): { readonly kick: number; readonly call: number } {
+    this.ring(q);
+    return { ...this.#given[q] };
   }
 
   /**
@@ -195,9 +217,9 @@ export class DriverHarness {
     await d.setFeatures(this.features);
     await d.setStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK);
     await d.setMemTable([{
-      gpa: GPA,
+      gpa: this.#gpa,
       size: this.#mapping.length,
-      uva: UVA,
+      uva: this.#gpa + UVA_OFFSET,
       mmapOffset: 0,
       fd: this.#memfd,
     }]);
@@ -208,14 +230,18 @@ export class DriverHarness {
       await d.setVringAddr({
         index: q,
         flags: 0,
-        desc: r.layout.descAddr + UVA,
-        avail: r.layout.availAddr + UVA,
-        used: r.layout.usedAddr + UVA,
+        desc: r.layout.descAddr + UVA_OFFSET,
+        avail: r.layout.availAddr + UVA_OFFSET,
+        used: r.layout.usedAddr + UVA_OFFSET,
         log: 0,
       });
       // The device owns what it is given: it gets duplicates, the guest keeps its ends.
-      await d.setVringKick(q, dup(r.kick));
-      await d.setVringCall(q, dup(r.call));
+      const kick = dup(r.kick);
+      await d.setVringKick(q, kick);
+      this.#given[q].kick = kick;
+      const call = dup(r.call);
+      await d.setVringCall(q, call);
+      this.#given[q].call = call;
       await d.setVringEnable(q, true);
     }
     await d.setStatus(

@@ -1,15 +1,15 @@
-// The ifcvf driver on the emulated IFC VF, in process: the SDK's device core
-// driven through its ioctl entry point, guest memory in a memfd, rings
-// written by a TypeScript virtio driver. Frames go out on TX and come back
-// on RX through the device's DMA, interrupts arrive on the call eventfds
-// through MSI-X, and stop/start resumes at the ring state saved in the
-// live-migration BAR.
+// The ifcvf driver on the emulated IFC VF, in process, under the test kit's
+// DriverHarness: the SDK's device core configured as a frontend does, guest
+// memory in a memfd, rings written by a TypeScript virtio driver. Frames go
+// out on TX and come back on RX through the device's DMA, interrupts arrive
+// on the call eventfds through MSI-X, and stop/start resumes at the ring
+// state saved in the live-migration BAR.
 
 import assert from "node:assert/strict";
 import {
   bit,
-  GuestMemory,
-  SplitQueueDriver,
+  type GuestMemory,
+  type SplitQueueDriver,
   VhostIoctl,
   VhostMdevDevice,
   VIRTIO_NET_HDR_SIZE,
@@ -20,45 +20,48 @@ import {
 import { readNumBuffers } from "@vhost-mdev/sdk/net";
 import {
   close,
-  eventfd,
   eventfdRead,
   eventfdWrite,
-  ftruncate,
-  type Mapping,
   memfdCreate,
-  mmap,
   pollAsync,
   POLLIN,
   SysError,
 } from "@vhost-mdev/sdk/sys";
+import { DriverHarness } from "@vhost-mdev/testing";
 import { EmulatedIfcvf, type EmulatedIfcvfOptions } from "@vhost-mdev/ifcvf/emulated";
 import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
 import type { PciFunction } from "@vhost-mdev/sdk/pci";
 
 const MiB = 1 << 20;
 const GPA = 0x4000_0000;
-const UVA_OFFSET = 0x7f00_0000_0000; // frontend VA = GPA + this: unlike the GPA on purpose
+const MEMORY = 4 * MiB;
 const RING = 64;
 const BUF = 2048;
+/** Buffers per direction (slots of `BUF` bytes). */
+const SLOTS = 16;
 const HDR = VIRTIO_NET_HDR_SIZE;
+/** What the guest acks, of what the device offers. */
+const FEATURES = bit(VirtioFeatureBit.VERSION_1) | bit(VirtioNetFeatureBit.MRG_RXBUF) |
+  bit(VirtioFeatureBit.EVENT_IDX) | bit(VirtioNetFeatureBit.MAC);
 
+/** The emulated VF under the harness, and the guest side of pair 0. */
 interface Guest {
+  harness: DriverHarness;
   device: VhostMdevDevice;
   emu: EmulatedIfcvf;
   memory: GuestMemory;
-  mapping: Mapping;
-  memfd: number;
   rx: SplitQueueDriver;
   tx: SplitQueueDriver;
-  rxLayout: ReturnType<typeof SplitQueueDriver.layout>;
-  txLayout: ReturnType<typeof SplitQueueDriver.layout>;
+  /** The guest's ends of rings 0 (RX) and 1 (TX)'s kick eventfds. */
   kick: number[];
+  /** The guest's ends of rings 0 and 1's call eventfds. */
   call: number[];
   features: bigint;
+  /** Guest-physical address of the RX buffers (`SLOTS` of `BUF` bytes). */
+  rxBufs: number;
+  /** Guest-physical address of the TX buffers. */
+  txBufs: number;
 }
-
-const RX_BUFS = GPA + 0x10_0000;
-const TX_BUFS = GPA + 0x20_0000;
 
 function driverFor(emu: EmulatedIfcvf) {
   return makeIfcvfDriver(() => ({
@@ -76,75 +79,55 @@ async function bringUp(
   probeOptions: Record<string, string> = {},
 ): Promise<Guest> {
   const emu = new EmulatedIfcvf(emuOptions);
-  const device = await VhostMdevDevice.create(driverFor(emu), {
-    queues: 1,
-    pci: "emulated",
-    options: probeOptions,
-  }, Deno.env.get("IFCVF_TEST_DEBUG") ? { listener: (e) => console.log(e.type, e.message) } : {});
-  const memfd = memfdCreate("ifcvf-guest", { allowSealing: true });
-  ftruncate(memfd, 4 * MiB);
-  const mapping = mmap(memfd, 4 * MiB);
-  const memory = GuestMemory.fromBuffers([{ gpa: GPA, bytes: new Uint8Array(mapping.buffer) }]);
-  const offered = await device.ioctl(VhostIoctl.GET_FEATURES);
-  const features = offered &
-    (bit(VirtioFeatureBit.VERSION_1) | bit(VirtioNetFeatureBit.MRG_RXBUF) |
-      bit(VirtioFeatureBit.EVENT_IDX) | bit(VirtioNetFeatureBit.MAC));
-  await device.ioctl(VhostIoctl.SET_FEATURES, features);
-  await device.ioctl(VhostIoctl.SET_MEM_TABLE, [
-    { gpa: GPA, size: 4 * MiB, uva: GPA + UVA_OFFSET, mmapOffset: 0, fd: memfd },
-  ]);
-  const eventIdx = (features & bit(VirtioFeatureBit.EVENT_IDX)) !== 0n;
-  const rxLayout = SplitQueueDriver.layout(RING, GPA + 0x1000);
-  const txLayout = SplitQueueDriver.layout(RING, GPA + 0x8000);
+  const harness = await DriverHarness.create(
+    driverFor(emu),
+    { queues: 1, pci: "emulated", options: probeOptions },
+    {
+      memoryBytes: MEMORY,
+      gpa: GPA,
+      ringSize: RING,
+      features: FEATURES,
+      device: Deno.env.get("IFCVF_TEST_DEBUG")
+        ? { listener: (e) => console.log(e.type, e.message) }
+        : {},
+    },
+  );
   const g: Guest = {
-    device,
+    harness,
+    device: harness.device,
     emu,
-    memory,
-    mapping,
-    memfd,
-    rx: new SplitQueueDriver(memory, rxLayout, { eventIdx }),
-    tx: new SplitQueueDriver(memory, txLayout, { eventIdx }),
-    rxLayout,
-    txLayout,
-    kick: [-1, -1],
-    call: [-1, -1],
-    features,
+    memory: harness.memory,
+    rx: harness.ring(0).driver,
+    tx: harness.ring(1).driver,
+    kick: [harness.ring(0).kick, harness.ring(1).kick],
+    call: [harness.ring(0).call, harness.ring(1).call],
+    features: harness.features,
+    rxBufs: harness.alloc(SLOTS * BUF),
+    txBufs: harness.alloc(SLOTS * BUF),
   };
-  for (let i = 0; i < 16; i++) g.rx.add([{ gpa: RX_BUFS + i * BUF, len: BUF, write: true }], i);
+  for (let i = 0; i < SLOTS; i++) {
+    g.rx.add([{ gpa: g.rxBufs + i * BUF, len: BUF, write: true }], i);
+  }
   g.rx.publish();
   await configureRings(g, [0, 0]);
   return g;
 }
 
-/** SET_VRING_NUM/BASE/ADDR/KICK/CALL and enable, for rings 0 (RX) and 1 (TX). */
+/**
+ * Configure the device and enable rings 0 (RX) and 1 (TX), starting at
+ * available index `bases[q]`, as a frontend (re)starting it does.
+ */
 async function configureRings(g: Guest, bases: number[]): Promise<void> {
-  const layouts = [g.rxLayout, g.txLayout];
-  for (const q of [0, 1]) {
-    const l = layouts[q];
-    await g.device.ioctl(VhostIoctl.SET_VRING_NUM, { index: q, num: RING });
-    await g.device.ioctl(VhostIoctl.SET_VRING_BASE, { index: q, num: bases[q] });
-    await g.device.ioctl(VhostIoctl.SET_VRING_ADDR, {
-      index: q,
-      flags: 0,
-      desc: l.descAddr + UVA_OFFSET,
-      avail: l.availAddr + UVA_OFFSET,
-      used: l.usedAddr + UVA_OFFSET,
-      log: 0,
-    });
-    // The device owns the fds it is given; the test keeps using the numbers.
-    g.kick[q] = eventfd(0, { nonBlocking: true });
-    g.call[q] = eventfd(0, { nonBlocking: true });
-    await g.device.ioctl(VhostIoctl.SET_VRING_CALL, { index: q, fd: g.call[q] });
-    await g.device.ioctl(VhostIoctl.SET_VRING_KICK, { index: q, fd: g.kick[q] });
-  }
-  await g.device.setVringEnable(0, true);
-  await g.device.setVringEnable(1, true);
+  await g.harness.start([0, 1], { bases });
+}
+
+/** The call eventfd the device was given for ring `q` (what its driver wires). */
+function deviceCall(g: Guest, q: number): number {
+  return g.harness.deviceFds(q).call;
 }
 
 async function tearDown(g: Guest): Promise<void> {
-  await g.device.close();
-  g.mapping.unmap();
-  close(g.memfd);
+  await g.harness.close();
 }
 
 function frame(seed: number, length = 60 + seed * 7): Uint8Array {
@@ -156,7 +139,7 @@ function frame(seed: number, length = 60 + seed * 7): Uint8Array {
 
 /** Put `f` on TX behind a zero virtio-net header and kick. */
 function transmit(g: Guest, f: Uint8Array, slot: number): void {
-  const gpa = TX_BUFS + slot * BUF;
+  const gpa = g.txBufs + slot * BUF;
   const bytes = g.memory.bytes(gpa, HDR + f.length);
   bytes.fill(0, 0, HDR);
   bytes.set(f, HDR);
@@ -199,9 +182,9 @@ async function receive(g: Guest): Promise<{ frame: Uint8Array; numBuffers: numbe
     used = g.rx.takeUsed();
   }
   assert.ok(used, "a used RX buffer after the interrupt");
-  const bytes = g.memory.bytes(RX_BUFS + used.token * BUF, used.len).slice();
+  const bytes = g.memory.bytes(g.rxBufs + used.token * BUF, used.len).slice();
   // Give the buffer back to the device for the next frame.
-  g.rx.add([{ gpa: RX_BUFS + used.token * BUF, len: BUF, write: true }], used.token);
+  g.rx.add([{ gpa: g.rxBufs + used.token * BUF, len: BUF, write: true }], used.token);
   g.rx.publish();
   return { frame: bytes.subarray(HDR), numBuffers: readNumBuffers(bytes, 0) };
 }
@@ -227,14 +210,14 @@ function reclaimTx(g: Guest): number {
 Deno.test("ifcvf on the emulated IFC VF: frames loop back byte-identical, MSI-X reaches the call fds", async () => {
   const g = await bringUp();
   try {
-    assert.ok(g.device.running, "the device runs once both rings are enabled");
+    assert.ok(g.device.running, "the device runs once both rings are enabled and DRIVER_OK is set");
     assert.equal(g.emu.status & VirtioStatus.DRIVER_OK, VirtioStatus.DRIVER_OK);
     assert.ok(g.emu.running(0) && g.emu.running(1));
     // Guest memory is mapped for DMA at IOVA = GPA.
-    assert.deepEqual(g.emu.dma.mappings().map((m) => [m.iova, m.size]), [[GPA, 4 * MiB]]);
+    assert.deepEqual(g.emu.dma.mappings().map((m) => [m.iova, m.size]), [[GPA, MEMORY]]);
     // Vector per queue: vector q+1 is wired straight to ring q's call fd.
-    assert.equal(g.emu.function.wiredEventfd(1), g.call[0]);
-    assert.equal(g.emu.function.wiredEventfd(2), g.call[1]);
+    assert.equal(g.emu.function.wiredEventfd(1), deviceCall(g, 0));
+    assert.equal(g.emu.function.wiredEventfd(2), deviceCall(g, 1));
     eventfdWrite(g.kick[0], 1); // RX buffers are posted
 
     for (let i = 0; i < 5; i++) {
@@ -343,7 +326,8 @@ Deno.test("ifcvf: with two MSI-X vectors the queues share one, fanned out to eve
   const g = await bringUp({ msixVectors: 2 });
   try {
     // Vector 0 config, vector 1 shared: both are the driver's own eventfds.
-    assert.notEqual(g.emu.function.wiredEventfd(1), g.call[0]);
+    assert.notEqual(g.emu.function.wiredEventfd(1), deviceCall(g, 0));
+    assert.notEqual(g.emu.function.wiredEventfd(1), deviceCall(g, 1));
     assert.notEqual(g.emu.function.wiredEventfd(1), -1);
     eventfdWrite(g.kick[0], 1);
     const sent = frame(3);
