@@ -88,18 +88,7 @@ export function eventfdWrite(fd: number, value = 1): void {
   if (!Number.isSafeInteger(value) || value < 0 || value > COUNTER_MAX) {
     throw new SysError("write", Errno.EINVAL, `fd ${fd} (eventfd value ${value})`);
   }
-  counterWords[0] = value % TWO_32;
-  counterWords[1] = Math.floor(value / TWO_32);
-  const c = libc();
-  for (;;) {
-    const n = c.write(fd, counterBytes, 8n);
-    if (n === 8) return;
-    if (n >= 0) {
-      throw new SysError("write", Errno.EINVAL, `fd ${fd} (eventfd write took ${n} bytes)`);
-    }
-    const errno = lastErrno();
-    if (errno !== Errno.EINTR) throw new SysError("write", errno, `fd ${fd}`);
-  }
+  if (!addToCounter(fd, value)) throw new SysError("write", Errno.EAGAIN, `fd ${fd}`);
 }
 
 /**
@@ -111,8 +100,13 @@ export function eventfdWrite(fd: number, value = 1): void {
  * @throws SysError for any other failure (EBADF, EINVAL).
  */
 export function eventfdSignal(fd: number): boolean {
-  counterWords[0] = 1;
-  counterWords[1] = 0;
+  return addToCounter(fd, 1);
+}
+
+/** Add `value` to the counter; false when it would overflow (EAGAIN), retrying EINTR. */
+function addToCounter(fd: number, value: number): boolean {
+  counterWords[0] = value % TWO_32;
+  counterWords[1] = Math.floor(value / TWO_32);
   const c = libc();
   for (;;) {
     const n = c.write(fd, counterBytes, 8n);
