@@ -196,21 +196,9 @@ export class MessageSocket {
   send(bytes: Uint8Array, fds: readonly number[] = []): void {
     if (this.#failure) throw new ProtocolError(this.#failure);
     if (this.#closed) throw new ProtocolError("the connection is closed");
-    let off = 0;
-    let first = true;
-    if (this.#outbox.length === 0) {
-      while (off < bytes.length) {
-        try {
-          off += sendMsg(this.#fd, bytes.subarray(off), first ? fds : []);
-          first = false;
-        } catch (e) {
-          if (e instanceof SysError && e.code === "EAGAIN") break;
-          throw e;
-        }
-      }
-      if (off === bytes.length) return;
-    }
-    const rest = bytes.length - off;
+    const sent = this.#outbox.length === 0 ? this.#writeNow(bytes, fds) : 0;
+    if (sent === bytes.length) return;
+    const rest = bytes.length - sent;
     if (this.#unsentBytes + rest > MAX_UNSENT_BYTES) {
       this.#fail(
         `peer does not read its socket: ${this.#unsentBytes + rest} bytes would wait, ` +
@@ -218,16 +206,36 @@ export class MessageSocket {
       );
       throw new ProtocolError(this.#failure);
     }
+    // The fds travel with the first byte: held (duplicated) only if none went.
     const held: number[] = [];
     try {
-      if (first) { for (const fd of fds) held.push(dup(fd)); }
+      if (sent === 0) { for (const fd of fds) held.push(dup(fd)); }
     } catch (e) {
       for (const fd of held) close(fd);
       throw e;
     }
-    this.#outbox.push({ bytes: bytes.slice(off), fds: held });
+    this.#outbox.push({ bytes: bytes.slice(sent), fds: held });
     this.#unsentBytes += rest;
     if (!this.#flushing) this.#flush();
+  }
+
+  /**
+   * Write as much of `bytes` as the socket takes now, the fds with the first
+   * byte; returns the bytes written.
+   *
+   * @throws SysError for any failure but EAGAIN.
+   */
+  #writeNow(bytes: Uint8Array, fds: readonly number[]): number {
+    let off = 0;
+    while (off < bytes.length) {
+      try {
+        off += sendMsg(this.#fd, bytes.subarray(off), off === 0 ? fds : []);
+      } catch (e) {
+        if (e instanceof SysError && e.code === "EAGAIN") break;
+        throw e;
+      }
+    }
+    return off;
   }
 
   /** Send the outbox as the peer makes room; fails the connection on an error. */
@@ -236,22 +244,18 @@ export class MessageSocket {
     try {
       while (this.#outbox.length > 0 && !this.#closed) {
         const next = this.#outbox[0];
-        let n: number;
-        try {
-          n = sendMsg(this.#fd, next.bytes, next.fds);
-        } catch (e) {
-          if (e instanceof SysError && e.code === "EAGAIN") {
-            if (!await this.#wait(POLLOUT)) break;
-            continue;
-          }
-          this.#fail(`sending to the peer failed: ${(e as Error).message}`);
-          break;
+        const n = this.#writeNow(next.bytes, next.fds);
+        if (n > 0) {
+          for (const fd of next.fds) close(fd);
+          next.fds = [];
+          this.#unsentBytes -= n;
         }
-        for (const fd of next.fds) close(fd);
-        next.fds = [];
-        this.#unsentBytes -= n;
-        if (n === next.bytes.length) this.#outbox.shift();
-        else next.bytes = next.bytes.subarray(n);
+        if (n === next.bytes.length) {
+          this.#outbox.shift();
+          continue;
+        }
+        next.bytes = next.bytes.subarray(n);
+        if (!await this.#wait(POLLOUT)) break;
       }
     } catch (e) {
       this.#fail(`sending to the peer failed: ${(e as Error).message}`);
