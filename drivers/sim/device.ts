@@ -53,13 +53,6 @@ interface RunningPair {
   stopped: Promise<void>;
 }
 
-/**
- * What Workers that never confirmed their stop still use, kept for the life
- * of the process: their memory leases and fds (never unmapped or closed, so
- * nothing is pulled from under them and no fd number is reused under them).
- */
-const stuck: { lease: MemoryLease | null; fds: number[] }[] = [];
-
 function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
@@ -182,46 +175,41 @@ export class SimDevice implements DeviceOps {
   /** Stop every Worker, keeping each ring's next available index. */
   async stop(): Promise<void> {
     const running = this.#running;
-    const lease = this.#lease;
-    const fds = this.#fds;
+    this.#running = [];
+    const late: number[] = [];
+    if (running.length > 0) {
+      const control = new Int32Array(this.#control);
+      Atomics.store(control, CONTROL_STOP, 1);
+      eventfdWrite(this.#stopFd, 1);
+      await Promise.all(running.map((p) =>
+        withTimeout(p.stopped, STOP_TIMEOUT_MS, () => {
+          late.push(p.pair);
+        })
+      ));
+      for (const p of running) {
+        p.worker.terminate();
+        for (const q of p.rings) {
+          this.#bases[q] = Atomics.load(control, CONTROL_BASES + q) & 0xffff;
+        }
+      }
+    }
+    const lease = this.#lease, fds = this.#fds, stopFd = this.#stopFd;
     this.#lease = null;
     this.#fds = [];
-    if (running.length === 0) {
-      lease?.release();
-      for (const fd of fds) close(fd);
-      if (this.#stopFd >= 0) close(this.#stopFd);
-      this.#stopFd = -1;
-      return;
-    }
-    this.#running = [];
-    const control = new Int32Array(this.#control);
-    Atomics.store(control, CONTROL_STOP, 1);
-    eventfdWrite(this.#stopFd, 1);
-    const late: number[] = [];
-    await Promise.all(running.map((p) =>
-      withTimeout(p.stopped, STOP_TIMEOUT_MS, () => {
-        late.push(p.pair);
-      })
-    ));
-    for (const p of running) {
-      p.worker.terminate();
-      for (const q of p.rings) this.#bases[q] = Atomics.load(control, CONTROL_BASES + q) & 0xffff;
-    }
-    if (late.length === 0) {
-      lease?.release();
-      for (const fd of fds) close(fd);
-      close(this.#stopFd);
-    } else {
-      // Unmapping or closing now could pull memory or fds from under a
-      // thread that may still be using them.
-      stuck.push({ lease, fds: [...fds, this.#stopFd] });
+    this.#stopFd = -1;
+    if (late.length > 0) {
+      // A Worker that did not confirm may still be using its memory and fds:
+      // they are never released, so nothing is unmapped or reused under it.
       this.#ctx.reportError(
         `queue pair(s) ${late.join(", ")}: the datapath Worker did not stop within ` +
           `${STOP_TIMEOUT_MS} ms; it was terminated, its guest memory stays mapped and its ` +
           `fds open`,
       );
+      return;
     }
-    this.#stopFd = -1;
+    lease?.release();
+    for (const fd of fds) close(fd);
+    if (stopFd >= 0) close(stopFd);
   }
 
   /** Next available index of ring `queue`: where its Worker stopped, or the frontend's base. */
