@@ -12,6 +12,7 @@
  * @module
  */
 
+import { settledFdCount as settleFds } from "./peers.ts";
 import { GuestMemory, SplitQueueDriver, VirtioStatus } from "@vhost-mdev/sdk";
 import { FrontendRequest, ProtocolFeatureBit } from "@vhost-mdev/sdk/vhost-user";
 import {
@@ -835,17 +836,8 @@ export function isAlive(pid: number): boolean {
  * for half a second (sessions detach and Workers end asynchronously), or
  * after `timeoutMs`.
  */
-export async function settledFdCount(pid: number, target = -1, timeoutMs = 5000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  let last = -1, stable = 0;
-  for (;;) {
-    const n = fdCount(pid);
-    if (n === target) return n;
-    stable = n === last ? stable + 1 : 0;
-    last = n;
-    if (stable >= 10 || Date.now() > deadline) return n;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+export function settledFdCount(pid: number, target = -1, timeoutMs = 5000): Promise<number> {
+  return settleFds({ pid, target, timeoutMs, stableReads: 10 });
 }
 
 /**

@@ -48,19 +48,38 @@ export async function requirePeer(binary: string): Promise<string | null> {
   return null;
 }
 
+/** Options of {@linkcode settledFdCount}. */
+export interface SettleOptions {
+  /** Whose fds (default this process). */
+  pid?: number | "self";
+  /** Return as soon as the count is this (default: wait for it to settle). */
+  target?: number;
+  /** Equal reads 50 ms apart that make a count settled (default 3). */
+  stableReads?: number;
+  /** Give up and return the last count after this long (default 5000 ms). */
+  timeoutMs?: number;
+}
+
 /**
- * Open fds of this process once the count has been stable for three reads
- * 50 ms apart. Test modules share the process, and an earlier module's
- * Workers and children may still be releasing fds when a leak check starts.
+ * Open fds of a process (this one by default) once the count has been
+ * stable for a few reads 50 ms apart, or has reached `target`. Test modules
+ * share the process, and an earlier module's Workers and children (or a
+ * backend's detaching sessions) may still be releasing fds when a leak check
+ * starts.
  */
-export async function settledFdCount(): Promise<number> {
-  let last = -1;
-  let stable = 0;
-  for (let i = 0; i < 100 && stable < 3; i++) {
-    const n = Array.from(Deno.readDirSync("/proc/self/fd")).length;
+export async function settledFdCount(options: SettleOptions = {}): Promise<number> {
+  const dir = `/proc/${options.pid ?? "self"}/fd`;
+  const target = options.target ?? -1;
+  const stableReads = options.stableReads ?? 3;
+  const deadline = Date.now() + (options.timeoutMs ?? 5000);
+  let last = -1, stable = 0;
+  for (;;) {
+    let n = 0;
+    for (const _ of Deno.readDirSync(dir)) n++;
+    if (n === target) return n;
     stable = n === last ? stable + 1 : 0;
     last = n;
+    if (stable >= stableReads || Date.now() > deadline) return n;
     await new Promise((r) => setTimeout(r, 50));
   }
-  return last;
 }
