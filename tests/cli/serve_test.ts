@@ -2,7 +2,7 @@
 // frontend (testpmd's virtio_user) produces, in text and JSON.
 
 import assert from "node:assert/strict";
-import { Testpmd } from "../../testing/testpmd.ts";
+import { Testpmd } from "@vhost-mdev/testing";
 import { requirePeer } from "../support/peers.ts";
 
 const SERVE = new URL("../../cli/serve.ts", import.meta.url).pathname;

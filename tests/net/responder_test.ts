@@ -9,7 +9,7 @@ import {
   parseEthernet,
   parseIcmpEcho,
   parseIpv4,
-} from "../../testing/frames.ts";
+} from "@vhost-mdev/testing";
 
 const ME = { mac: "02:00:00:00:00:02", ip: "10.0.0.2" };
 const PEER = { mac: "02:00:00:00:00:01", ip: "10.0.0.1" };

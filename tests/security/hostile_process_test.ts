@@ -26,7 +26,7 @@ import {
   socketPair,
   SysError,
 } from "@vhost-mdev/sdk/sys";
-import { Testpmd } from "../../testing/testpmd.ts";
+import { Testpmd } from "@vhost-mdev/testing";
 import { requirePeer } from "../support/peers.ts";
 import {
   BackendProcess,

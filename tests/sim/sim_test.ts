@@ -14,8 +14,8 @@ import {
   parseArp,
   parseEthernet,
   parseIcmpEcho,
-} from "../../testing/frames.ts";
-import { until } from "../../testing/until.ts";
+  until,
+} from "@vhost-mdev/testing";
 import { SimRig } from "./rig.ts";
 
 const MAC = "52:54:00:12:34:56";

@@ -7,11 +7,8 @@ import assert from "node:assert/strict";
 import { type QueueStats, VhostIoctl, VhostMdevDevice, VhostMdevState } from "@vhost-mdev/sdk";
 import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { driver } from "@vhost-mdev/sim";
-import { Testpmd } from "../../testing/testpmd.ts";
-import { VhostUserFrontend } from "../../testing/vhost_user_frontend.ts";
-import { VirtioNetDriver } from "../../testing/virtio_net_driver.ts";
+import { Testpmd, until, VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/testing";
 import { requirePeer } from "../support/peers.ts";
-import { until } from "../../testing/until.ts";
 
 const testpmd = await requirePeer("dpdk-testpmd");
 

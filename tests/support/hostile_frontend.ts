@@ -13,7 +13,14 @@
  */
 
 import { settledFdCount as settleFds } from "./peers.ts";
-import { GuestMemory, SplitQueueDriver, VirtioStatus } from "@vhost-mdev/sdk";
+import {
+  bit,
+  GuestMemory,
+  SplitQueueDriver,
+  VirtioFeatureBit,
+  VirtioNetFeatureBit,
+  VirtioStatus,
+} from "@vhost-mdev/sdk";
 import { FrontendRequest, ProtocolFeatureBit } from "@vhost-mdev/sdk/vhost-user";
 import {
   close,
@@ -61,15 +68,15 @@ export const PAGE = 4096;
 
 /** A protocol feature mask from bit numbers of `ProtocolFeatureBit`. */
 export function protocolBits(...bits: number[]): bigint {
-  return bits.reduce((m, b) => m | (1n << BigInt(b)), 0n);
+  return bits.reduce((m, b) => m | bit(b), 0n);
 }
 
 /** Virtio feature bit 30: the frontend speaks vhost-user protocol features. */
-export const PROTOCOL_FEATURES_BIT = 1n << 30n;
+export const PROTOCOL_FEATURES_BIT: bigint = bit(VirtioFeatureBit.PROTOCOL_FEATURES);
 /** Virtio feature `VERSION_1`. */
-export const VERSION_1 = 1n << 32n;
+export const VERSION_1: bigint = bit(VirtioFeatureBit.VERSION_1);
 /** Virtio-net feature `MRG_RXBUF`. */
-export const MRG_RXBUF = 1n << 15n;
+export const MRG_RXBUF: bigint = bit(VirtioNetFeatureBit.MRG_RXBUF);
 
 // ---- payload encoders -----------------------------------------------------
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { findExecutable } from "../../testing/programs.ts";
+import { findExecutable } from "@vhost-mdev/testing";
 
 /** Debian package that provides each peer binary. */
 const PACKAGES: Readonly<Record<string, string>> = {

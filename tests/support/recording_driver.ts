@@ -5,7 +5,7 @@
  * @module
  */
 
-import { until } from "../../testing/until.ts";
+import { until } from "@vhost-mdev/testing";
 import {
   bit,
   type DeviceContext,

@@ -15,7 +15,7 @@ import {
   parseMac,
   parseUdp,
   respond,
-} from "../../testing/frames.ts";
+} from "@vhost-mdev/testing";
 
 const A = { mac: "02:00:00:00:00:01", ip: "10.0.0.1" };
 const B = { mac: "02:00:00:00:00:02", ip: "10.0.0.2" };

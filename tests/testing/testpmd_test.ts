@@ -4,8 +4,13 @@
 
 import assert from "node:assert/strict";
 import { requirePeer } from "../support/peers.ts";
-import { findExecutable } from "../../testing/programs.ts";
-import { parseForwardStats, parsePortStats, Testpmd, TestpmdError } from "../../testing/testpmd.ts";
+import {
+  findExecutable,
+  parseForwardStats,
+  parsePortStats,
+  Testpmd,
+  TestpmdError,
+} from "@vhost-mdev/testing";
 
 // Skips (printing why) when DPDK is missing; with CI=true that is a failure.
 const TESTPMD = await requirePeer("dpdk-testpmd");

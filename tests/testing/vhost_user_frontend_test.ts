@@ -17,7 +17,7 @@ import {
   encodeU64 as u64,
   type VhostUserMessage,
 } from "../../sdk/vhost_user/message.ts";
-import { VhostUserFrontend, VhostUserFrontendError } from "../../testing/vhost_user_frontend.ts";
+import { VhostUserFrontend, VhostUserFrontendError } from "@vhost-mdev/testing";
 import { recordingDriver } from "../support/recording_driver.ts";
 
 const FEATURES = bit(VirtioFeatureBit.VERSION_1) | bit(VirtioFeatureBit.PROTOCOL_FEATURES);

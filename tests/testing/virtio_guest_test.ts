@@ -13,8 +13,7 @@ import {
   VirtioNetFeatureBit,
 } from "../../sdk/uapi/virtio.ts";
 import { driver as sim } from "../../drivers/sim/mod.ts";
-import { VhostUserFrontend } from "../../testing/vhost_user_frontend.ts";
-import { VirtioGuest } from "../../testing/virtio_guest.ts";
+import { VhostUserFrontend, VirtioGuest } from "@vhost-mdev/testing";
 
 /**
  * The sim device (one queue pair) in loopback, offering EVENT_IDX but not

@@ -6,8 +6,7 @@ import assert from "node:assert/strict";
 import { VhostMdevDevice } from "../../sdk/core/device.ts";
 import { VhostUserServer } from "../../sdk/vhost_user/server.ts";
 import { driver as sim } from "../../drivers/sim/mod.ts";
-import { VhostUserFrontend } from "../../testing/vhost_user_frontend.ts";
-import { VirtioNetDriver } from "../../testing/virtio_net_driver.ts";
+import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/testing";
 
 /** A driver with one queue pair on the sim device in loopback. */
 async function withLoopback(body: (net: VirtioNetDriver) => Promise<void>): Promise<void> {

@@ -5,10 +5,15 @@
 
 import assert from "node:assert/strict";
 import { requirePeer } from "../support/peers.ts";
-import { Testpmd, type TestpmdOptions } from "../../testing/testpmd.ts";
-import { VhostUserFrontend } from "../../testing/vhost_user_frontend.ts";
-import { VirtioNetDriver, type VirtioNetDriverOptions } from "../../testing/virtio_net_driver.ts";
-import { buildUdp, parseUdp } from "../../testing/frames.ts";
+import {
+  buildUdp,
+  parseUdp,
+  Testpmd,
+  type TestpmdOptions,
+  VhostUserFrontend,
+  VirtioNetDriver,
+  type VirtioNetDriverOptions,
+} from "@vhost-mdev/testing";
 import { bit, VirtioFeatureBit, VirtioNetFeatureBit } from "../../sdk/uapi/virtio.ts";
 
 // Skips (printing why) when DPDK is missing; with CI=true that is a failure.

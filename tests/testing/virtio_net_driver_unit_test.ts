@@ -26,8 +26,7 @@ import {
   encodeReply as reply,
   encodeU64 as u64,
 } from "../../sdk/vhost_user/message.ts";
-import { VhostUserFrontend } from "../../testing/vhost_user_frontend.ts";
-import { VirtioNetDriver } from "../../testing/virtio_net_driver.ts";
+import { VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/testing";
 
 const OFFER = bit(VirtioFeatureBit.VERSION_1) | bit(VirtioFeatureBit.PROTOCOL_FEATURES) |
   bit(VirtioNetFeatureBit.MRG_RXBUF) | bit(VirtioFeatureBit.EVENT_IDX);

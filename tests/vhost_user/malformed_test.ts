@@ -3,7 +3,7 @@
 // process keeps answering.
 
 import assert from "node:assert/strict";
-import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
+import { bit, type DeviceEvent, VhostMdevDevice, VirtioFeatureBit } from "@vhost-mdev/sdk";
 import {
   encodeMessage,
   FrontendRequest,
@@ -23,7 +23,7 @@ import {
   sendMsg,
   unixSocket,
 } from "@vhost-mdev/sdk/sys";
-import { until } from "../../testing/until.ts";
+import { until } from "@vhost-mdev/testing";
 import { recordingDriver } from "../support/recording_driver.ts";
 import { settledFdCount } from "../support/peers.ts";
 
@@ -291,19 +291,27 @@ Deno.test("refused request with REPLY_ACK gets a non-zero ack and the session go
         encodeMessage(
           FrontendRequest.SET_PROTOCOL_FEATURES,
           V,
-          u64(1n << BigInt(ProtocolFeatureBit.REPLY_ACK)),
+          u64(bit(ProtocolFeatureBit.REPLY_ACK)),
         ),
       );
       // Unoffered feature bit 34 (RING_PACKED) with NEED_REPLY: nack.
       f.send(
-        encodeMessage(FrontendRequest.SET_FEATURES, V | HeaderFlag.NEED_REPLY, u64(1n << 34n)),
+        encodeMessage(
+          FrontendRequest.SET_FEATURES,
+          V | HeaderFlag.NEED_REPLY,
+          u64(bit(VirtioFeatureBit.RING_PACKED)),
+        ),
       );
       const nack = (await f.reply())!;
       assert.equal(nack.request, FrontendRequest.SET_FEATURES);
       assert.notEqual(new DataView(nack.payload.buffer).getBigUint64(0, true), 0n);
       // Still serving: an accepted one acks 0.
       f.send(
-        encodeMessage(FrontendRequest.SET_FEATURES, V | HeaderFlag.NEED_REPLY, u64(1n << 32n)),
+        encodeMessage(
+          FrontendRequest.SET_FEATURES,
+          V | HeaderFlag.NEED_REPLY,
+          u64(bit(VirtioFeatureBit.VERSION_1)),
+        ),
       );
       assert.equal(new DataView((await f.reply())!.payload.buffer).getBigUint64(0, true), 0n);
       // A supported-but-unimplemented request (SEND_RARP) with NEED_REPLY: nack, session lives.

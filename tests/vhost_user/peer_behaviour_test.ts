@@ -5,7 +5,7 @@
 // moment it closed is served, not refused as busy.
 
 import assert from "node:assert/strict";
-import { ProtocolError, VhostMdevDevice } from "@vhost-mdev/sdk";
+import { bit, ProtocolError, VhostMdevDevice, VirtioFeatureBit } from "@vhost-mdev/sdk";
 import {
   encodeMessage,
   FrontendRequest,
@@ -25,7 +25,7 @@ import {
   setNonBlocking,
   socketPair,
 } from "@vhost-mdev/sdk/sys";
-import { VhostUserFrontend } from "../../testing/vhost_user_frontend.ts";
+import { VhostUserFrontend } from "@vhost-mdev/testing";
 import { NET_FEATURES, recordingDriver } from "../support/recording_driver.ts";
 import { settledFdCount } from "../support/peers.ts";
 
@@ -166,7 +166,7 @@ Deno.test("a frontend reconnecting the moment it closed is served, not refused a
     for (let i = 0; i < 5; i++) {
       const fe = await VhostUserFrontend.connect(path, { memoryMiB: 1 });
       await fe.handshake();
-      await fe.setFeatures(NET_FEATURES & ~(1n << 29n));
+      await fe.setFeatures(NET_FEATURES & ~bit(VirtioFeatureBit.EVENT_IDX));
       await fe.setMemTable();
       await fe.setupRing(0, { num: 64, descAddr: 0x1000, availAddr: 0x2000, usedAddr: 0x3000 });
       await fe.setupRing(1, { num: 64, descAddr: 0x5000, availAddr: 0x6000, usedAddr: 0x7000 });

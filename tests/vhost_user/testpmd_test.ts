@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
 import { VhostUserClient, VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { eventfdWrite } from "@vhost-mdev/sdk/sys";
-import { Testpmd } from "../../testing/testpmd.ts";
+import { Testpmd } from "@vhost-mdev/testing";
 import { requirePeer } from "../support/peers.ts";
 import { type Recorder, recordingDriver } from "../support/recording_driver.ts";
 
