@@ -12,6 +12,12 @@
 import { type QueueStats, VhostMdevDevice } from "@vhost-mdev/sdk";
 import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { findExecutable, VhostUserFrontend, VirtioNetDriver } from "@vhost-mdev/testing";
+import {
+  abortOnTermination,
+  MissingToolsError,
+  pingVmSummary,
+  runPingVm,
+} from "@vhost-mdev/testing/guest";
 import { driver as sim } from "@vhost-mdev/sim";
 import { parseFlags } from "./format.ts";
 
@@ -26,7 +32,7 @@ frontend to it, with live packets/s per queue and a summary at the end.
   --frontend ts     the SDK's TypeScript frontend: frames through the device in
                     loopback, each checked byte-identical on return
   --frontend qemu   boot a small Linux guest under QEMU that pings the device
-                    (see examples/vm.ts; needs qemu-system-x86 and busybox-static)
+                    (needs qemu-system-x86 and busybox-static)
   --queues N        queue pairs (default 2 for ts, 1 for qemu)
   --seconds S       how long to stream (ts, default 5)
   --size BYTES      frame size (ts, default 256)
@@ -242,17 +248,42 @@ function qemuAvailable(): boolean {
 }
 
 async function demoQemu(queues: number): Promise<number> {
+  const ip = "10.0.0.1";
   console.log(
-    "demo: drivers/sim as a ping responder, a QEMU guest on its vhost-user socket " +
-      "(examples/vm.ts)",
+    `demo: drivers/sim as a ping responder on ${ip}, ${queues} queue pair(s), ` +
+      "a QEMU guest on its vhost-user socket",
   );
-  const vm = new URL("../examples/vm.ts", import.meta.url).pathname;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", vm, "--queues", String(queues), "--mode", "responder"],
-    stdout: "inherit",
-    stderr: "inherit",
-  }).spawn();
-  return (await child.status).code;
+  const device = await VhostMdevDevice.create(
+    sim,
+    { queues, options: { mode: "responder", ip } },
+    {
+      listener: (e) => {
+        if (["start", "stop", "error", "warn", "connected"].includes(e.type)) {
+          console.log(`  device ${e.type}: ${e.message}`);
+        }
+      },
+    },
+  );
+  using stop = abortOnTermination();
+  try {
+    const result = await runPingVm({
+      device,
+      ip,
+      queues,
+      log: (line) => console.log(`  ${line}`),
+      signal: stop.signal,
+    });
+    console.log("summary:");
+    for (const line of pingVmSummary(result)) console.log(`  ${line}`);
+    return result.pass ? 0 : 1;
+  } catch (e) {
+    if (stop.signal.aborted) return 130;
+    if (!(e instanceof MissingToolsError)) throw e;
+    console.error(`error: ${e.message}`);
+    return 2;
+  } finally {
+    await device.close();
+  }
 }
 
 /**

@@ -116,7 +116,12 @@ export class MissingToolsError extends Error {
   /** The tools that are missing or unusable. */
   readonly missing: readonly HostTool[];
 
-  /** @param missing tools not found; @param reasons one line per tool. */
+  /**
+   * An error naming the missing tools and the command that installs them.
+   *
+   * @param missing tools not found
+   * @param reasons one line per tool
+   */
   constructor(missing: readonly HostTool[], reasons: readonly string[]) {
     super(
       `missing host tools:\n${reasons.map((r) => `  - ${r}`).join("\n")}\n` +

@@ -39,7 +39,12 @@ export class GuestConsoleError extends Error {
   /** The guest console's last lines. */
   readonly consoleTail: string;
 
-  /** @param message what failed; @param consoleTail the console's last lines. */
+  /**
+   * An error whose message ends with the console's last lines.
+   *
+   * @param message what failed
+   * @param consoleTail the console's last lines
+   */
   constructor(message: string, consoleTail: string) {
     super(`${message}\n--- guest console (last lines) ---\n${consoleTail}\n--- end of console ---`);
     this.name = "GuestConsoleError";

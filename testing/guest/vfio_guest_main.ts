@@ -1,7 +1,7 @@
 /**
- * The program `examples/vfio_vm.ts` runs inside its QEMU guest (the host's
- * Deno, chrooted into the host root over 9p): the whole SDK stack against
- * real kernel VFIO.
+ * The program `runVfioVm` (`vfio_vm.ts`, used by `examples/vfio_vm.ts`) runs
+ * inside its QEMU guest (the host's Deno, chrooted into the host root over
+ * 9p): the whole SDK stack against real kernel VFIO.
  *
  * 1. The ifcvf driver, in generic mode, probes the NIC bound to vfio-pci
  *    (`--pci`), and the SDK serves it on a vhost-user socket.

@@ -1,0 +1,240 @@
+/**
+ * The ping VM: serve a device on a vhost-user socket, boot the ping guest
+ * (`ping_guest.ts`) under QEMU with its NIC on that socket, let the guest
+ * ping the device, and compare both sides' packet counters:
+ *
+ * - guest `tx_packets` == packets the device took from its TX rings (odd
+ *   rings 1, 3, ...), and
+ * - guest `rx_packets` == packets the device put on its RX rings (even rings
+ *   0, 2, ...).
+ *
+ * The device must answer ARP and ICMP echo for its address (the sim driver
+ * does in `responder` mode).
+ *
+ * @module
+ */
+
+import type { QueueStats, VhostMdevDevice } from "@vhost-mdev/sdk";
+import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
+import { GUEST_TOOLS, installHostTools, requireHostTools } from "./host_tools.ts";
+import {
+  COUNTERS_MARKER,
+  parsePingReport,
+  pingGuestArgs,
+  type PingGuestReport,
+  preparePingGuest,
+} from "./ping_guest.ts";
+import { QemuVm } from "./qemu.ts";
+
+/** Options of {@linkcode runPingVm}. */
+export interface PingVmOptions {
+  /** The device the guest's NIC talks to; served here, closed by the caller. */
+  device: VhostMdevDevice;
+  /** The device's IPv4 address; the guest takes a neighbour in the same /24. Default `10.0.0.1`. */
+  ip?: string;
+  /** Queue pairs of the guest's NIC (default: what the device offers). */
+  queues?: number;
+  /** Echo requests the guest sends (default 20). */
+  count?: number;
+  /** Seconds between requests (default 0.2). */
+  interval?: number;
+  /** Print every kernel message and echo the guest console through `log`. */
+  verbose?: boolean;
+  /** Install missing host packages with apt-get first. */
+  setup?: boolean;
+  /** Progress lines (booting takes seconds). Default: none. */
+  log?: (line: string) => void;
+  /** Aborting kills QEMU; the run then rejects. */
+  signal?: AbortSignal;
+}
+
+/** What {@linkcode runPingVm} found. */
+export interface PingVmResult {
+  /** Whether ping lost nothing and both sides' counters agree. */
+  pass: boolean;
+  /** Why it did not pass (empty on pass). */
+  reasons: string[];
+  /** The guest's ping summary and interface counters. */
+  guest: PingGuestReport;
+  /** The device's ring counters: TX rings (odd), RX rings (even), each ring. */
+  device: { txRingPackets: number; rxRingPackets: number; rings: QueueStats[] };
+  /** Phase times in ms: `image_ms`, `boot_ms`, `ping_ms`, `shutdown_ms`, `total_ms`. */
+  timings: Record<string, number>;
+}
+
+/**
+ * The guest's address for a device at `ip`: same /24, host number 2 (3 when
+ * the device is .2).
+ *
+ * @throws TypeError when `ip` is not a dotted IPv4 address.
+ */
+export function neighbourAddress(ip: string): string {
+  const parts = ip.split(".").map(Number);
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
+    throw new TypeError(`${ip} is not an IPv4 address like 10.0.0.1`);
+  }
+  parts[3] = parts[3] === 2 ? 3 : 2;
+  return parts.join(".");
+}
+
+/**
+ * Serve `options.device` on a vhost-user socket in a temporary directory,
+ * boot the ping guest under QEMU (TCG) with its NIC on that socket, wait for
+ * its pings and counters, and check them against the device's ring
+ * counters. The socket and QEMU are gone when it settles.
+ *
+ * @example Ping the sim driver's responder from a guest
+ * ```ts
+ * import { VhostMdevDevice } from "@vhost-mdev/sdk";
+ * import { driver } from "@vhost-mdev/sim";
+ * import { pingVmSummary, runPingVm } from "@vhost-mdev/testing/guest";
+ *
+ * const device = await VhostMdevDevice.create(driver, {
+ *   queues: 1,
+ *   options: { mode: "responder", ip: "10.0.0.1" },
+ * });
+ * try {
+ *   const result = await runPingVm({ device, ip: "10.0.0.1", count: 5, log: console.log });
+ *   for (const line of pingVmSummary(result)) console.log(line);
+ * } finally {
+ *   await device.close();
+ * }
+ * ```
+ *
+ * @throws MissingToolsError when QEMU or a static busybox is missing.
+ * @throws GuestConsoleError when the guest does not get through a phase in time.
+ */
+export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
+  const { device, verbose = false, signal } = options;
+  const ip = options.ip ?? "10.0.0.1";
+  const guestIp = neighbourAddress(ip);
+  const queues = options.queues ?? Math.max(1, Math.floor(device.numQueues / 2));
+  const count = options.count ?? 20;
+  const interval = options.interval ?? 0.2;
+  const log = options.log ?? (() => {});
+  const timings: Record<string, number> = {};
+  const t0 = performance.now();
+  let t = t0;
+  const lap = (name: string) => {
+    const now = performance.now();
+    timings[name] = Math.round(now - t);
+    t = now;
+  };
+
+  if (options.setup) await installHostTools(GUEST_TOOLS, log);
+  const tools = await requireHostTools(GUEST_TOOLS);
+  const guest = await preparePingGuest(tools.get("busybox")!, (l) => log(`image: ${l}`));
+  lap("image_ms");
+  log(`image: kernel ${guest.release}, initramfs ${guest.initrd}`);
+  signal?.throwIfAborted();
+
+  const dir = await Deno.makeTempDir({ prefix: "vhost-mdev-vm-" });
+  const socket = `${dir}/vhost-net.sock`;
+  let server: VhostUserServer | null = null;
+  let vm: QemuVm | null = null;
+  const onAbort = () => void vm?.close();
+  signal?.addEventListener("abort", onAbort);
+  try {
+    server = VhostUserServer.listen(device, socket);
+    log(`device: ${device.driver.name} serving ${queues} queue pair(s) on ${socket}`);
+    vm = QemuVm.launch({
+      qemu: tools.get("qemu-system-x86_64"),
+      args: pingGuestArgs(guest, {
+        socket,
+        queues,
+        ip: guestIp,
+        prefix: 24,
+        peer: ip,
+        count,
+        interval,
+        memoryMiB: 256,
+        verboseKernel: verbose,
+      }),
+      log,
+      onConsoleLine: verbose ? (l) => log(`  console| ${l}`) : undefined,
+    });
+    if (signal?.aborted) onAbort();
+    log(`guest: QEMU started (pid ${vm.pid}), booting ${guest.release} under TCG`);
+    await vm.waitFor(/vm-init: userspace up/, {
+      timeoutMs: 90_000,
+      what: "the guest kernel to boot",
+    });
+    lap("boot_ms");
+    await vm.waitFor(/vm-init: modules loaded/, { timeoutMs: 30_000, what: "the virtio modules" });
+    await vm.waitFor(/vm-init: eth0 up/, { timeoutMs: 30_000, what: "eth0 to come up" });
+    const m = await vm.waitFor(COUNTERS_MARKER, {
+      timeoutMs: 40_000 + count * (interval * 1000 + 100),
+      what: `the guest's ${count} pings and its counters`,
+    });
+    lap("ping_ms");
+    const report = parsePingReport(m[1]);
+    const rings = device.stats();
+    const inUse = rings.filter((r) => r.queue < 2 * queues);
+    const sum = (odd: number) =>
+      inUse.filter((r) => r.queue % 2 === odd).reduce((s, r) => s + r.packets, 0);
+    const txRingPackets = sum(1);
+    const rxRingPackets = sum(0);
+    await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 10_000))]);
+    lap("shutdown_ms");
+    timings.total_ms = Math.round(performance.now() - t0);
+
+    const c = report.counters;
+    const reasons: string[] = [];
+    if (
+      report.pingExit !== 0 || report.received !== report.transmitted || report.lossPercent !== 0
+    ) {
+      reasons.push(
+        `ping lost packets: ${report.transmitted} sent, ${report.received} received ` +
+          `(${report.lossPercent}% loss, exit ${report.pingExit})`,
+      );
+    }
+    if (report.transmitted !== count) reasons.push(`ping sent ${report.transmitted}, not ${count}`);
+    if (rings.length === 0) {
+      reasons.push(`driver ${device.driver.name} reports no ring counters (ops.stats)`);
+    }
+    if (c.tx_packets !== txRingPackets) {
+      reasons.push(`guest tx_packets ${c.tx_packets} != device TX-ring packets ${txRingPackets}`);
+    }
+    if (c.rx_packets !== rxRingPackets) {
+      reasons.push(`guest rx_packets ${c.rx_packets} != device RX-ring packets ${rxRingPackets}`);
+    }
+    return {
+      pass: reasons.length === 0,
+      reasons,
+      guest: report,
+      device: { txRingPackets, rxRingPackets, rings },
+      timings,
+    };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    await vm?.close();
+    await server?.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/**
+ * A run's summary as lines: both sides' counters, the timings, and the
+ * verdict (`PASS: ...` or `FAIL: <reasons>`).
+ */
+export function pingVmSummary(result: PingVmResult): string[] {
+  const { guest: report, device, timings } = result;
+  const c = report.counters;
+  return [
+    `guest:  ping ${report.transmitted} sent, ${report.received} received, ` +
+    `${report.lossPercent}% loss; tx_packets=${c.tx_packets} rx_packets=${c.rx_packets} ` +
+    `tx_bytes=${c.tx_bytes} rx_bytes=${c.rx_bytes} dropped=${c.tx_dropped}/${c.rx_dropped} ` +
+    `errors=${c.tx_errors}/${c.rx_errors}`,
+    `device: TX rings ${device.txRingPackets} packets, RX rings ${device.rxRingPackets} packets; ` +
+    device.rings.map((r) =>
+      `ring ${r.queue} (${r.queue % 2 ? "tx" : "rx"}): ${r.packets}p ${r.bytes}B ` +
+      `drops ${r.drops} errors ${r.errors}`
+    ).join(", "),
+    `timing: image ${timings.image_ms} ms, boot ${timings.boot_ms} ms, ` +
+    `modules+link+ping ${timings.ping_ms} ms, total ${timings.total_ms} ms`,
+    result.pass
+      ? `PASS: 0% loss; guest tx ${c.tx_packets} == device TX-ring ${device.txRingPackets}, ` +
+        `guest rx ${c.rx_packets} == device RX-ring ${device.rxRingPackets}`
+      : `FAIL: ${result.reasons.join("; ")}`,
+  ];
+}
