@@ -2,34 +2,56 @@
  * The one interface a vendor implements: a {@linkcode Driver} whose
  * {@linkcode Driver.probe} returns a {@linkcode DeviceDescription} with its
  * {@linkcode DeviceOps}. This mirrors `struct vhost_mdev_device_ops` of the
- * Linux RFC "vhost: introduce mdev based hardware vhost backend": the SDK
- * speaks vhost-user to QEMU or DPDK, keeps the per-ring state, and calls the
- * driver at the moments the kernel's `vhost_mdev.c` would.
+ * Linux RFC "vhost: introduce mdev based hardware vhost backend" (`start`,
+ * `stop`, `notify`, `getNotifyAddr`, `getVringState` for `get_vring_base`,
+ * `featuresChanged`) and adds what hardware and the vDPA frameworks need:
+ * per-ring start and stop, the full ring state, suspend and resume, the
+ * status byte, doorbells the SDK rings off the main thread. The SDK speaks
+ * vhost-user to QEMU or DPDK, keeps the per-ring state, and calls the driver
+ * at the moments the kernel's `vhost_mdev.c` (and `vhost_vdpa.c`) would.
  *
  * Lifecycle, in the order the SDK calls things:
  *
  * 1. `probe(ctx, params)` once, when the device is created.
  * 2. `featuresChanged(features)` after the frontend's `SET_FEATURES` was
- *    accepted (it only ever holds bits the device offered).
+ *    accepted (it only ever holds bits the device offered), and
+ *    `setStatus(status)` on each status change (it may refuse
+ *    `FEATURES_OK`).
  * 3. `start()` when the frontend set `DRIVER_OK` (or enabled a ring) and
- *    every ring that will run has its size, addresses, kick and call fds.
- * 4. `notify(q)` for each kick the SDK relays, while running.
- * 5. `getVringBase(q)` on `GET_VRING_BASE`, after `stop()`.
- * 6. `stop()` when the frontend disables rings, resets, or goes away.
+ *    every enabled ring has its size, addresses and kick fd; it starts the
+ *    rings {@linkcode VringInfo.running} says, each from
+ *    {@linkcode VringInfo.state}.
+ * 4. While running: `notify(q)` (or the driver's `doorbell(q)` rung by the
+ *    SDK) for each kick; `startRing(q)` / `stopRing(q)` as the frontend
+ *    enables, disables or reconfigures one ring, the others running on;
+ *    `suspend()` and `resume()` around a pause that keeps everything.
+ * 5. `getVringState(q)` on `GET_VRING_BASE` and whenever a ring stops.
+ * 6. `stop()` when the frontend resets, goes away, or the configuration no
+ *    longer allows running.
  * 7. `close()` when the device is destroyed.
  *
- * `start` and `stop` are each called exactly once per transition, never
- * concurrently with each other.
+ * Every op runs on the main thread, one at a time (the SDK serializes them),
+ * and may return a Promise, which the SDK awaits; `notify` is the exception:
+ * it is synchronous and not serialized with the others.
  *
  * @example A minimal driver
  * ```ts
- * import { bit, type Driver, VirtioDeviceId, VirtioFeatureBit } from "@vhost-mdev/sdk";
+ * import {
+ *   bit,
+ *   type Driver,
+ *   type RingPosition,
+ *   VirtioDeviceId,
+ *   VirtioFeatureBit,
+ * } from "@vhost-mdev/sdk";
  *
  * export const driver: Driver = {
  *   name: "null",
  *   description: "accepts a frontend, moves no packets",
  *   pciIds: [],
  *   probe(ctx) {
+ *     // Where each ring got to: a null device takes nothing, so it stays
+ *     // where the frontend put it.
+ *     const saved = new Map<number, RingPosition>();
  *     return {
  *       deviceId: VirtioDeviceId.NET,
  *       features: bit(VirtioFeatureBit.VERSION_1),
@@ -37,10 +59,12 @@
  *       maxQueueSize: 256,
  *       ops: {
  *         start() {
- *           ctx.log.info(`start with ${ctx.vring(0).num} descriptors`);
+ *           for (let q = 0; q < ctx.numQueues; q++) {
+ *             if (ctx.vring(q).running) saved.set(q, ctx.vring(q).state);
+ *           }
  *         },
  *         stop() {},
- *         getVringBase: (q) => ctx.vring(q).base,
+ *         getVringState: (q) => saved.get(q) ?? ctx.vring(q).state,
  *       },
  *     };
  *   },
@@ -100,10 +124,11 @@ export interface VringInfo {
   /** Whether the frontend asked for used-ring logging on this ring. */
   readonly logging: boolean;
   /**
-   * Next available index the device should process (`SET_VRING_BASE`). For
-   * packed rings bit 15 is the wrap counter.
+   * Where the ring starts or resumes (`SET_VRING_BASE`, or where it stopped
+   * last): the next available and used indexes, with the wrap counters of a
+   * packed ring. A driver starting the ring programs it from here.
    */
-  readonly base: number;
+  readonly state: RingPosition;
   /** Kick eventfd the frontend writes, or -1 (polling mode / not set). */
   readonly kickFd: number;
   /** Call eventfd the device writes to interrupt the frontend, or -1. */
@@ -114,6 +139,30 @@ export interface VringInfo {
   readonly enabled: boolean;
   /** Whether size, addresses and kick are set, so the ring may run. */
   readonly ready: boolean;
+  /**
+   * Whether the ring runs: the driver's `start` or `startRing` took it and no
+   * `stopRing` or `stop` since. In `start`, the rings to start.
+   */
+  readonly running: boolean;
+}
+
+/**
+ * Where a ring's processing got to: the vhost ring state, as `struct
+ * vdpa_vq_state` holds it. For a split ring (virtio 1.2 §2.7) `availIdx` is
+ * the next available-ring index the device reads and `usedIdx` the next it
+ * writes, both free-running 16-bit counters; the wrap counters are unused
+ * and `true`. For a packed ring (§2.8) the indexes are descriptor ring
+ * positions (0..32767) and the wrap counters those of §2.8.1.
+ */
+export interface RingPosition {
+  /** Next available index (split) or descriptor position (packed). */
+  readonly availIdx: number;
+  /** Next used index (split) or descriptor position (packed). */
+  readonly usedIdx: number;
+  /** Packed: the driver ring wrap counter at `availIdx`. */
+  readonly availWrap: boolean;
+  /** Packed: the device ring wrap counter at `usedIdx`. */
+  readonly usedWrap: boolean;
 }
 
 /** Where a driver writes what happened; the CLI turns it into lines or JSON. */
@@ -129,8 +178,9 @@ export interface DeviceLog {
 /**
  * What the SDK gives a driver: the helpers the RFC's drivers reached through
  * `vhost_mdev` (acked features, ring state as IOVA, call fds, the memory
- * table). Valid for the whole life of the device; what it returns always
- * reflects the frontend attached now.
+ * table). Keep it for the device's life: from the moment `probe` returns
+ * every member works and reflects the frontend attached now. During `probe`
+ * only `log` does; the rest throws, as there is no device yet.
  */
 export interface DeviceContext {
   /** Features the frontend acknowledged (only bits the device offered). */
@@ -174,34 +224,64 @@ export interface DeviceContext {
    * ```
    */
   reportError(message: string, queue?: number): void;
+  /**
+   * Report an error of ring `queue` that does not need a device reset: a
+   * malformed chain the device skipped, say. The SDK writes the ring's error
+   * fd (`SET_VRING_ERR`) when set, emits an `error` event and counts it; the
+   * status is untouched.
+   */
+  ringError(queue: number, message: string): void;
   /** The device's log. */
   readonly log: DeviceLog;
 }
 
 /**
- * The device operations, as in `struct vhost_mdev_device_ops`. Methods may be
- * synchronous or return a Promise. An exception from `start` fails the
- * frontend's request (status `NEEDS_RESET`); from `stop` it is logged and the
- * device is considered stopped anyway.
+ * The device operations, as in `struct vhost_mdev_device_ops` plus what
+ * Linux's `vdpa_config_ops` and DPDK's `rte_vdpa_dev_ops` add. Only `start`,
+ * `stop` and `getVringState` are required; each optional op says what the
+ * SDK does without it. An exception from `start` or `startRing` fails the
+ * frontend's request (status `NEEDS_RESET`); from `stop`, `stopRing` or
+ * `suspend` it is reported and the ring or device is considered stopped.
  */
 export interface DeviceOps {
   /**
-   * Begin processing rings: program hardware rings from
-   * {@linkcode DeviceContext.vring}, map memory for DMA, wire call fds.
-   * Called once when the device enters RUNNING.
+   * Begin processing: program the rings whose {@linkcode VringInfo.running}
+   * is true, each from its {@linkcode VringInfo.state}, map memory for DMA,
+   * wire call fds. Called when the device enters RUNNING.
    */
   start(): void | Promise<void>;
   /**
-   * Stop processing, and remember each ring's next available index so that
-   * {@linkcode DeviceOps.getVringBase} can report it. Called once when the
-   * device leaves RUNNING.
+   * Stop processing every ring; afterwards `getVringState` reports where
+   * each got to. Called when the device leaves RUNNING.
    */
   stop(): void | Promise<void>;
   /**
-   * The frontend kicked ring `queue` (the RFC's `handle_vq_kick`). Called from
-   * the SDK's kick relay while running. Omit it when the device polls kick
-   * fds itself (a software datapath in its own Workers): the SDK then runs no
-   * relay for this device.
+   * Start ring `queue` while the device runs (the frontend enabled or
+   * reconfigured it): the `set_vq_ready(true)` of vDPA. Without `startRing`
+   * and `stopRing` the SDK restarts the whole device instead, and logs that
+   * it did.
+   */
+  startRing?(queue: number): void | Promise<void>;
+  /**
+   * Stop ring `queue` while the others run on (`set_vq_ready(false)`);
+   * afterwards `getVringState(queue)` reports where it got to.
+   */
+  stopRing?(queue: number): void | Promise<void>;
+  /**
+   * Pause processing of every ring, keeping configuration and state: used
+   * by `GET_VRING_BASE` on a driver without `stopRing`, and by migration.
+   * `getVringState` works while suspended. Without it the SDK stops the
+   * device (`stop`) instead, and starts it again where it would resume.
+   */
+  suspend?(): void | Promise<void>;
+  /** Continue after `suspend`, each ring from where it paused. */
+  resume?(): void | Promise<void>;
+  /**
+   * The frontend kicked ring `queue` (the RFC's `handle_vq_kick`). Called
+   * synchronously on the main thread by the SDK's kick relay while the ring
+   * runs; a returned Promise is not awaited (a rejection is reported). Omit
+   * it when the device polls kick fds itself (a software datapath in its own
+   * Workers) or gives a doorbell: then no kick reaches the main thread.
    */
   notify?(queue: number): void;
   /**
@@ -211,13 +291,21 @@ export interface DeviceOps {
    */
   getNotifyAddr?(queue: number): NotifyArea | null;
   /**
-   * The device's next available index of ring `queue` (`GET_VRING_BASE`).
-   * Called after `stop()`, also for rings that never ran (return the base
-   * the frontend set, `ctx.vring(q).base`).
+   * Where ring `queue` got to (the RFC's `get_vring_base`, vDPA's
+   * `get_vq_state`): called after `stopRing(queue)`, `stop()` or while
+   * suspended, and for rings that never ran (return
+   * {@linkcode VringInfo.state}, where the frontend put it).
    */
-  getVringBase(queue: number): number | Promise<number>;
+  getVringState(queue: number): RingPosition | Promise<RingPosition>;
   /** The frontend accepted `features` (`SET_FEATURES`). */
   featuresChanged?(features: bigint): void | Promise<void>;
+  /**
+   * The frontend set the status byte (`SET_STATUS`, virtio 1.2 §2.1). Return
+   * `false` to refuse `FEATURES_OK`: the SDK clears the bit, and the
+   * frontend reads the status back without it (§3.1.1). Other bits cannot be
+   * refused; use `ctx.reportError` to raise `NEEDS_RESET` later.
+   */
+  setStatus?(status: number): void | boolean | Promise<void | boolean>;
   /**
    * Read `length` bytes of device config space at `offset`. Without it the
    * SDK serves {@linkcode DeviceDescription.config}.
@@ -260,6 +348,13 @@ export interface DeviceDescription {
   maxQueueSize: number;
   /** Device config space (`GET_CONFIG`), unless `ops.getConfig` is given. */
   config?: Uint8Array;
+  /**
+   * vhost-user protocol features (`ProtocolFeatureBit` numbers) to offer
+   * beyond the SDK's, or to withhold from them: `{ remove: [HOST_NOTIFIER] }`
+   * for a device whose doorbells cannot be mapped, `{ add: [LOG_SHMFD] }`
+   * for one that logs dirty pages.
+   */
+  protocolFeatures?: { add?: readonly number[]; remove?: readonly number[] };
   /** The operations. */
   ops: DeviceOps;
 }

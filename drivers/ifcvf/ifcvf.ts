@@ -17,6 +17,7 @@ import {
   type NotifyArea,
   type ProbeParams,
   type QueueStats,
+  type RingPosition,
   VirtioBlkConfig,
   VirtioBlkFeatureBit as B,
   VirtioDeviceId,
@@ -136,7 +137,8 @@ class IfcvfDevice {
   readonly #pairs: number;
   #features = 0n;
   #running: Running | null = null;
-  #saved = new Map<number, number>();
+  /** Where each ring stopped, until the next start. */
+  #saved = new Map<number, RingPosition>();
 
   constructor(ctx: DeviceContext, params: ProbeParams, target: IfcvfTarget) {
     this.#ctx = ctx;
@@ -239,14 +241,7 @@ class IfcvfDevice {
         if (this.#running?.rings.includes(q)) this.#transport.notify(q);
       },
       getNotifyAddr: (q) => this.#notifyArea(q),
-      getVringBase: (q) => {
-        // A base saved by `stop` is handed over once; the SDK keeps it as
-        // the ring's base from then on (and a frontend may set another).
-        const saved = this.#saved.get(q);
-        if (saved === undefined) return this.#ctx.vring(q).base;
-        this.#saved.delete(q);
-        return saved;
-      },
+      getVringState: (q) => this.#saved.get(q) ?? this.#ctx.vring(q).state,
       featuresChanged: (f) => {
         this.#features = f;
       },
@@ -289,17 +284,19 @@ class IfcvfDevice {
     const rings: number[] = [];
     for (let q = 0; q < this.#numQueues; q++) {
       const r = ctx.vring(q);
-      if (r.enabled && r.ready) rings.push(q);
+      if (r.running) rings.push(q);
     }
     if (!this.#lm) {
       // A standard virtio-pci device has no register for a ring's position:
       // after a reset it reads the available ring from index 0 and would
       // process old descriptors again. The kernel's vp_vdpa refuses the same.
-      const moved = rings.filter((q) => ctx.vring(q).base !== 0);
+      const moved = rings.filter((q) => ctx.vring(q).state.availIdx !== 0);
       if (moved.length) {
         throw new Error(
           `generic mode cannot resume ring(s) ${moved.join(",")} at a non-zero index ` +
-            `(base ${moved.map((q) => ctx.vring(q).base).join(",")}): the device has no ` +
+            `(base ${
+              moved.map((q) => ctx.vring(q).state.availIdx).join(",")
+            }): the device has no ` +
             `live-migration BAR; reset the rings (base 0) or use an IFC VF`,
         );
       }
@@ -352,7 +349,7 @@ class IfcvfDevice {
         // Chains taken but not completed are lost by the reset: resume at
         // the used index so the device processes them again (as DPDK's
         // ifcvf does for net); equal indexes are the normal case.
-        this.#saved.set(q, s.lastAvail === s.lastUsed ? s.lastAvail : s.lastUsed);
+        this.#saved.set(q, position(s.lastAvail === s.lastUsed ? s.lastAvail : s.lastUsed));
       }
     }
     await this.#teardown(running);
@@ -363,10 +360,12 @@ class IfcvfDevice {
       // every chain before used.idx is done and every one after it was not
       // read or was in flight and dropped by the reset: used.idx is the
       // index to resume from.
-      for (const q of running.rings) this.#saved.set(q, usedIdx(ctx, ctx.vring(q)));
+      for (const q of running.rings) this.#saved.set(q, position(usedIdx(ctx, ctx.vring(q))));
     }
     ctx.log.debug(
-      `stopped; ring bases ${running.rings.map((q) => `${q}:${this.#saved.get(q)}`).join(" ")}`,
+      `stopped; ring bases ${
+        running.rings.map((q) => `${q}:${this.#saved.get(q)?.availIdx}`).join(" ")
+      }`,
     );
   }
 
@@ -468,7 +467,7 @@ class IfcvfDevice {
     if (got !== wantVector) {
       throw new Error(`the device refused MSI-X vector ${wantVector} for queue ${r.index}`);
     }
-    this.#lm?.write(r.index, { lastAvail: r.base, lastUsed: usedIdx(this.#ctx, r) });
+    this.#lm?.write(r.index, { lastAvail: r.state.availIdx, lastUsed: usedIdx(this.#ctx, r) });
     t.enableQueue(r.index);
   }
 
@@ -496,8 +495,13 @@ function usedIdx(ctx: DeviceContext, r: VringInfo): number {
     const b = ctx.memory.bytes(r.usedAddr + 2, 2);
     return b[0] | (b[1] << 8);
   } catch {
-    return r.base;
+    return r.state.availIdx;
   }
+}
+
+/** A split ring's state with everything before `idx` done. */
+function position(idx: number): RingPosition {
+  return { availIdx: idx & 0xffff, usedIdx: idx & 0xffff, availWrap: true, usedWrap: true };
 }
 
 /** Read `size` bytes with the widest aligned access that fits at each position. */

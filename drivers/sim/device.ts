@@ -21,6 +21,7 @@ import {
   hasBit,
   type MemoryLease,
   type QueueStats,
+  type RingPosition,
   VirtioFeatureBit,
   VirtioNetFeatureBit,
 } from "@vhost-mdev/sdk";
@@ -45,12 +46,19 @@ const READY_TIMEOUT_MS = 10000;
 /** How long `stop` waits for a Worker to finish before terminating it, in ms. */
 const STOP_TIMEOUT_MS = 2000;
 
+/** One queue pair's Worker and what it holds until it has confirmed it stopped. */
 interface RunningPair {
   pair: number;
   worker: Worker;
   rings: number[];
   ready: Promise<void>;
   stopped: Promise<void>;
+  /** Stop flag and ring positions shared with the Worker. */
+  control: Int32Array;
+  stopFd: number;
+  lease: MemoryLease;
+  /** The Worker's duplicates of kick and call fds. */
+  fds: number[];
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
@@ -62,9 +70,11 @@ function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<
 }
 
 /**
- * The {@linkcode DeviceOps} of a sim device with `queuePairs` pairs. Counters
- * live in a SharedArrayBuffer the Workers add to, so {@linkcode SimDevice.stats}
- * costs no message; they count from the device's creation.
+ * The {@linkcode DeviceOps} of a sim device with `queuePairs` pairs: one
+ * Worker per queue pair, so starting or stopping one ring restarts only its
+ * pair's Worker and the other pairs run on. Counters live in a
+ * SharedArrayBuffer the Workers add to, so {@linkcode SimDevice.stats} costs
+ * no message; they count from the device's creation.
  *
  * @example
  * ```ts
@@ -83,13 +93,10 @@ export class SimDevice implements DeviceOps {
   readonly #options: SimOptions;
   readonly #numQueues: number;
   readonly #stats: SharedArrayBuffer;
-  readonly #control: SharedArrayBuffer;
-  readonly #bases: (number | null)[];
-  #running: RunningPair[] = [];
-  #stopFd = -1;
-  #lease: MemoryLease | null = null;
-  /** The Workers' duplicates of kick and call fds, closed once they have stopped. */
-  #fds: number[] = [];
+  /** Where each ring stopped, until the SDK took it. */
+  readonly #saved: (RingPosition | null)[];
+  /** Running Workers, by queue pair. */
+  readonly #pairs = new Map<number, RunningPair>();
 
   /**
    * Make the device's counters; no Worker runs until `start`.
@@ -103,118 +110,63 @@ export class SimDevice implements DeviceOps {
     this.#options = options;
     this.#numQueues = 2 * queuePairs;
     this.#stats = new SharedArrayBuffer(8 * STAT_FIELDS * this.#numQueues);
-    this.#control = new SharedArrayBuffer(4 * (CONTROL_BASES + this.#numQueues));
-    this.#bases = new Array<number | null>(this.#numQueues).fill(null);
+    this.#saved = new Array<RingPosition | null>(this.#numQueues).fill(null);
   }
 
   /** Whether Workers are running. */
   get running(): boolean {
-    return this.#running.length > 0;
+    return this.#pairs.size > 0;
   }
 
   /**
-   * Start a Worker for every queue pair with a running ring (enabled and
-   * configured) and wait until each has mapped its rings.
+   * Start a Worker for every queue pair with a running ring and wait until
+   * each has mapped its rings.
    *
    * @throws Error when a ring's layout is invalid for the memory table or a
    *   Worker fails to start; no Worker is left running then.
    */
   async start(): Promise<void> {
-    if (this.#running.length > 0) await this.stop();
-    const ctx = this.#ctx;
-    const acked = ctx.ackedFeatures;
-    const features: DatapathFeatures = {
-      eventIdx: hasBit(acked, VirtioFeatureBit.EVENT_IDX),
-      indirect: hasBit(acked, VirtioFeatureBit.INDIRECT_DESC),
-      mrgRxbuf: hasBit(acked, VirtioNetFeatureBit.MRG_RXBUF),
-      version1: hasBit(acked, VirtioFeatureBit.VERSION_1),
-      csum: hasBit(acked, VirtioNetFeatureBit.CSUM),
-      guestCsum: hasBit(acked, VirtioNetFeatureBit.GUEST_CSUM),
-    };
-    this.#lease = ctx.memory.lease();
-    const memory = this.#lease.regions;
-    const control = new Int32Array(this.#control);
-    Atomics.store(control, CONTROL_STOP, 0);
-    this.#bases.fill(null);
+    await this.stop();
+    this.#saved.fill(null);
+    const pairs = new Set<number>();
+    for (let q = 0; q < this.#numQueues; q++) if (this.#ctx.vring(q).running) pairs.add(q >> 1);
     try {
-      this.#stopFd = eventfd(0, { nonBlocking: true });
-      for (let pair = 0; 2 * pair < this.#numQueues; pair++) {
-        const rx = this.#ring(2 * pair), tx = this.#ring(2 * pair + 1);
-        if (rx === null && tx === null) continue;
-        for (const r of [rx, tx]) if (r !== null) control[CONTROL_BASES + r.index] = r.base;
-        this.#running.push(this.#spawn({
-          pair,
-          mode: this.#options.mode,
-          rx,
-          tx,
-          memory,
-          features,
-          mac: this.#options.mac,
-          ip: this.#options.ip,
-          frameSize: this.#options.frameSize,
-          stats: this.#stats,
-          control: this.#control,
-          stopFd: this.#stopFd,
-        }));
-      }
-      await Promise.all(this.#running.map((p) =>
-        withTimeout(p.ready, READY_TIMEOUT_MS, () => {
-          throw new Error(`queue pair ${p.pair}: the datapath Worker did not start in time`);
-        })
-      ));
+      await Promise.all([...pairs].map((pair) => this.#startPair(pair)));
     } catch (e) {
       await this.stop();
       throw e;
     }
-    ctx.log.debug(
-      `sim ${this.#options.mode}: ${this.#running.length} datapath Worker(s) for rings ` +
-        this.#running.flatMap((p) => p.rings).join(","),
+    this.#ctx.log.debug(
+      `sim ${this.#options.mode}: ${this.#pairs.size} datapath Worker(s) for rings ` +
+        [...this.#pairs.values()].flatMap((p) => p.rings).join(","),
     );
   }
 
-  /** Stop every Worker, keeping each ring's next available index. */
+  /** Stop every Worker, keeping each ring's position. */
   async stop(): Promise<void> {
-    const running = this.#running;
-    this.#running = [];
-    const late: number[] = [];
-    if (running.length > 0) {
-      const control = new Int32Array(this.#control);
-      Atomics.store(control, CONTROL_STOP, 1);
-      eventfdWrite(this.#stopFd, 1);
-      await Promise.all(running.map((p) =>
-        withTimeout(p.stopped, STOP_TIMEOUT_MS, () => {
-          late.push(p.pair);
-        })
-      ));
-      for (const p of running) {
-        p.worker.terminate();
-        for (const q of p.rings) {
-          this.#bases[q] = Atomics.load(control, CONTROL_BASES + q) & 0xffff;
-        }
-      }
-    }
-    const lease = this.#lease, fds = this.#fds, stopFd = this.#stopFd;
-    this.#lease = null;
-    this.#fds = [];
-    this.#stopFd = -1;
-    if (late.length > 0) {
-      // A Worker that did not confirm may still be using its memory and fds:
-      // they are never released, so nothing is unmapped or reused under it.
-      this.#ctx.reportError(
-        `queue pair(s) ${late.join(", ")}: the datapath Worker did not stop within ` +
-          `${STOP_TIMEOUT_MS} ms; it was terminated, its guest memory stays mapped and its ` +
-          `fds open`,
-      );
-      return;
-    }
-    lease?.release();
-    for (const fd of fds) close(fd);
-    if (stopFd >= 0) close(stopFd);
+    const pairs = [...this.#pairs.keys()];
+    await Promise.all(pairs.map((pair) => this.#stopPair(pair)));
   }
 
-  /** Next available index of ring `queue`: where its Worker stopped, or the frontend's base. */
-  getVringBase(queue: number): number {
-    return this.#bases[queue] ?? this.#ctx.vring(queue).base;
+  /** Ring `queue` starts: its pair's Worker restarts with it (the other pairs run on). */
+  async startRing(queue: number): Promise<void> {
+    const pair = queue >> 1;
+    await this.#stopPair(pair);
+    this.#saved[queue] = null;
+    await this.#startPair(pair);
+  }
+
+  /** Ring `queue` stops: its pair's Worker stops, and restarts for the pair's other ring. */
+  async stopRing(queue: number): Promise<void> {
+    const pair = queue >> 1;
+    await this.#stopPair(pair);
+    const other = queue ^ 1;
+    if (other < this.#numQueues && this.#ctx.vring(other).running) await this.#startPair(pair);
+  }
+
+  /** Where ring `queue` got to: where its Worker stopped, or where the frontend put it. */
+  getVringState(queue: number): RingPosition {
+    return this.#saved[queue] ?? this.#ctx.vring(queue).state;
   }
 
   /** Counters of every ring since the device was created. */
@@ -234,31 +186,113 @@ export class SimDevice implements DeviceOps {
     await this.stop();
   }
 
-  /** Ring `q` as a Worker gets it, or null when it does not run. */
-  #ring(q: number): RingSetup | null {
+  /** Start pair `pair`'s Worker for its running rings (none running: nothing). */
+  async #startPair(pair: number): Promise<void> {
+    const ctx = this.#ctx;
+    const acked = ctx.ackedFeatures;
+    const features: DatapathFeatures = {
+      eventIdx: hasBit(acked, VirtioFeatureBit.EVENT_IDX),
+      indirect: hasBit(acked, VirtioFeatureBit.INDIRECT_DESC),
+      mrgRxbuf: hasBit(acked, VirtioNetFeatureBit.MRG_RXBUF),
+      version1: hasBit(acked, VirtioFeatureBit.VERSION_1),
+      csum: hasBit(acked, VirtioNetFeatureBit.CSUM),
+      guestCsum: hasBit(acked, VirtioNetFeatureBit.GUEST_CSUM),
+    };
+    const fds: number[] = [];
+    const rx = this.#ring(2 * pair, fds), tx = this.#ring(2 * pair + 1, fds);
+    if (rx === null && tx === null) return;
+    const control = new SharedArrayBuffer(4 * (CONTROL_BASES + this.#numQueues));
+    const words = new Int32Array(control);
+    for (const r of [rx, tx]) if (r !== null) words[CONTROL_BASES + r.index] = r.base;
+    const lease = ctx.memory.lease();
+    let stopFd = -1;
+    try {
+      stopFd = eventfd(0, { nonBlocking: true });
+    } catch (e) {
+      lease.release();
+      for (const fd of fds) close(fd);
+      throw e;
+    }
+    const running = this.#spawn({
+      pair,
+      mode: this.#options.mode,
+      rx,
+      tx,
+      memory: lease.regions,
+      features,
+      mac: this.#options.mac,
+      ip: this.#options.ip,
+      frameSize: this.#options.frameSize,
+      stats: this.#stats,
+      control,
+      stopFd,
+    }, { control: words, stopFd, lease, fds });
+    this.#pairs.set(pair, running);
+    await withTimeout(running.ready, READY_TIMEOUT_MS, () => {
+      throw new Error(`queue pair ${pair}: the datapath Worker did not start in time`);
+    });
+  }
+
+  /**
+   * Stop pair `pair`'s Worker, keeping its rings' positions. A Worker that
+   * does not confirm in time may still use its memory and fds: they are
+   * never released, so nothing is unmapped or reused under it.
+   */
+  async #stopPair(pair: number): Promise<void> {
+    const p = this.#pairs.get(pair);
+    if (!p) return;
+    this.#pairs.delete(pair);
+    Atomics.store(p.control, CONTROL_STOP, 1);
+    eventfdWrite(p.stopFd, 1);
+    let late = false;
+    await withTimeout(p.stopped, STOP_TIMEOUT_MS, () => {
+      late = true;
+    });
+    p.worker.terminate();
+    for (const q of p.rings) {
+      const idx = Atomics.load(p.control, CONTROL_BASES + q) & 0xffff;
+      this.#saved[q] = { availIdx: idx, usedIdx: idx, availWrap: true, usedWrap: true };
+    }
+    if (late) {
+      this.#ctx.reportError(
+        `queue pair ${pair}: the datapath Worker did not stop within ${STOP_TIMEOUT_MS} ms; ` +
+          `it was terminated, its guest memory stays mapped and its fds open`,
+      );
+      return;
+    }
+    p.lease.release();
+    for (const fd of p.fds) close(fd);
+    close(p.stopFd);
+  }
+
+  /** Ring `q` as a Worker gets it, or null when it does not run; its fds' duplicates go to `fds`. */
+  #ring(q: number, fds: number[]): RingSetup | null {
     const v = this.#ctx.vring(q);
-    if (!v.enabled || !v.ready) return null;
+    if (!v.running) return null;
+    const hold = (fd: number) => {
+      if (fd < 0) return -1;
+      const held = dup(fd);
+      fds.push(held);
+      return held;
+    };
     return {
       index: q,
       num: v.num,
       descAddr: v.descAddr,
       availAddr: v.availAddr,
       usedAddr: v.usedAddr,
-      base: v.base,
-      kickFd: this.#hold(v.kickFd),
-      callFd: this.#hold(v.callFd),
+      // A ring this device stopped and restarted on its own (its pair's
+      // other ring started or stopped) goes on from where it stopped.
+      base: (this.#saved[q] ?? v.state).availIdx,
+      kickFd: hold(v.kickFd),
+      callFd: hold(v.callFd),
     };
   }
 
-  /** A duplicate of `fd` for a Worker (-1 stays -1), closed by `stop`. */
-  #hold(fd: number): number {
-    if (fd < 0) return -1;
-    const held = dup(fd);
-    this.#fds.push(held);
-    return held;
-  }
-
-  #spawn(setup: DatapathSetup): RunningPair {
+  #spawn(
+    setup: DatapathSetup,
+    held: Pick<RunningPair, "control" | "stopFd" | "lease" | "fds">,
+  ): RunningPair {
     const worker = new Worker(new URL("./datapath_worker.ts", import.meta.url).href, {
       type: "module",
     });
@@ -305,6 +339,6 @@ export class SimDevice implements DeviceOps {
     };
     worker.postMessage(setup);
     const rings = [setup.rx, setup.tx].filter((r) => r !== null).map((r) => r!.index);
-    return { pair: setup.pair, worker, rings, ready: readyP, stopped: stoppedP };
+    return { pair: setup.pair, worker, rings, ready: readyP, stopped: stoppedP, ...held };
   }
 }

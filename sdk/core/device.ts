@@ -8,10 +8,14 @@
  *
  * When the device runs: memory is set, features were set, at least one ring
  * is enabled and every enabled ring has size, addresses and kick; and, when
- * the frontend drives status (`SET_STATUS`), `DRIVER_OK` is set. A ring
- * disabled or stopped (`GET_VRING_BASE`) while running stops the device, and
- * it stays stopped until the frontend enables a ring or sets status again,
- * so a frontend tearing rings down one by one causes one `stop`, not many.
+ * the frontend drives status (`SET_STATUS`), `DRIVER_OK` is set. While it
+ * runs, a ring the frontend disables, reconfigures or stops
+ * (`GET_VRING_BASE`) stops alone (`stopRing`) and the others run on; a ring
+ * that becomes ready starts alone (`startRing`). A driver without per-ring
+ * ops gets a whole-device restart instead, logged; then a ring stopped by
+ * `GET_VRING_BASE` stops the device until the frontend enables a ring or
+ * sets status again, so a frontend tearing rings down one by one causes one
+ * `stop`, not many.
  *
  * @module
  */
@@ -34,7 +38,14 @@ import { ProtocolError, RequestRefused } from "./errors.ts";
 import { type IoctlArgs, type IoctlResults, vhostIoctl } from "./ioctl.ts";
 import { DeviceEventHub, type DeviceEventListener } from "./events.ts";
 import { hex } from "../uapi/hex.ts";
-import { checkRingFd, closeQuietly, RingState } from "./ring.ts";
+import {
+  checkRingFd,
+  checkRingPosition,
+  closeQuietly,
+  decodeRingBase,
+  encodeRingBase,
+  RingState,
+} from "./ring.ts";
 import { KickRelay } from "./kick_relay.ts";
 import { MemoryTable } from "./memory_table.ts";
 import { notReadyReason, shouldRun } from "./run_state.ts";
@@ -133,11 +144,11 @@ export class VhostMdevDevice {
   #status = 0;
   #statusDriven = false;
   #running = false;
+  #suspended = false;
   #parked = false;
   #owner: DeviceOwner | null = null;
   #closed = false;
   #relay: KickRelay | null = null;
-  #ranRings: number[] = [];
   #lock: Promise<unknown> = Promise.resolve();
   #log: DeviceLog;
   #errors = 0;
@@ -204,6 +215,7 @@ export class VhostMdevDevice {
       signal: (q) => need().#signal(q),
       signalConfigChange: () => need().#notifyConfigChange(),
       reportError: (message, queue) => need().#reportError(message, queue),
+      ringError: (queue, message) => need().#ringError(queue, message),
       log,
     };
     const description = await driver.probe(context, params);
@@ -246,6 +258,11 @@ export class VhostMdevDevice {
   /** Whether the device is RUNNING (the driver's `start` returned and no `stop` since). */
   get running(): boolean {
     return this.#running;
+  }
+
+  /** Whether the device is suspended: running, but no ring is processed until `resume`. */
+  get suspended(): boolean {
+    return this.#suspended;
   }
 
   /** The attached frontend, if any. */
@@ -369,33 +386,50 @@ export class VhostMdevDevice {
         throw new ProtocolError(`SET_VRING_BASE ring ${index}: base ${base} is not a u32`);
       }
       await this.#quiesceRing(r, "ring base changed");
-      r.base = base & 0xffff;
+      r.state = decodeRingBase(base, this.#packed);
       await this.#evaluate();
     });
   }
 
   /**
-   * `GET_VRING_BASE`: stop ring `index` (the device parks until a ring is
-   * enabled or kicked again) and return where the device got to.
+   * `GET_VRING_BASE`: stop ring `index` and return where the device got to.
+   * The other rings run on when the driver has `stopRing`; otherwise the
+   * device is suspended (or stopped) and parks until a ring is enabled or
+   * kicked again.
    */
   getVringBase(index: number): Promise<VringState> {
     return this.#serialize(async () => {
       const r = this.#ring(index, "GET_VRING_BASE");
-      if (this.#running) {
-        this.#parked = true;
-        await this.#stop(`frontend stopped ring ${index}`);
+      if (r.running) {
+        if (this.#perRing) {
+          await this.#stopRing(r, "GET_VRING_BASE");
+        } else {
+          this.#parked = true;
+          await this.#suspend(`frontend stopped ring ${index}`);
+        }
       }
-      const base = await this.#ops.getVringBase(index);
-      if (!Number.isInteger(base) || base < 0 || base > 0xffff) {
-        this.events.emit("warn", `driver returned ring base ${base} for ring ${index}; using 0`);
-        r.base = 0;
-      } else {
-        r.base = base;
-      }
+      await this.#saveState(r);
       // The ring is stopped: its kick fd is no longer watched, as in vhost.
       r.setKick(-1);
       r.kickSet = false;
-      return { index, num: r.base };
+      return { index, num: encodeRingBase(r.state, this.#packed) };
+    });
+  }
+
+  /**
+   * Pause every ring, keeping configuration and ring state (the driver's
+   * `suspend`; a driver without it is stopped, and started again on
+   * `resume`). For migration and embedders.
+   */
+  suspend(): Promise<void> {
+    return this.#serialize(() => this.#suspend("suspend requested"));
+  }
+
+  /** Continue after {@linkcode VhostMdevDevice.suspend}, each ring where it paused. */
+  resume(): Promise<void> {
+    return this.#serialize(async () => {
+      this.#parked = false;
+      await this.#evaluate();
     });
   }
 
@@ -455,7 +489,7 @@ export class VhostMdevDevice {
     });
   }
 
-  /** `SET_VRING_ENABLE`: enable or disable ring `index`. */
+  /** `SET_VRING_ENABLE`: enable or disable ring `index`; the other rings run on. */
   setVringEnable(index: number, enable: boolean): Promise<void> {
     return this.#serialize(async () => {
       const r = this.#ring(index, "SET_VRING_ENABLE");
@@ -469,9 +503,11 @@ export class VhostMdevDevice {
         }
         return;
       }
-      if (this.#running) {
-        if (!enable) this.#parked = true;
-        await this.#stop(`ring ${index} ${enable ? "enabled" : "disabled"}`);
+      if (!enable && r.running) {
+        // A driver that stops whole devices only parks until a ring is
+        // enabled again: a frontend disabling rings one by one causes one stop.
+        if (!this.#perRing) this.#parked = true;
+        await this.#quiesceRing(r, "disabled");
       }
       r.enabled = enable;
       if (enable) this.#parked = false;
@@ -500,6 +536,7 @@ export class VhostMdevDevice {
       if ((status & VirtioStatus.FEATURES_OK) && !this.#featuresSet) {
         throw new RequestRefused("SET_STATUS: FEATURES_OK before SET_FEATURES");
       }
+      status = await this.#driverStatus(status, previous);
       this.#status = status;
       if (status !== previous) {
         this.events.emit("status", `status ${statusNames(status)}`, { status });
@@ -651,6 +688,50 @@ export class VhostMdevDevice {
     if (!had) this.#notifyConfigChange();
   }
 
+  #ringError(queue: number, text: string): void {
+    const r = this.#rings[queue];
+    if (!r) {
+      throw new RangeError(`ring ${queue} does not exist: the device has ${this.#rings.length}`);
+    }
+    this.#errors++;
+    this.events.emit("error", text, { queue });
+    if (r.errFd >= 0) {
+      try {
+        eventfdSignal(r.errFd);
+      } catch {
+        // The error fd is gone: the event still says it.
+      }
+    }
+  }
+
+  /**
+   * The status after the driver saw it: `FEATURES_OK` cleared when the
+   * driver refuses the features (virtio 1.2 §3.1.1 step 6). `NEEDS_RESET`
+   * raised by the device stays until the frontend resets.
+   */
+  async #driverStatus(status: number, previous: number): Promise<number> {
+    status |= this.#status & VirtioStatus.NEEDS_RESET;
+    if (!this.#ops.setStatus) return status;
+    let verdict: void | boolean;
+    try {
+      verdict = await this.#ops.setStatus(status);
+    } catch (e) {
+      throw new RequestRefused(
+        `SET_STATUS ${statusNames(status)}: the driver failed: ${message(e)}`,
+      );
+    }
+    const asked = (status & VirtioStatus.FEATURES_OK) !== 0 &&
+      (previous & VirtioStatus.FEATURES_OK) === 0;
+    if (verdict === false && asked) {
+      this.events.emit(
+        "warn",
+        `the driver refused features ${hex(this.#acked)}: FEATURES_OK stays clear`,
+      );
+      return status & ~VirtioStatus.FEATURES_OK & ~VirtioStatus.DRIVER_OK;
+    }
+    return status;
+  }
+
   async #setFeatures(features: bigint): Promise<void> {
     if (typeof features !== "bigint" || features < 0n || features >= 1n << 64n) {
       throw new ProtocolError(`SET_FEATURES: ${features} is not a u64`);
@@ -717,6 +798,14 @@ export class VhostMdevDevice {
     await this.#evaluate();
   }
 
+  get #perRing(): boolean {
+    return this.#ops.startRing !== undefined && this.#ops.stopRing !== undefined;
+  }
+
+  get #packed(): boolean {
+    return hasBit(this.#acked, VirtioFeatureBit.RING_PACKED);
+  }
+
   #translate(r: RingState): void {
     r.translate(this.#table.memory, hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX));
   }
@@ -730,7 +819,7 @@ export class VhostMdevDevice {
     });
   }
 
-  /** Start or stop to match the frontend's configuration. */
+  /** Start, stop, resume or start single rings to match the frontend's configuration. */
   async #evaluate(): Promise<void> {
     const want = shouldRun({
       closed: this.#closed,
@@ -741,83 +830,228 @@ export class VhostMdevDevice {
       statusDriven: this.#statusDriven,
       status: this.#status,
     });
-    if (want && !this.#running) await this.#start();
-    else if (!want && this.#running) await this.#stop("configuration no longer complete");
+    if (!want) {
+      if (this.#running) await this.#stop("configuration no longer complete");
+      return;
+    }
+    if (!this.#running) return await this.#start();
+    const wanted = this.#rings.filter((r) => r.enabled && r.ready);
+    if (this.#suspended) {
+      // Resume only what was suspended; a different set of rings starts afresh.
+      const same = wanted.length === this.#runningRings().length && wanted.every((r) => r.running);
+      if (same && this.#ops.resume) return await this.#resume();
+      await this.#stop("rings changed while suspended");
+      return await this.#start();
+    }
+    for (const r of wanted) if (!r.running) await this.#startRing(r);
   }
 
-  /** Stop while the frontend reconfigures ring `r`, if that ring is running. */
+  /** Stop ring `r` while the frontend reconfigures it, if it runs. */
   async #quiesceRing(r: RingState, reason: string): Promise<void> {
-    if (this.#running && this.#ranRings.includes(r.index)) {
-      await this.#stop(`ring ${r.index}: ${reason}`);
-    }
+    if (r.running) await this.#stopRing(r, reason);
   }
 
   async #quiesce(reason: string): Promise<void> {
     if (this.#running) await this.#stop(reason);
   }
 
+  #runningRings(): RingState[] {
+    return this.#rings.filter((r) => r.running);
+  }
+
   async #start(): Promise<void> {
     if (this.#running) return;
     const rings = this.#rings.filter((r) => r.enabled && r.ready);
+    for (const r of rings) r.running = true;
     try {
       await this.#ops.start();
     } catch (e) {
+      for (const r of rings) r.running = false;
       this.#parked = true;
       this.#reportError(`driver start failed: ${message(e)}`);
       throw new RequestRefused(`the driver failed to start the device: ${message(e)}`);
     }
     this.#running = true;
-    this.#ranRings = rings.map((r) => r.index);
+    this.#suspended = false;
     this.events.emit(
       "start",
       `start: ${rings.length} ring(s) ` + rings.map((r) => `${r.index}:${r.num}`).join(" "),
       { rings: rings.map((r) => r.describe()) },
     );
-    this.#startRelay(rings);
+    await this.#startRelay();
     this.#offerHostNotifiers(rings, true);
   }
 
   async #stop(reason: string): Promise<void> {
     if (!this.#running) return;
+    const rings = this.#runningRings();
     this.#running = false;
-    this.#offerHostNotifiers(this.#ranRings.map((i) => this.#rings[i]), false);
-    await this.#relay?.stop();
-    this.#relay = null;
+    this.#offerHostNotifiers(rings, false);
+    await this.#stopRelay();
     try {
       await this.#ops.stop();
     } catch (e) {
       this.events.emit("error", `driver stop failed (device considered stopped): ${message(e)}`);
     }
-    // Carry each ring's progress into its base, so a restart resumes there.
-    for (const i of this.#ranRings) {
-      try {
-        const base = await this.#ops.getVringBase(i);
-        if (Number.isInteger(base) && base >= 0 && base <= 0xffff) this.#rings[i].base = base;
-      } catch (e) {
-        this.events.emit("warn", `getVringBase(${i}) failed: ${message(e)}`);
-      }
+    this.#suspended = false;
+    // Carry each ring's progress into its state, so a restart resumes there.
+    for (const r of rings) {
+      r.running = false;
+      await this.#saveState(r);
     }
     this.events.emit("stop", `stop: ${reason}`, {
-      bases: Object.fromEntries(this.#ranRings.map((i) => [i, this.#rings[i].base])),
+      bases: Object.fromEntries(rings.map((r) => [r.index, r.state.availIdx])),
+      states: Object.fromEntries(rings.map((r) => [r.index, r.state])),
     });
-    this.#ranRings = [];
   }
 
-  #startRelay(rings: RingState[]): void {
+  /** Start ring `r` on a running device: `startRing`, or a whole restart. */
+  async #startRing(r: RingState): Promise<void> {
+    if (!this.#perRing) {
+      await this.#restart(`ring ${r.index} became ready`);
+      return;
+    }
+    r.running = true;
+    try {
+      await this.#ops.startRing!(r.index);
+    } catch (e) {
+      r.running = false;
+      this.#reportError(`driver startRing(${r.index}) failed: ${message(e)}`, r.index);
+      throw new RequestRefused(`the driver failed to start ring ${r.index}: ${message(e)}`);
+    }
+    this.events.emit("ring-start", `ring ${r.index} started (${r.num} entries)`, r.describe());
+    await this.#startRelay();
+    this.#offerHostNotifiers([r], true);
+  }
+
+  /** Stop ring `r` on a running device: `stopRing`, or a whole stop. */
+  async #stopRing(r: RingState, reason: string): Promise<void> {
+    if (!r.running) return;
+    if (!this.#perRing || this.#suspended) {
+      this.events.emit(
+        "debug",
+        `ring ${r.index} ${reason}: the driver stops whole devices only, so the device stops`,
+      );
+      await this.#stop(`ring ${r.index} ${reason}`);
+      return;
+    }
+    this.#offerHostNotifiers([r], false);
+    r.running = false;
+    await this.#startRelay();
+    try {
+      await this.#ops.stopRing!(r.index);
+    } catch (e) {
+      this.events.emit(
+        "error",
+        `driver stopRing(${r.index}) failed (ring considered stopped): ${message(e)}`,
+      );
+    }
+    await this.#saveState(r);
+    this.events.emit("ring-stop", `ring ${r.index} stopped: ${reason}`, {
+      queue: r.index,
+      state: r.state,
+    });
+  }
+
+  /** Restart the whole device (a driver without per-ring ops), saying so. */
+  async #restart(reason: string): Promise<void> {
+    this.events.emit(
+      "info",
+      `${reason}: the driver has no startRing/stopRing, so the whole device restarts`,
+    );
+    await this.#stop(reason);
+    await this.#start();
+  }
+
+  /** Pause every ring (`suspend`, or `stop` for a driver without it). */
+  async #suspend(reason: string): Promise<void> {
+    if (!this.#running || this.#suspended) return;
+    if (!this.#ops.suspend || !this.#ops.resume) {
+      this.#parked = true;
+      await this.#stop(reason);
+      return;
+    }
+    const rings = this.#runningRings();
+    this.#offerHostNotifiers(rings, false);
+    await this.#stopRelay();
+    try {
+      await this.#ops.suspend();
+    } catch (e) {
+      this.events.emit("error", `driver suspend failed (device stopped instead): ${message(e)}`);
+      this.#parked = true;
+      await this.#stop(reason);
+      return;
+    }
+    this.#suspended = true;
+    for (const r of rings) await this.#saveState(r);
+    this.events.emit("suspend", `suspend: ${reason}`, {
+      rings: Object.fromEntries(rings.map((r) => [r.index, r.state])),
+    });
+  }
+
+  async #resume(): Promise<void> {
+    try {
+      await this.#ops.resume!();
+    } catch (e) {
+      this.#reportError(`driver resume failed: ${message(e)}`);
+      throw new RequestRefused(`the driver failed to resume the device: ${message(e)}`);
+    }
+    this.#suspended = false;
+    const rings = this.#runningRings();
+    this.events.emit("resume", `resume: ${rings.length} ring(s)`);
+    await this.#startRelay();
+    this.#offerHostNotifiers(rings, true);
+  }
+
+  /** Ask the driver where ring `r` got to and keep it as the ring's state. */
+  async #saveState(r: RingState): Promise<void> {
+    try {
+      const state = await this.#ops.getVringState(r.index);
+      const why = checkRingPosition(state, this.#packed);
+      if (why !== null) {
+        this.events.emit(
+          "warn",
+          `driver getVringState(${r.index}): ${why}; ring ${r.index} keeps its last state`,
+        );
+        return;
+      }
+      r.state = {
+        availIdx: state.availIdx,
+        usedIdx: state.usedIdx,
+        availWrap: state.availWrap,
+        usedWrap: state.usedWrap,
+      };
+    } catch (e) {
+      this.events.emit("warn", `getVringState(${r.index}) failed: ${message(e)}`);
+    }
+  }
+
+  /** (Re)start the kick relay for the running rings, or stop it when none needs one. */
+  async #startRelay(): Promise<void> {
+    await this.#stopRelay();
     const notify = this.#ops.notify?.bind(this.#ops);
-    if (!notify) return;
-    const watched = rings.filter((r) => r.kickFd >= 0).map((r) => ({
+    if (!notify || !this.#running || this.#suspended) return;
+    const watched = this.#runningRings().filter((r) => r.kickFd >= 0).map((r) => ({
       queue: r.index,
       fd: r.kickFd,
     }));
     if (watched.length === 0) return;
     this.#relay = new KickRelay(watched, (q) => {
       try {
-        notify(q);
+        const done = notify(q) as unknown;
+        if (done instanceof Promise) {
+          done.catch((e) => this.events.emit("error", `driver notify(${q}) failed: ${message(e)}`));
+        }
       } catch (e) {
         this.events.emit("error", `driver notify(${q}) failed: ${message(e)}`);
       }
     }, (why) => this.#reportError(`kick relay: ${why}`));
+  }
+
+  async #stopRelay(): Promise<void> {
+    const relay = this.#relay;
+    this.#relay = null;
+    await relay?.stop();
   }
 
   #offerHostNotifiers(rings: RingState[], on: boolean): void {
@@ -857,6 +1091,14 @@ function validateDescription(name: string, d: DeviceDescription): void {
   }
   if (typeof d.features !== "bigint") {
     throw new RangeError(`driver ${name}: features must be a bigint`);
+  }
+  for (const b of [...d.protocolFeatures?.add ?? [], ...d.protocolFeatures?.remove ?? []]) {
+    if (!Number.isInteger(b) || b < 0 || b > 63) {
+      throw new RangeError(`driver ${name}: protocol feature bit ${b} must be 0..63`);
+    }
+  }
+  if (typeof d.ops?.getVringState !== "function") {
+    throw new RangeError(`driver ${name}: ops.getVringState is required`);
   }
 }
 

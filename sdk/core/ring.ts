@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { VringInfo } from "../ops.ts";
+import type { RingPosition, VringInfo } from "../ops.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
 import {
@@ -19,6 +19,63 @@ import {
 import { hex } from "../uapi/hex.ts";
 import { RequestRefused } from "./errors.ts";
 
+/** Where a ring starts before the frontend says otherwise: index 0, wrap counters 1. */
+export const RING_START: RingPosition = Object.freeze({
+  availIdx: 0,
+  usedIdx: 0,
+  availWrap: true,
+  usedWrap: true,
+});
+
+/**
+ * The ring state a `SET_VRING_BASE` number stands for. Split ring: the
+ * next available index in bits 0-15; the device has completed everything
+ * before it (vhost-user: a backend finishes in-flight buffers before
+ * `GET_VRING_BASE` answers), so the used index is the same. Packed ring
+ * (the vhost layout of `vhost_vring_state.num`): bits 0-14 the available
+ * position, bit 15 its wrap counter, bits 16-30 the used position and bit
+ * 31 its wrap counter; a frontend that sends only the low 16 bits means a
+ * used position equal to the available one.
+ */
+export function decodeRingBase(num: number, packed: boolean): RingPosition {
+  if (!packed) {
+    const idx = num & 0xffff;
+    return { availIdx: idx, usedIdx: idx, availWrap: true, usedWrap: true };
+  }
+  const availIdx = num & 0x7fff, availWrap = (num & 0x8000) !== 0;
+  const high = num >>> 16;
+  if (high === 0) return { availIdx, usedIdx: availIdx, availWrap, usedWrap: availWrap };
+  return { availIdx, usedIdx: high & 0x7fff, availWrap, usedWrap: (high & 0x8000) !== 0 };
+}
+
+/** The `GET_VRING_BASE` number for `state`: see {@linkcode decodeRingBase}. */
+export function encodeRingBase(state: RingPosition, packed: boolean): number {
+  if (!packed) return state.availIdx & 0xffff;
+  const avail = (state.availIdx & 0x7fff) | (state.availWrap ? 0x8000 : 0);
+  const used = (state.usedIdx & 0x7fff) | (state.usedWrap ? 0x8000 : 0);
+  return (avail | (used << 16)) >>> 0;
+}
+
+/**
+ * `state` if it is a ring state a ring of this kind can hold, else a reason
+ * it is not.
+ */
+export function checkRingPosition(state: unknown, packed: boolean): string | null {
+  if (typeof state !== "object" || state === null) return `${state} is not a ring state`;
+  const s = state as Record<string, unknown>;
+  const max = packed ? 0x7fff : 0xffff;
+  for (const k of ["availIdx", "usedIdx"]) {
+    const v = s[k];
+    if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > max) {
+      return `${k} ${v} is not an index from 0 to ${max}`;
+    }
+  }
+  for (const k of ["availWrap", "usedWrap"]) {
+    if (typeof s[k] !== "boolean") return `${k} ${s[k]} is not a boolean`;
+  }
+  return null;
+}
+
 /** One virtqueue's configuration and file descriptors. Owns its fds. */
 export class RingState implements VringInfo {
   num = 0;
@@ -27,7 +84,8 @@ export class RingState implements VringInfo {
   usedAddr = 0;
   logAddr = 0;
   logging = false;
-  base = 0;
+  state: RingPosition = RING_START;
+  running = false;
   kickFd = -1;
   callFd = -1;
   errFd = -1;
@@ -103,7 +161,8 @@ export class RingState implements VringInfo {
       this.logAddr =
         0;
     this.logging = false;
-    this.base = 0;
+    this.state = RING_START;
+    this.running = false;
     this.enabled = false;
     this.uva = null;
     this.addrValid = false;
@@ -115,9 +174,10 @@ export class RingState implements VringInfo {
       index: this.index,
       num: this.num,
       desc: hex(this.descAddr),
-      avail: hex(this.availAddr),
+      availAddr: hex(this.availAddr),
       used: hex(this.usedAddr),
-      base: this.base,
+      avail: this.state.availIdx,
+      usedIdx: this.state.usedIdx,
       enabled: this.enabled,
       kick: this.kickFd >= 0,
       call: this.callFd >= 0,

@@ -20,7 +20,7 @@
 
 export * from "./server.ts";
 export * from "./client.ts";
-export { OFFERED_PROTOCOL_FEATURES, VhostUserSession } from "./session.ts";
+export { OFFERED_PROTOCOL_FEATURES, offeredProtocolFeatures, VhostUserSession } from "./session.ts";
 export * from "./message.ts";
 export { MAX_UNSENT_BYTES, MessageSocket } from "./connection.ts";
 export * from "../uapi/vhost_user.ts";

@@ -16,6 +16,7 @@
 import { ProtocolError, RequestRefused } from "../core/errors.ts";
 import { message as errorMessage, type VhostMdevDevice } from "../core/device.ts";
 import { GuestMemoryError } from "../memory/guest_memory.ts";
+import type { DeviceDescription } from "../ops.ts";
 import { close, fstat, S_IFMT, S_IFSOCK, SysError } from "../sys/mod.ts";
 import {
   BackendRequest,
@@ -59,6 +60,24 @@ export const OFFERED_PROTOCOL_FEATURES: bigint = [
   ProtocolFeatureBit.RESET_DEVICE,
 ].reduce((m, b) => m | bit(b), 0n);
 
+/**
+ * Protocol features offered for a device: the SDK's, plus those its
+ * description adds, minus those it removes.
+ *
+ * @throws RangeError for a bit number outside 0..63.
+ */
+export function offeredProtocolFeatures(description: DeviceDescription): bigint {
+  const mask = (bits: readonly number[] = []) =>
+    bits.reduce((m, b) => {
+      if (!Number.isInteger(b) || b < 0 || b > 63) {
+        throw new RangeError(`protocol feature bit ${b} is not a bit number from 0 to 63`);
+      }
+      return m | bit(b);
+    }, 0n);
+  const p = description.protocolFeatures;
+  return (OFFERED_PROTOCOL_FEATURES | mask(p?.add)) & ~mask(p?.remove);
+}
+
 const KNOWN_REQUESTS = new Set<number>(Object.values(FrontendRequest));
 
 /** Longest run of message handling before a session lets the event loop turn, in ms. */
@@ -71,6 +90,7 @@ export class VhostUserSession {
   #socket: MessageSocket;
   #device: VhostMdevDevice;
   #protocolFeatures = 0n;
+  readonly #offered: bigint;
   #protocolAcked = false;
   #backend: MessageSocket | null = null;
   #ended = false;
@@ -85,6 +105,7 @@ export class VhostUserSession {
   constructor(fd: number, device: VhostMdevDevice, description: string) {
     this.#socket = new MessageSocket(fd);
     this.#device = device;
+    this.#offered = offeredProtocolFeatures(device.description);
     this.description = description;
   }
 
@@ -262,11 +283,11 @@ export class VhostUserSession {
         return false;
       case R.GET_PROTOCOL_FEATURES:
         expectSize(m, 0);
-        this.#reply(m.request, encodeU64(OFFERED_PROTOCOL_FEATURES));
+        this.#reply(m.request, encodeU64(this.#offered));
         return true;
       case R.SET_PROTOCOL_FEATURES: {
         const f = decodeU64(m);
-        const extra = f & ~OFFERED_PROTOCOL_FEATURES;
+        const extra = f & ~this.#offered;
         if (extra) {
           throw new RequestRefused(
             `SET_PROTOCOL_FEATURES 0x${f.toString(16)}: bits 0x${extra.toString(16)} not offered`,

@@ -90,7 +90,7 @@ function relayDriver(): Driver {
           notify(q) {
             kicks[q]++;
           },
-          getVringBase: (q) => ctx.vring(q).base,
+          getVringState: (q) => ctx.vring(q).state,
           stats: (): QueueStats[] =>
             kicks.map((k, queue) => ({ queue, packets: k, bytes: 0, drops: 0, errors: 0 })),
         },

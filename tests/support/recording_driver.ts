@@ -18,7 +18,7 @@ import {
 
 /** One recorded call. */
 export interface RecordedCall {
-  op: "start" | "stop" | "notify" | "getVringBase" | "featuresChanged";
+  op: "start" | "stop" | "notify" | "getVringState" | "featuresChanged";
   queue?: number;
   features?: bigint;
   rings?: VringInfo[];
@@ -88,9 +88,9 @@ export function recordingDriver(
           notify(q) {
             calls.push({ op: "notify", queue: q });
           },
-          getVringBase(q) {
-            calls.push({ op: "getVringBase", queue: q });
-            return c.vring(q).base;
+          getVringState(q) {
+            calls.push({ op: "getVringState", queue: q });
+            return c.vring(q).state;
           },
           featuresChanged(f) {
             calls.push({ op: "featuresChanged", features: f });

@@ -272,7 +272,7 @@ Deno.test("frontend <-> the SDK's own backend: full bring-up, config, vring base
     const start = rec.calls.find((c) => c.op === "start")!;
     assert.equal(start.ringsInMemory, true);
     assert.equal(start.rings![0].descAddr, 0x10000);
-    assert.equal(start.rings![0].base, 5);
+    assert.equal(start.rings![0].state.availIdx, 5);
     assert.equal(start.rings![1].usedAddr, 0x22000);
     assert.deepEqual([...await fe.getConfig(0, 6)], [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
     await fe.setVringEnable(0, false);

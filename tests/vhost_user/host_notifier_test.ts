@@ -52,7 +52,7 @@ function doorbellDriver(): { driver: Driver; memfd: number; config: () => void }
           start() {},
           stop() {},
           getNotifyAddr: (q) => ({ fd: memfd, offset: q * 4096, size: 4096 }),
-          getVringBase: (q) => ctx.vring(q).base,
+          getVringState: (q) => ctx.vring(q).state,
         },
       };
     },

@@ -122,13 +122,15 @@ for (const queues of [1, 2]) {
         assert.equal(rec.count("start"), starts, "refusal did not disturb the running device");
         assert.equal(device.running, true);
 
-        // Stopping testpmd: getVringBase for every ring and one stop.
+        // Stopping testpmd: getVringState for every ring and one stop.
         rec.calls.length = 0;
         await tp.close();
         tp = null;
-        await rec.until((c) => c.filter((x) => x.op === "getVringBase").length >= 2 * queues);
+        await rec.until((c) => c.filter((x) => x.op === "getVringState").length >= 2 * queues);
         await rec.until(() => !device.owner, 10000, "detach");
-        const asked = new Set(rec.calls.filter((c) => c.op === "getVringBase").map((c) => c.queue));
+        const asked = new Set(
+          rec.calls.filter((c) => c.op === "getVringState").map((c) => c.queue),
+        );
         assert.deepEqual([...asked].sort(), Array.from({ length: 2 * queues }, (_, i) => i));
         assert.equal(rec.count("stop"), 1, "stopped exactly once");
 
