@@ -816,6 +816,7 @@ export class VhostMdevDevice {
       featuresSet: this.#featuresSet,
       memorySet: this.#table.isSet,
       rings: this.#rings,
+      perRing: this.#perRing,
     });
   }
 
@@ -826,6 +827,7 @@ export class VhostMdevDevice {
       featuresSet: this.#featuresSet,
       memorySet: this.#table.isSet,
       rings: this.#rings,
+      perRing: this.#perRing,
       parked: this.#parked,
       statusDriven: this.#statusDriven,
       status: this.#status,

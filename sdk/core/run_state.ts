@@ -21,6 +21,12 @@ export interface Configuration {
   memorySet: boolean;
   /** Every ring's state. */
   rings: readonly RingState[];
+  /**
+   * The driver starts and stops single rings: the device runs the rings
+   * that are ready and starts the others as they become ready. Otherwise it
+   * waits until every enabled ring is ready, so it starts once.
+   */
+  perRing: boolean;
 }
 
 /** What the decision to run depends on, beyond the configuration. */
@@ -35,8 +41,9 @@ export interface RunConditions extends Configuration {
 
 /**
  * Why the device cannot run, or `null` when it can: features and memory
- * set, at least one ring enabled, and every enabled ring with size,
- * addresses inside the memory table and a kick.
+ * set, at least one ring enabled, and every enabled ring (with per-ring
+ * ops: one enabled ring) with size, addresses inside the memory table and a
+ * kick.
  */
 export function notReadyReason(c: Configuration): string | null {
   if (c.closed) return "the device is closed";
@@ -45,8 +52,8 @@ export function notReadyReason(c: Configuration): string | null {
   const enabled = c.rings.filter((r) => r.enabled);
   if (enabled.length === 0) return "no ring is enabled";
   const bad = enabled.find((r) => !r.ready);
-  if (bad) return `ring ${bad.index} is enabled but lacks size, addresses or kick fd`;
-  return null;
+  if (!bad || (c.perRing && enabled.some((r) => r.ready))) return null;
+  return `ring ${bad.index} is enabled but lacks size, addresses or kick fd`;
 }
 
 /** Whether the device should be running now. */

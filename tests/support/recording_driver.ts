@@ -10,6 +10,7 @@ import {
   bit,
   type DeviceContext,
   type Driver,
+  type RingPosition,
   VirtioDeviceId,
   VirtioFeatureBit as F,
   VirtioNetFeatureBit as N,
@@ -18,8 +19,19 @@ import {
 
 /** One recorded call. */
 export interface RecordedCall {
-  op: "start" | "stop" | "notify" | "getVringState" | "featuresChanged";
+  op:
+    | "start"
+    | "stop"
+    | "notify"
+    | "getVringState"
+    | "featuresChanged"
+    | "startRing"
+    | "stopRing"
+    | "suspend"
+    | "resume"
+    | "setStatus";
   queue?: number;
+  status?: number;
   features?: bigint;
   rings?: VringInfo[];
   /** Whether every enabled ring's addresses fell inside the memory table at start. */
@@ -48,10 +60,24 @@ export const NET_FEATURES: bigint = [
   F.INDIRECT_DESC,
 ].reduce((m, b) => m | bit(b), 0n);
 
-/** Make a recorder; `failStart` makes `start` throw. */
-export function recordingDriver(
-  options: { failStart?: boolean; maxQueueSize?: number } = {},
-): Recorder {
+/** What a recorder can do beyond `start`, `stop`, `notify` and `getVringState`. */
+export interface RecorderOptions {
+  /** `start` throws. */
+  failStart?: boolean;
+  /** Largest ring size (default 1024). */
+  maxQueueSize?: number;
+  /** Has `startRing` and `stopRing`. */
+  perRing?: boolean;
+  /** Has `suspend` and `resume`. */
+  suspend?: boolean;
+  /** Has `setStatus`, refusing `FEATURES_OK` when this is true. */
+  refuseFeatures?: boolean;
+  /** What `getVringState(q)` returns for the rings it holds (else `ctx.vring(q).state`). */
+  states?: Map<number, RingPosition>;
+}
+
+/** Make a recorder. */
+export function recordingDriver(options: RecorderOptions = {}): Recorder {
   const calls: RecordedCall[] = [];
   let ctx: DeviceContext | undefined;
   const snapshot = (c: DeviceContext) =>
@@ -90,8 +116,36 @@ export function recordingDriver(
           },
           getVringState(q) {
             calls.push({ op: "getVringState", queue: q });
-            return c.vring(q).state;
+            return options.states?.get(q) ?? c.vring(q).state;
           },
+          ...options.perRing
+            ? {
+              startRing(q: number) {
+                calls.push({ op: "startRing", queue: q, rings: snapshot(c) });
+              },
+              stopRing(q: number) {
+                calls.push({ op: "stopRing", queue: q });
+              },
+            }
+            : {},
+          ...options.suspend
+            ? {
+              suspend() {
+                calls.push({ op: "suspend" });
+              },
+              resume() {
+                calls.push({ op: "resume" });
+              },
+            }
+            : {},
+          ...options.refuseFeatures !== undefined
+            ? {
+              setStatus(status: number) {
+                calls.push({ op: "setStatus", status });
+                return !options.refuseFeatures;
+              },
+            }
+            : {},
           featuresChanged(f) {
             calls.push({ op: "featuresChanged", features: f });
           },
