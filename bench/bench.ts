@@ -3,7 +3,9 @@
  * run. DPDK testpmd's `net_virtio_user` is the frontend; the backend is
  * either the SDK serving `drivers/sim` ("ours") or DPDK's own `net_vhost`
  * ("dpdk"). Runs alternate ours, dpdk, ours, dpdk, ... and each side's
- * result is the median of its runs. Then the kick-to-notify relay latency.
+ * result is the median of its runs. Then the kick relay latency: kick to
+ * `ops.notify` through the main thread, and kick to a doorbell the relay
+ * Worker stores itself, each against a C baseline.
  *
  * @module
  */
@@ -24,7 +26,9 @@ const HELP = `Usage: deno task bench [options]
 
 Throughput of the SDK's sim backend and of DPDK's net_vhost backend, both
 driven by DPDK testpmd's net_virtio_user frontend, alternating runs in one
-invocation; then the kick-to-notify relay latency.
+invocation; then the kick relay latency (eventfd write -> ops.notify on the
+main thread, and eventfd write -> doorbell stored by the relay Worker), with
+p50/p99 ratios to a C two-thread baseline (write -> poll thread -> writer woke).
 
 Options:
   --runs N              runs per side and scenario; the median is reported (default 5)
@@ -35,7 +39,7 @@ Options:
                         f2b = frontend->backend (virtio_user txonly vs sim sink / vhost rxonly)
                         b2f = backend->frontend (sim source / vhost txonly vs virtio_user rxonly)
   --sides LIST          ours,dpdk (default both)
-  --latency-samples N   kicks for the latency measurement, 0 to skip (default 5000)
+  --latency-samples N   kicks per latency path, 0 to skip the latency part (default 5000)
   --backend-cpu C       CPU of the backend (default 0)
   --frontend-cpu C      CPU of the frontend testpmd (default 1)
   --testpmd PATH        dpdk-testpmd binary (default: found on PATH)
@@ -216,7 +220,7 @@ export interface BenchReport {
   };
   /** Throughput per scenario. */
   scenarios: ScenarioResult[];
-  /** Kick-to-notify latency, or null when skipped. */
+  /** Kick latency (to notify, to doorbell), or null when skipped. */
   latency: LatencyReport | null;
 }
 
@@ -341,7 +345,7 @@ async function latency(args: Args, root: string, dir: string): Promise<LatencyRe
   const placements: LatencyPlacement[] = [];
   const cpuSets = [String(args.backendCpu), `${args.backendCpu},${args.frontendCpu}`];
   for (const cpus of cpuSets) {
-    progress(`kick-to-notify latency on CPU(s) ${cpus}, ${args.latencySamples} kicks`);
+    progress(`kick latency on CPU(s) ${cpus}, ${args.latencySamples} kicks per path`);
     const out = await new Deno.Command("taskset", {
       args: [
         "-c",
@@ -421,19 +425,32 @@ export function formatReport(r: BenchReport): string {
       ["SDK: eventfd write -> ops.notify (device)", (p) => p.sdk.kickToNotify],
       ["SDK: eventfd write -> relay Worker woke", (p) => p.sdk.kickToRelayWake],
       ["SDK: eventfd write -> relay message handled", (p) => p.sdk.kickToRelayMessage],
+      ["SDK: eventfd write -> doorbell stored by relay", (p) => p.sdk.kickToDoorbell],
       ["C: eventfd write -> poll() woke (one hop)", (p) => p.c?.oneHop],
       ["C: write -> relay thread -> writer woke (two hops)", (p) => p.c?.twoHop],
+    ];
+    // SDK / C two-hop, p50 and p99 each.
+    const ratio = (v: LatencyStats | undefined, base: LatencyStats | undefined) =>
+      v && base ? `${fixed(v.p50 / base.p50, 2)}x / ${fixed(v.p99 / base.p99, 2)}x` : "-";
+    const ratios: [string, (p: LatencyPlacement) => LatencyStats | undefined][] = [
+      ["ratio: write -> ops.notify / C two hops", (p) => p.sdk.kickToNotify],
+      ["ratio: write -> doorbell / C two hops", (p) => p.sdk.kickToDoorbell],
     ];
     out.push("");
     out.push(
       `Kick latency, microseconds, p50 / p99 (${l.samples} kicks per placement, ` +
-        `${l.gapUs} us between a notify and the next kick)` +
+        `${l.gapUs} us between a notify or doorbell store and the next kick)` +
         (l.baselineMissing ? `; C baseline skipped: ${l.baselineMissing}` : ""),
     );
     out.push("");
     out.push(textTable(
       ["path", ...l.placements.map((p) => `CPU ${p.cpus}`)],
-      rows.map(([name, pick]) => [name, ...l.placements.map((p) => cell(pick(p)))]),
+      [
+        ...rows.map(([name, pick]) => [name, ...l.placements.map((p) => cell(pick(p)))]),
+        ...ratios.map((
+          [name, pick],
+        ) => [name, ...l.placements.map((p) => ratio(pick(p), p.c?.twoHop))]),
+      ],
     ));
   }
   return out.join("\n");

@@ -11,6 +11,13 @@
  * `performance.timeOrigin + performance.now()` of the Worker) and write ->
  * its message reached this thread.
  *
+ * A third phase gives the bare relay a doorbell in an anonymous mapping, as
+ * a hardware driver hands it a virtio-pci notify register (virtio 1.2
+ * §4.1.4.4): this thread resets the register to 0, writes the kick eventfd
+ * and timestamps, then spins reading the register until the relay Worker
+ * stored the value, and timestamps again. No message reaches this thread on
+ * that path, so write -> store is the whole kick latency a device sees.
+ *
  * @module
  */
 
@@ -24,7 +31,7 @@ import {
 } from "@vhost-mdev/sdk";
 import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { KickRelay } from "../sdk/core/kick_relay.ts";
-import { close, eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
+import { close, eventfd, eventfdWrite, mmapAnonymous } from "@vhost-mdev/sdk/sys";
 import { VhostUserFrontend } from "@vhost-mdev/testing";
 import { quantile } from "./summary.ts";
 
@@ -55,7 +62,12 @@ export interface KickLatencyResult {
   kickToRelayWake: LatencyStats;
   /** Write -> the relay's message was handled on the main thread (bare relay). */
   kickToRelayMessage: LatencyStats;
+  /** Write -> the relay Worker stored the ring's doorbell (bare relay, no message). */
+  kickToDoorbell: LatencyStats;
 }
+
+/** The queue and value of the doorbell phase (non-zero, so a store is told from the reset). */
+const DOORBELL_QUEUE = 1;
 
 /** Microsecond statistics of millisecond samples. */
 export function latencyStats(ms: readonly number[]): LatencyStats {
@@ -93,7 +105,7 @@ function notifyDriver(onNotify: (queue: number) => void): Driver {
           start() {},
           stop() {},
           notify: onNotify,
-          getVringBase: (q) => ctx.vring(q).base,
+          getVringState: (q) => ctx.vring(q).state,
         },
       };
     },
@@ -212,5 +224,80 @@ export async function measureKickLatency(
     kickToNotify: latencyStats(kickToNotify),
     kickToRelayWake: latencyStats(wakes),
     kickToRelayMessage: latencyStats(message),
+    kickToDoorbell: await measureDoorbellLatency(samples, warmup, gapUs),
   };
+}
+
+/**
+ * Write -> doorbell stored, `samples` times after `warmup` more (ms each).
+ * Synchronous: this thread spins on the register, the relay Worker stores.
+ */
+function measureDoorbellSamples(
+  relay: KickRelay,
+  fd: number,
+  reg: Uint16Array,
+  n: number,
+  gapUs: number,
+): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    spin(gapUs);
+    Atomics.store(reg, 0, 0);
+    const t0 = performance.now();
+    eventfdWrite(fd, 1);
+    let t1 = t0;
+    for (let spins = 1;; spins++) {
+      if (Atomics.load(reg, 0) === DOORBELL_QUEUE) {
+        t1 = performance.now();
+        break;
+      }
+      if ((spins & 0xfff) === 0 && performance.now() - t0 > 2000) {
+        throw new Error(
+          `doorbell kick ${i} was never stored (${relay.doorbellsRung(DOORBELL_QUEUE)} rung)`,
+        );
+      }
+    }
+    out.push(t1 - t0);
+  }
+  return out;
+}
+
+/**
+ * Kick-to-doorbell latency alone: a bare {@linkcode KickRelay} whose ring
+ * has a 16-bit doorbell in an anonymous page; `samples` kicks after
+ * `warmup` more, each `gapUs` microseconds after the previous store.
+ */
+export async function measureDoorbellLatency(
+  samples: number,
+  warmup: number = KICK_WARMUP,
+  gapUs: number = KICK_GAP_US,
+): Promise<LatencyStats> {
+  const page = mmapAnonymous(4096);
+  const reg = new Uint16Array(page.buffer, 0, 1);
+  const fd = eventfd(0, { nonBlocking: true });
+  const errors: string[] = [];
+  const relay = new KickRelay(
+    [{
+      queue: DOORBELL_QUEUE,
+      fd,
+      doorbell: { address: page.address, width: 2, value: DOORBELL_QUEUE },
+    }],
+    () => errors.push("a doorbell ring's kick reached the main thread"),
+    (m) => errors.push(m),
+  );
+  let ms: number[];
+  try {
+    measureDoorbellSamples(relay, fd, reg, warmup, gapUs);
+    ms = measureDoorbellSamples(relay, fd, reg, samples, gapUs);
+  } finally {
+    // The Worker may store into the page until it confirmed it stopped:
+    // unmap only then (otherwise the page stays mapped for good).
+    if (await relay.stop()) {
+      page.unmap();
+      close(fd);
+    }
+  }
+  // Messages from the Worker have all been handled once it confirmed the stop.
+  if (errors.length) throw new Error(`doorbell phase: ${errors.join("; ")}`);
+  return latencyStats(ms);
 }

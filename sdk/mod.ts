@@ -29,6 +29,7 @@ export {
 } from "./core/device.ts";
 export type { IoctlArgs, IoctlResults } from "./core/ioctl.ts";
 export * from "./core/errors.ts";
+export { checkDoorbell, type Doorbell } from "./core/doorbell.ts";
 export * from "./core/events.ts";
 export * from "./memory/mod.ts";
 export * from "./virtqueue/mod.ts";

@@ -14,6 +14,7 @@ import {
   type DeviceContext,
   type DeviceDescription,
   type DeviceOps,
+  type MemoryRange,
   type NotifyArea,
   type ProbeParams,
   type QueueStats,
@@ -240,7 +241,27 @@ class IfcvfDevice {
       notify: (q) => {
         if (this.#running?.rings.includes(q)) this.#transport.notify(q);
       },
+      // The relay Worker stores the queue index into the notify register
+      // itself (virtio 1.2 §4.1.4.4) when the BAR is mapped memory.
+      doorbell: (q) => {
+        if (!this.#running?.rings.includes(q)) return null;
+        const address = this.#transport.doorbellAddress(q);
+        return address === null ? null : { address, width: 2, value: q };
+      },
       getNotifyAddr: (q) => this.#notifyArea(q),
+      // Memory changes while running: VFIO MAP_DMA / UNMAP_DMA of the one
+      // region, the rings run on (vDPA's dma_map / dma_unmap).
+      mapMemory: (range) => {
+        if (this.#running) this.#mapRegion(this.#running, range);
+      },
+      unmapMemory: (range) => {
+        const running = this.#running;
+        if (!running) return;
+        const i = running.mappings.findIndex((m) => m.iova === range.gpa);
+        if (i < 0) return;
+        const [m] = running.mappings.splice(i, 1);
+        this.#target.dma.unmap(m.iova, m.size);
+      },
       getVringState: (q) => this.#saved.get(q) ?? this.#ctx.vring(q).state,
       featuresChanged: (f) => {
         this.#features = f;
@@ -394,26 +415,23 @@ class IfcvfDevice {
 
   /** Map every guest memory region for DMA, IOVA = GPA. */
   #mapMemory(running: Running): void {
+    for (const r of this.#ctx.memory.regions) this.#mapRegion(running, r);
+  }
+
+  /** Map one guest memory region for DMA, IOVA = GPA. */
+  #mapRegion(running: Running, r: MemoryRange): void {
     const dma = this.#target.dma;
     const page = dma.pageSize;
-    for (const r of this.#ctx.memory.regions) {
-      if (r.gpa % page !== 0 || r.address % page !== 0) {
-        throw new Error(
-          `memory region at GPA 0x${r.gpa.toString(16)} (host 0x${
-            r.address.toString(16)
-          }) is not ` +
-            `aligned to the IOMMU page size ${page}: the frontend must share page-aligned memory`,
-        );
-      }
-      // The host mapping covers whole pages, so the last partial page may be mapped too.
-      const m: DmaMapping = {
-        iova: r.gpa,
-        size: Math.ceil(r.size / page) * page,
-        vaddr: r.address,
-      };
-      dma.map(m);
-      running.mappings.push(m);
+    if (r.gpa % page !== 0 || r.address % page !== 0) {
+      throw new Error(
+        `memory region at GPA 0x${r.gpa.toString(16)} (host 0x${r.address.toString(16)}) ` +
+          `is not aligned to the IOMMU page size ${page}: the frontend must share page-aligned memory`,
+      );
     }
+    // The host mapping covers whole pages, so the last partial page may be mapped too.
+    const m: DmaMapping = { iova: r.gpa, size: Math.ceil(r.size / page) * page, vaddr: r.address };
+    dma.map(m);
+    running.mappings.push(m);
   }
 
   /** Wire MSI-X vectors per `plan`; returns the fan-out watching the driver's own vectors. */

@@ -30,7 +30,7 @@ import type {
   QueueStats,
   VringInfo,
 } from "../ops.ts";
-import type { GuestMemory, MemoryRegionSpec } from "../memory/guest_memory.ts";
+import type { GuestMemory, GuestRegion, MemoryRegionSpec } from "../memory/guest_memory.ts";
 import { eventfdSignal } from "../sys/mod.ts";
 import { hasBit, statusNames, VirtioFeatureBit, VirtioStatus } from "../uapi/virtio.ts";
 import { VhostMdevState } from "../uapi/vhost.ts";
@@ -46,7 +46,8 @@ import {
   encodeRingBase,
   RingState,
 } from "./ring.ts";
-import { KickRelay } from "./kick_relay.ts";
+import { KickRelay, type WatchedKick } from "./kick_relay.ts";
+import { checkDoorbell, type Doorbell } from "./doorbell.ts";
 import { MemoryTable } from "./memory_table.ts";
 import { notReadyReason, shouldRun } from "./run_state.ts";
 
@@ -112,6 +113,12 @@ export interface VringFile {
 const MAX_RING_SIZE = 32768;
 
 /**
+ * How long a device whose driver stops whole devices stays parked after a
+ * ring was disabled, before the rings still enabled run again, in ms.
+ */
+const UNPARK_MS = 50;
+
+/**
  * One device created by a driver's `probe`, served to one frontend at a time.
  *
  * @example Drive a device in-process, the way the vhost-user transport does
@@ -146,9 +153,11 @@ export class VhostMdevDevice {
   #running = false;
   #suspended = false;
   #parked = false;
+  #unparkTimer: ReturnType<typeof setTimeout> | undefined;
   #owner: DeviceOwner | null = null;
   #closed = false;
   #relay: KickRelay | null = null;
+  #rung: number[];
   #lock: Promise<unknown> = Promise.resolve();
   #log: DeviceLog;
   #errors = 0;
@@ -172,6 +181,7 @@ export class VhostMdevDevice {
     this.#log = log;
     this.#ops = description.ops;
     this.#rings = Array.from({ length: description.numQueues }, (_, i) => new RingState(i));
+    this.#rung = new Array(description.numQueues).fill(0);
   }
 
   /**
@@ -404,7 +414,7 @@ export class VhostMdevDevice {
         if (this.#perRing) {
           await this.#stopRing(r, "GET_VRING_BASE");
         } else {
-          this.#parked = true;
+          this.#setParked(true);
           await this.#suspend(`frontend stopped ring ${index}`);
         }
       }
@@ -428,7 +438,7 @@ export class VhostMdevDevice {
   /** Continue after {@linkcode VhostMdevDevice.suspend}, each ring where it paused. */
   resume(): Promise<void> {
     return this.#serialize(async () => {
-      this.#parked = false;
+      this.#setParked(false);
       await this.#evaluate();
     });
   }
@@ -478,11 +488,11 @@ export class VhostMdevDevice {
         if (why !== null) {
           throw new RequestRefused(`cannot start: ${why}; configure the rings first`);
         }
-        this.#parked = false;
+        this.#setParked(false);
         return await this.#start();
       }
       if (state === VhostMdevState.STOPPED) {
-        this.#parked = true;
+        this.#setParked(true);
         return await this.#stop("VHOST_MDEV_SET_STATE(STOPPED)");
       }
       throw new ProtocolError(`VHOST_MDEV_SET_STATE: unknown state ${state}`);
@@ -498,7 +508,7 @@ export class VhostMdevDevice {
         // VHOST_USER_F_PROTOCOL_FEATURES) restarts a device parked by
         // GET_VRING_BASE once its rings are set up again.
         if (enable && this.#parked) {
-          this.#parked = false;
+          this.#setParked(false);
           await this.#evaluate();
         }
         return;
@@ -506,11 +516,11 @@ export class VhostMdevDevice {
       if (!enable && r.running) {
         // A driver that stops whole devices only parks until a ring is
         // enabled again: a frontend disabling rings one by one causes one stop.
-        if (!this.#perRing) this.#parked = true;
+        if (!this.#perRing) this.#parkBriefly();
         await this.#quiesceRing(r, "disabled");
       }
       r.enabled = enable;
-      if (enable) this.#parked = false;
+      if (enable) this.#setParked(false);
       await this.#evaluate();
     });
   }
@@ -528,7 +538,7 @@ export class VhostMdevDevice {
         // memory configuration, which GET_VRING_BASE may still read and a
         // new handshake overwrites (RESET_DEVICE forgets everything).
         this.#status = 0;
-        this.#parked = false;
+        this.#setParked(false);
         if (previous !== 0) this.events.emit("status", "status 0: device reset by the frontend");
         await this.#stop("status reset to 0");
         return;
@@ -541,7 +551,7 @@ export class VhostMdevDevice {
       if (status !== previous) {
         this.events.emit("status", `status ${statusNames(status)}`, { status });
       }
-      this.#parked = false;
+      this.#setParked(false);
       await this.#evaluate();
     });
   }
@@ -576,10 +586,7 @@ export class VhostMdevDevice {
     return this.#serialize(async () => {
       if (this.#table.countRepeat(region)) return;
       this.#table.checkSlot(region);
-      await this.#quiesce("memory table changed");
-      this.#table.add(region);
-      this.#retranslate();
-      await this.#evaluate();
+      await this.#changeMemory(this.#table.planAdd(region));
     });
   }
 
@@ -587,10 +594,7 @@ export class VhostMdevDevice {
   removeMemoryRegion(gpa: number, size: number): Promise<void> {
     return this.#serialize(async () => {
       if (this.#table.dropRepeat(gpa, size)) return;
-      await this.#quiesce("memory table changed");
-      this.#table.remove(gpa, size);
-      this.#retranslate();
-      await this.#evaluate();
+      await this.#changeMemory(this.#table.planRemove(gpa, size));
     });
   }
 
@@ -753,17 +757,72 @@ export class VhostMdevDevice {
   }
 
   async #setMemTable(regions: readonly MemoryRegionSpec[]): Promise<void> {
-    await this.#quiesce("memory table changed");
-    this.#table.replace(regions);
+    await this.#changeMemory(this.#table.planReplace(regions));
+  }
+
+  /**
+   * Make `next` the memory table. A driver with `mapMemory`/`unmapMemory`
+   * gets the difference as ranges while the rings run on; only rings whose
+   * own addresses move or leave the table stop (and start again once they
+   * translate). Any other driver is stopped around the change.
+   */
+  async #changeMemory(next: GuestMemory): Promise<void> {
+    const old = this.#table.memory;
+    const removed = old.regions.filter((r) => !holds(next, r));
+    const added = next.regions.filter((r) => !holds(old, r));
+    const incremental = this.#running && this.#ops.mapMemory !== undefined &&
+      this.#ops.unmapMemory !== undefined;
+    try {
+      if (!incremental) {
+        await this.#quiesce("memory table changed");
+      } else {
+        const eventIdx = hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX);
+        for (const r of this.#runningRings()) {
+          const under = [r.descAddr, r.availAddr, r.usedAddr].some((gpa) =>
+            removed.some((m) => gpa >= m.gpa && gpa < m.gpa + m.size)
+          );
+          if (under || !r.sameIn(next, eventIdx)) {
+            await this.#stopRing(r, "memory under it changed");
+          }
+        }
+        for (const range of removed) {
+          await this.#ops.unmapMemory!({
+            gpa: range.gpa,
+            size: range.size,
+            address: range.address,
+          });
+        }
+      }
+    } catch (e) {
+      next.close();
+      this.#reportError(`unmapping guest memory failed: ${message(e)}`);
+      await this.#stop("memory unmap failed");
+      throw new RequestRefused(`the driver failed to unmap guest memory: ${message(e)}`);
+    }
+    this.#table.commit(next);
     this.#retranslate();
-    const total = regions.reduce((s, r) => s + r.size, 0);
+    const total = next.regions.reduce((s, r) => s + r.size, 0);
     this.events.emit(
       "memory",
-      `memory table: ${regions.length} region(s), ${(total / 1048576).toFixed(0)} MiB`,
+      `memory table: ${next.regions.length} region(s), ${(total / 1048576).toFixed(0)} MiB` +
+        ` (+${added.length} -${removed.length})`,
       {
-        regions: regions.map((r) => ({ gpa: hex(r.gpa), size: r.size, uva: hex(r.uva) })),
+        regions: next.regions.map((r) => ({ gpa: hex(r.gpa), size: r.size, uva: hex(r.uva) })),
+        added: added.length,
+        removed: removed.length,
       },
     );
+    if (incremental && this.#running) {
+      try {
+        for (const range of added) {
+          await this.#ops.mapMemory!({ gpa: range.gpa, size: range.size, address: range.address });
+        }
+      } catch (e) {
+        this.#reportError(`mapping guest memory failed: ${message(e)}`);
+        await this.#stop("memory map failed");
+        throw new RequestRefused(`the driver failed to map guest memory: ${message(e)}`);
+      }
+    }
     await this.#evaluate();
   }
 
@@ -796,6 +855,30 @@ export class VhostMdevDevice {
       );
     }
     await this.#evaluate();
+  }
+
+  #setParked(on: boolean): void {
+    this.#parked = on;
+    clearTimeout(this.#unparkTimer);
+    this.#unparkTimer = undefined;
+  }
+
+  /**
+   * A ring was disabled on a driver that stops whole devices only: park, so
+   * a frontend disabling its rings one by one causes one stop, and run the
+   * rings still enabled again once the frontend has been quiet for
+   * {@linkcode UNPARK_MS} (a guest dropping one queue pair keeps the others).
+   */
+  #parkBriefly(): void {
+    this.#setParked(true);
+    this.#unparkTimer = setTimeout(() => {
+      this.#unparkTimer = undefined;
+      this.#serialize(async () => {
+        if (!this.#parked || this.#closed || this.#unparkTimer !== undefined) return;
+        this.#parked = false;
+        await this.#evaluate();
+      }).catch((e) => this.events.emit("warn", `running the enabled rings again: ${message(e)}`));
+    }, UNPARK_MS);
   }
 
   get #perRing(): boolean {
@@ -869,7 +952,7 @@ export class VhostMdevDevice {
       await this.#ops.start();
     } catch (e) {
       for (const r of rings) r.running = false;
-      this.#parked = true;
+      this.#setParked(true);
       this.#reportError(`driver start failed: ${message(e)}`);
       throw new RequestRefused(`the driver failed to start the device: ${message(e)}`);
     }
@@ -969,7 +1052,7 @@ export class VhostMdevDevice {
   async #suspend(reason: string): Promise<void> {
     if (!this.#running || this.#suspended) return;
     if (!this.#ops.suspend || !this.#ops.resume) {
-      this.#parked = true;
+      this.#setParked(true);
       await this.#stop(reason);
       return;
     }
@@ -980,7 +1063,7 @@ export class VhostMdevDevice {
       await this.#ops.suspend();
     } catch (e) {
       this.events.emit("error", `driver suspend failed (device stopped instead): ${message(e)}`);
-      this.#parked = true;
+      this.#setParked(true);
       await this.#stop(reason);
       return;
     }
@@ -1028,19 +1111,34 @@ export class VhostMdevDevice {
     }
   }
 
-  /** (Re)start the kick relay for the running rings, or stop it when none needs one. */
+  /**
+   * (Re)start the kick relay for the running rings: each kick rings the
+   * driver's doorbell from the relay Worker, or reaches `notify` on this
+   * thread. No relay when no ring needs one.
+   */
   async #startRelay(): Promise<void> {
     await this.#stopRelay();
-    const notify = this.#ops.notify?.bind(this.#ops);
-    if (!notify || !this.#running || this.#suspended) return;
-    const watched = this.#runningRings().filter((r) => r.kickFd >= 0).map((r) => ({
-      queue: r.index,
-      fd: r.kickFd,
-    }));
+    if (!this.#running || this.#suspended) return;
+    const ops = this.#ops;
+    const notify = ops.notify?.bind(ops);
+    const watched: WatchedKick[] = [];
+    for (const r of this.#runningRings()) {
+      if (r.kickFd < 0) continue;
+      let doorbell: Doorbell | null = null;
+      try {
+        doorbell = ops.doorbell?.(r.index) ?? null;
+        if (doorbell) checkDoorbell(doorbell, r.index);
+      } catch (e) {
+        this.events.emit("warn", `ring ${r.index}: ${message(e)}; its kicks go to notify`);
+        doorbell = null;
+      }
+      if (doorbell) watched.push({ queue: r.index, fd: r.kickFd, doorbell });
+      else if (notify) watched.push({ queue: r.index, fd: r.kickFd });
+    }
     if (watched.length === 0) return;
     this.#relay = new KickRelay(watched, (q) => {
       try {
-        const done = notify(q) as unknown;
+        const done = notify?.(q) as unknown;
         if (done instanceof Promise) {
           done.catch((e) => this.events.emit("error", `driver notify(${q}) failed: ${message(e)}`));
         }
@@ -1050,10 +1148,23 @@ export class VhostMdevDevice {
     }, (why) => this.#reportError(`kick relay: ${why}`));
   }
 
+  /** Kicks that rang ring `q`'s doorbell from the relay Worker since the device was created. */
+  doorbellsRung(q: number): number {
+    return (this.#rung[q] ?? 0) + (this.#relay ? relayCount(this.#relay, q) : 0);
+  }
+
   async #stopRelay(): Promise<void> {
     const relay = this.#relay;
+    if (!relay) return;
     this.#relay = null;
-    await relay?.stop();
+    const stopped = await relay.stop();
+    for (let q = 0; q < this.#rings.length; q++) this.#rung[q] += relayCount(relay, q);
+    if (!stopped) {
+      this.#reportError(
+        "the kick relay Worker did not stop and was terminated: doorbell mappings it used " +
+          "must stay mapped",
+      );
+    }
   }
 
   #offerHostNotifiers(rings: RingState[], on: boolean): void {
@@ -1071,7 +1182,7 @@ export class VhostMdevDevice {
   }
 
   async #reset(): Promise<void> {
-    this.#parked = false;
+    this.#setParked(false);
     await this.#stop("device reset");
     for (const r of this.#rings) r.reset();
     this.#table.clear();
@@ -1102,6 +1213,22 @@ function validateDescription(name: string, d: DeviceDescription): void {
   if (typeof d.ops?.getVringState !== "function") {
     throw new RangeError(`driver ${name}: ops.getVringState is required`);
   }
+}
+
+/** Doorbells `relay` rang for ring `q` (0 when it does not watch the ring). */
+function relayCount(relay: KickRelay, q: number): number {
+  try {
+    return relay.doorbellsRung(q);
+  } catch {
+    return 0;
+  }
+}
+
+/** Whether `memory` has a region with `r`'s addresses at the same host address. */
+function holds(memory: GuestMemory, r: GuestRegion): boolean {
+  return memory.regions.some((m) =>
+    m.gpa === r.gpa && m.size === r.size && m.uva === r.uva && m.address === r.address
+  );
 }
 
 /** The message of an unknown thrown value. */

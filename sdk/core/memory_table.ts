@@ -40,10 +40,13 @@ export class MemoryTable {
     return this.#set;
   }
 
-  /** `SET_MEM_TABLE`: map `regions` as the new table. */
-  replace(regions: readonly MemoryRegionSpec[]): void {
-    this.#swap(GuestMemory.map(regions, this.#options));
-    this.#set = true;
+  /**
+   * `SET_MEM_TABLE`: `regions` mapped as a new table, not yet in use
+   * (regions the current table maps identically keep their mappings).
+   * {@linkcode MemoryTable.commit} makes it the table.
+   */
+  planReplace(regions: readonly MemoryRegionSpec[]): GuestMemory {
+    return GuestMemory.map(regions, this.#options, this.#memory);
   }
 
   /**
@@ -71,10 +74,9 @@ export class MemoryTable {
     }
   }
 
-  /** `ADD_MEM_REG` of a new region (after {@linkcode MemoryTable.checkSlot}). */
-  add(region: MemoryRegionSpec): void {
-    this.#swap(this.#memory.with(region, this.#options));
-    this.#set = true;
+  /** `ADD_MEM_REG` of a new region (after {@linkcode MemoryTable.checkSlot}), not yet in use. */
+  planAdd(region: MemoryRegionSpec): GuestMemory {
+    return this.#memory.with(region, this.#options);
   }
 
   /** Drop one count of a repeated region; true when the region stays (more counts left). */
@@ -89,9 +91,15 @@ export class MemoryTable {
     return false;
   }
 
-  /** `REM_MEM_REG`: remove the region at `gpa` of `size` bytes. */
-  remove(gpa: number, size: number): void {
-    this.#swap(this.#memory.without(gpa, size));
+  /** `REM_MEM_REG`: the table without the region at `gpa` of `size` bytes, not yet in use. */
+  planRemove(gpa: number, size: number): GuestMemory {
+    return this.#memory.without(gpa, size);
+  }
+
+  /** Make `next` (from a `plan` method) the table; the old one is closed. */
+  commit(next: GuestMemory): void {
+    this.#swap(next);
+    this.#set = true;
   }
 
   /** Forget the table (device reset). */

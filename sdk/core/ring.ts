@@ -129,6 +129,31 @@ export class RingState implements VringInfo {
     }
   }
 
+  /**
+   * Whether this ring's addresses translate in `memory` to the same
+   * guest-physical addresses, inside regions at the same host addresses:
+   * a ring that runs on through a memory table change.
+   */
+  sameIn(memory: GuestMemory, eventIdx: boolean): boolean {
+    if (!this.uva || !this.addrValid) return false;
+    const num = Math.max(this.num, 1);
+    const parts: [number, number, number][] = [
+      [this.uva.desc, descTableSize(num), this.descAddr],
+      [this.uva.avail, availRingSize(num, eventIdx), this.availAddr],
+      [this.uva.used, usedRingSize(num, eventIdx), this.usedAddr],
+    ];
+    for (const [uva, size, gpa] of parts) {
+      let now: number;
+      try {
+        now = memory.uvaToGpa(uva, size);
+      } catch {
+        return false;
+      }
+      if (now !== gpa) return false;
+    }
+    return true;
+  }
+
   /** Replace the kick fd, closing the previous one. */
   setKick(fd: number): void {
     if (this.kickFd >= 0 && this.kickFd !== fd) close(this.kickFd);

@@ -428,7 +428,10 @@ export class GuestMemory {
    * Map each region's fd (`MAP_SHARED`, read-write, the pages from the one
    * holding `mmapOffset`) and view it at `mmapOffset`. The fds are not
    * closed (the caller owns them; a mapping stays valid after its fd is
-   * closed).
+   * closed). Regions `previous` already maps identically (same addresses,
+   * same file at the same offset) share its mapping instead, so their host
+   * addresses stay: a new table from a frontend that changed one region
+   * leaves the others where they were.
    *
    * @throws GuestMemoryError for a zero size, an address or end beyond 2^53,
    *   regions overlapping in guest-physical or frontend space, a file that
@@ -437,14 +440,29 @@ export class GuestMemory {
    *   size limit; SysError when `mmap` fails. Whatever was mapped before the
    *   failure is unmapped.
    */
-  static map(regions: readonly MemoryRegionSpec[], options: MapOptions = {}): GuestMemory {
+  static map(
+    regions: readonly MemoryRegionSpec[],
+    options: MapOptions = {},
+    previous?: GuestMemory,
+  ): GuestMemory {
     validate(regions);
     checkTotal(regions, options.maxBytes ?? DEFAULT_TABLE_BYTES_LIMIT);
     const mapped: Region[] = [];
     try {
-      regions.forEach((spec, i) => mapped.push(mapRegion(spec, i, options)));
+      regions.forEach((spec, i) => {
+        // A region `previous` maps already (same addresses, same file at the
+        // same offset) keeps its mapping: its host address does not move.
+        const same = previous && !previous.#closed ? previous.findIdentical(spec) : -1;
+        if (same >= 0) {
+          const r = previous!.#regions[same];
+          r.mapping?.retain();
+          mapped.push(r);
+        } else {
+          mapped.push(mapRegion(spec, i, options));
+        }
+      });
     } catch (e) {
-      for (const r of mapped) r.mapping!.release();
+      for (const r of mapped) r.mapping?.release();
       throw e;
     }
     return new GuestMemory(mapped);

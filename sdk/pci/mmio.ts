@@ -48,6 +48,12 @@ export class MmioError extends RangeError {
 export interface MmioAccessor {
   /** Size of the region in bytes. */
   readonly size: number;
+  /**
+   * Where offset 0 is in this process's address space, when the registers
+   * are mapped memory (a BAR mapped from a VFIO device fd); absent for
+   * registers emulated in code. A doorbell a relay Worker rings needs it.
+   */
+  readonly address?: number;
   /** One 8-bit load. */
   read8(offset: number): number;
   /** One 16-bit load. */
@@ -94,6 +100,7 @@ export function checkAccess(size: number, offset: number, width: number, what = 
  */
 export class MappedMmio implements MmioAccessor {
   readonly size: number;
+  readonly address?: number;
   #u8: Uint8Array;
   #u16: Uint16Array;
   #u32: Uint32Array;
@@ -104,12 +111,15 @@ export class MappedMmio implements MmioAccessor {
    *
    * @param buffer The mapped region; its length must be a multiple of 8
    *   (BAR sizes are powers of two of at least 16 bytes).
+   * @param address Where `buffer` starts in this process (`Mapping.address`),
+   *   when known.
    */
-  constructor(buffer: ArrayBuffer) {
+  constructor(buffer: ArrayBuffer, address?: number) {
     if (buffer.byteLength % 8 !== 0) {
       throw new MmioError(`an MMIO region of ${buffer.byteLength} bytes is not a multiple of 8`);
     }
     this.size = buffer.byteLength;
+    this.address = address;
     this.#u8 = new Uint8Array(buffer);
     this.#u16 = new Uint16Array(buffer);
     this.#u32 = new Uint32Array(buffer);
@@ -192,6 +202,12 @@ export class MmioWindow implements MmioAccessor {
   /** Offset of the window in the underlying region. */
   get base(): number {
     return this.#base;
+  }
+
+  /** Where the window starts in this process, when the underlying region is mapped memory. */
+  get address(): number | undefined {
+    const inner = this.#inner.address;
+    return inner === undefined ? undefined : inner + this.#base;
   }
 
   read8(offset: number): number {

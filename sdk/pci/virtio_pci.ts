@@ -267,6 +267,15 @@ export class VirtioPciTransport {
   }
 
   /**
+   * Where queue `q`'s doorbell register is in this process, or `null` when
+   * the notify area is not mapped memory (an emulated function).
+   */
+  doorbellAddress(q: number): number | null {
+    const base = this.notifyArea.address;
+    return base === undefined ? null : base + this.doorbellOffset(q);
+  }
+
+  /**
    * Ring queue `q`'s doorbell: one 16-bit store of the queue index (without
    * `VIRTIO_F_NOTIFICATION_DATA`). The offset is cached by `setupQueue`, so
    * the hot path is one store.

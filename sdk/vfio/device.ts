@@ -167,7 +167,7 @@ export class VfioPciDevice implements PciFunction {
       );
     }
     const mapping = mmap(this.fd, r.size, { offset: r.offset });
-    const mmio = new MappedMmio(mapping.buffer);
+    const mmio = new MappedMmio(mapping.buffer, mapping.address);
     this.#bars.set(bar, { mapping, mmio });
     return mmio;
   }

@@ -129,7 +129,7 @@ function hex64(lo: number, hi: number): string {
  *
  * declare const ctx: DeviceContext;
  * const queue = new SplitQueue(ctx.memory, ctx.vring(0), {
- *   lastAvailIdx: ctx.vring(0).base, eventIdx: true, indirect: true,
+ *   lastAvailIdx: ctx.vring(0).state.availIdx, eventIdx: true, indirect: true,
  * });
  * const chain = new DescriptorChain();
  * const buffer = new Uint8Array(65536);

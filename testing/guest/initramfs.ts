@@ -76,11 +76,13 @@ export async function buildInitramfs(options: InitramfsOptions): Promise<string>
     modules: await Promise.all(
       options.modules.map(async (m) => [m.name, ...await identity(m.path)]),
     ),
-    files: (options.files ?? []).map((f) => [
-      f.path,
-      f.mode ?? 0o644,
-      typeof f.data === "string" ? f.data : Array.from(f.data),
-    ]),
+    files: await Promise.all(
+      (options.files ?? []).map(async (f) => [
+        f.path,
+        f.mode ?? 0o644,
+        typeof f.data === "string" ? f.data : { sha256: await sha256Hex(f.data) },
+      ]),
+    ),
   }));
   const path = `${cache}/${key.slice(0, 16)}.cpio.gz`;
   if (await exists(path)) {

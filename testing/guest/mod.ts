@@ -4,6 +4,9 @@
  * - {@linkcode runPingVm}: a guest whose virtio-net NIC talks vhost-user to a
  *   device this process serves pings it; both sides' packet counters are
  *   compared.
+ * - {@linkcode runChannelsVm}: a guest with a 2-queue-pair NIC on such a
+ *   device changes its channel count with the ethtool ioctl while it pings,
+ *   and the device's events during the changes are returned.
  * - {@linkcode runVfioVm}: the ifcvf driver on real kernel VFIO inside a guest
  *   with an emulated Intel IOMMU, exchanging frames with this process through
  *   QEMU's virtio-net device.
@@ -35,10 +38,12 @@
  */
 
 export * from "./ping_vm.ts";
+export * from "./channels_vm.ts";
 export * from "./vfio_vm.ts";
 export * from "./host_tools.ts";
 export * from "./qemu.ts";
 export * from "./ping_guest.ts";
+export * from "./channels_guest.ts";
 export * from "./vfio_guest.ts";
 export * from "./udp_peer.ts";
 export * from "./frames.ts";

@@ -98,7 +98,7 @@ Deno.test({
     assert.equal(l.samples, 300);
     assert.equal(l.placements.length, 2);
     for (const p of l.placements) {
-      for (const k of ["kickToNotify", "kickToRelayWake", "kickToRelayMessage"]) {
+      for (const k of ["kickToNotify", "kickToRelayWake", "kickToRelayMessage", "kickToDoorbell"]) {
         assert.equal(p.sdk[k].samples, 300, `${p.cpus} ${k} samples`);
         assert.ok(p.sdk[k].p50 > 0 && p.sdk[k].p99 >= p.sdk[k].p50, `${p.cpus} ${k} percentiles`);
       }

@@ -1,0 +1,259 @@
+/**
+ * The channels guest: the ping guest's kernel and busybox, a 2-queue-pair
+ * virtio-net NIC on a vhost-user socket, and a small static helper,
+ * `set_channels` (`set_channels.c`, compiled on the host with `cc -static`
+ * when the image is built), that changes the NIC's combined channel count
+ * with the ethtool ioctl (`ETHTOOL_SCHANNELS`, as `ethtool -L eth0 combined
+ * N` does; busybox has no ethtool).
+ *
+ * Its `/init` brings `eth0` up, waits for the device to answer one echo
+ * request, starts `ping -c COUNT -i INTERVAL` to the device in the
+ * background, then walks the channel counts it was given (`2,1,2,1`), one
+ * step per gap, printing a marker per step and one when the steps are done,
+ * waits for ping and prints the same `vm-counters:` line as
+ * the ping guest (`ping_guest.ts`):
+ *
+ * ```text
+ * vm-channels: step=1 combined=2 rc=0 at 3.41 s: set_channels: eth0 combined 1 -> 2 (max 2), ...
+ * vm-channels: done steps=4 ping_running=1 at 7.52 s
+ * vm-counters: ping_exit=0 transmitted=120 received=120 loss=0 tx_packets=121 ...
+ * ```
+ *
+ * On each change the guest's virtio_net driver sends
+ * `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` on its control queue; QEMU handles that
+ * queue itself for vhost-user and sends `SET_VRING_ENABLE` for the rings of
+ * the pairs above the new count. The helper also steers every CPU's
+ * transmissions to queue 0 (`xps_cpus`), so the ping stays on pair 0 while
+ * pair 1 comes and goes: the kernel's own XPS map would give the single
+ * vCPU both queues and pick one by flow hash.
+ *
+ * @module
+ */
+
+import { exists, guestCacheDir, sha256Hex } from "./cache_dir.ts";
+import { prepareGuestKernel } from "./guest_kernel.ts";
+import { type HostTool, isStaticElf, MissingToolsError } from "./host_tools.ts";
+import { buildInitramfs, initScript } from "./initramfs.ts";
+import { COUNTERS_MARKER, GUEST_COUNTERS } from "./ping_guest.ts";
+import { kernelBootArgs } from "./qemu.ts";
+import { findExecutable } from "../programs.ts";
+
+export { COUNTERS_MARKER };
+
+/**
+ * A C compiler, which builds `set_channels` (`cc -static` also needs the
+ * static libc, `libc.a`, from libc6-dev, which gcc recommends).
+ */
+export const C_COMPILER: HostTool = {
+  program: "cc",
+  debianPackage: "gcc",
+  purpose: "compiles the guest's set_channels helper with cc -static",
+};
+
+/** One `vm-channels: step=...` line: step number, count asked for, exit status, output. */
+export const CHANNELS_STEP_MARKER: RegExp =
+  /vm-channels: step=(\d+) combined=(\d+) rc=(\d+) at ([\d.]+) s: ([^\n]*)\n/;
+
+/** The `vm-channels: done` line: steps run and whether ping was still running. */
+export const CHANNELS_DONE_MARKER: RegExp =
+  /vm-channels: done steps=(\d+) ping_running=(\d) at ([\d.]+) s\n/;
+
+const BODY = `
+ip link set lo up
+ip link set eth0 up || return 1
+ip addr add "$vm_ip/$vm_prefix" dev eth0 || return 1
+echo "vm-init: eth0 up at $(uptime_s) s, mac $(cat /sys/class/net/eth0/address), \\
+tx queues $(ls -d /sys/class/net/eth0/queues/tx-* | wc -l), ping $vm_peer x $vm_count every $vm_interval s"
+# One echo first, so the count below measures the changes and not the device's start.
+ping -c 1 -W 30 "$vm_peer" > /tmp/first.txt 2>&1 || { cat /tmp/first.txt; return 1; }
+echo "vm-channels: $vm_peer answers at $(uptime_s) s"
+ping -c "$vm_count" -i "$vm_interval" -W 5 "$vm_peer" > /tmp/ping.txt 2>&1 &
+pid=$!
+sleep "$vm_gap"
+n=0
+for c in $(echo "$vm_steps" | tr , ' '); do
+  n=$((n + 1))
+  out=$(set_channels eth0 "$c" xps0 2>&1)
+  rc=$?
+  echo "vm-channels: step=$n combined=$c rc=$rc at $(uptime_s) s: $out"
+  if [ "$rc" != 0 ]; then kill "$pid"; return 1; fi
+  sleep "$vm_gap"
+done
+if kill -0 "$pid" 2>/dev/null; then running=1; else running=0; fi
+echo "vm-channels: done steps=$n ping_running=$running at $(uptime_s) s"
+wait "$pid"
+rc=$?
+# Let the last completions and interrupts land before reading the counters.
+sleep 0.5
+summary=$(grep 'packets transmitted' /tmp/ping.txt)
+tx=$(echo "$summary" | sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p')
+rx=$(echo "$summary" | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
+loss=$(echo "$summary" | sed -n 's/.* \\([0-9.]*\\)% packet loss.*/\\1/p')
+# Every reply line when something was lost (the gaps in seq= say which), else the summary.
+if [ "$tx" = "$rx" ]; then tail -n 3 /tmp/ping.txt; else cat /tmp/ping.txt; fi
+line="ping_exit=$rc transmitted=\${tx:--1} received=\${rx:--1} loss=\${loss:-100}"
+for c in ${GUEST_COUNTERS.join(" ")}; do
+  line="$line $c=$(cat /sys/class/net/eth0/statistics/$c)"
+done
+echo "vm-counters: $line"
+`;
+
+/** A built channels guest. */
+export interface ChannelsGuest {
+  /** Kernel image path. */
+  kernel: string;
+  /** Initramfs path (busybox, virtio modules, `set_channels`, `/init`). */
+  initrd: string;
+  /** Kernel release, for messages. */
+  release: string;
+  /** The static `set_channels` binary on the host (cached). */
+  helper: string;
+}
+
+/**
+ * Compile `set_channels.c` with `cc -static -O2` into the guest cache
+ * (`tools/set_channels-<hash of the source>`), or find it there.
+ *
+ * @throws MissingToolsError when the binary is not cached and no C compiler
+ *   is installed (the message names the install command).
+ * @throws Error when compiling fails (the compiler's output is in the message).
+ */
+export async function buildSetChannels(log: (line: string) => void = () => {}): Promise<string> {
+  const url = new URL("./set_channels.c", import.meta.url);
+  const source = url.protocol === "file:"
+    ? await Deno.readTextFile(url)
+    : await (await fetch(url)).text();
+  const flags = ["-static", "-O2", "-s"];
+  const dir = `${guestCacheDir()}/tools`;
+  const path = `${dir}/set_channels-${
+    (await sha256Hex(JSON.stringify({ source, flags }))).slice(0, 16)
+  }`;
+  if (await exists(path)) return path;
+  const cc = findExecutable("cc") ?? findExecutable("gcc");
+  if (!cc) {
+    throw new MissingToolsError([C_COMPILER], [
+      `cc not found in PATH (package gcc, with libc6-dev: ${C_COMPILER.purpose})`,
+    ]);
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  const tmp = await Deno.makeTempDir({ dir, prefix: ".build-" });
+  try {
+    await Deno.writeTextFile(`${tmp}/set_channels.c`, source);
+    const out = await new Deno.Command(cc, {
+      args: [...flags, "-o", `${tmp}/set_channels`, `${tmp}/set_channels.c`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      const said = new TextDecoder().decode(out.stderr).trim();
+      throw new Error(
+        `${cc} -static could not build set_channels.c` +
+          (/cannot find -lc|libc\.a/.test(said)
+            ? " (no static libc: apt-get install libc6-dev)"
+            : "") +
+          `:\n${said}`,
+      );
+    }
+    if (!(await isStaticElf(`${tmp}/set_channels`))) {
+      throw new Error(`${cc} -static produced a dynamically linked set_channels`);
+    }
+    await Deno.rename(`${tmp}/set_channels`, path);
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+  log(`set_channels: compiled ${path} with ${cc} ${flags.join(" ")}`);
+  return path;
+}
+
+/**
+ * Fetch the kernel, compile `set_channels` and build the initramfs (all
+ * cached).
+ *
+ * @param busybox path of a static busybox
+ * @param log progress lines
+ * @throws MissingToolsError when a C compiler is needed and missing.
+ */
+export async function prepareChannelsGuest(
+  busybox: string,
+  log: (line: string) => void,
+): Promise<ChannelsGuest> {
+  const helper = await buildSetChannels(log);
+  const kernel = await prepareGuestKernel({
+    flavour: "cloud",
+    modules: ["virtio_pci", "virtio_net"],
+    log,
+  });
+  const initrd = await buildInitramfs({
+    init: initScript({ modules: kernel.modules.map((m) => m.name), body: BODY }),
+    modules: kernel.modules,
+    busybox,
+    files: [{ path: "/bin/set_channels", data: await Deno.readFile(helper), mode: 0o755 }],
+    log,
+  });
+  return { kernel: kernel.image, initrd, release: kernel.release, helper };
+}
+
+/** Options of {@linkcode channelsGuestArgs}. */
+export interface ChannelsGuestRun {
+  /** The vhost-user socket the backend listens on. */
+  socket: string;
+  /** Queue pairs of the NIC (at least the largest step). */
+  queues: number;
+  /** Guest address (`10.0.0.2`). */
+  ip: string;
+  /** Prefix length of the guest's address. */
+  prefix: number;
+  /** Address to ping. */
+  peer: string;
+  /** Combined channel counts to set, in order. */
+  steps: readonly number[];
+  /** Seconds before the first step, between steps and after the last. */
+  gap: number;
+  /** Echo requests to send (enough to outlast the steps). */
+  count: number;
+  /** Seconds between requests (busybox accepts fractions). */
+  interval: number;
+  /** Guest RAM in MiB (shared with the backend). */
+  memoryMiB: number;
+  /** MSI-X vectors of the NIC (0: INTx, as the ping guest uses). */
+  vectors: number;
+  /** Print every kernel message (no `quiet`). */
+  verboseKernel?: boolean;
+}
+
+/**
+ * QEMU arguments that boot `guest` on one vCPU with a multiqueue NIC
+ * (`queues=N` on the netdev, `mq=on` on the device) on the vhost-user socket.
+ */
+export function channelsGuestArgs(guest: ChannelsGuest, run: ChannelsGuestRun): string[] {
+  const append = [
+    run.verboseKernel ? "" : "quiet",
+    "ipv6.disable=1", // no router solicitations or DAD: the ping is the only traffic
+    `vm_ip=${run.ip}`,
+    `vm_prefix=${run.prefix}`,
+    `vm_peer=${run.peer}`,
+    `vm_count=${run.count}`,
+    `vm_interval=${run.interval}`,
+    `vm_steps=${run.steps.join(",")}`,
+    `vm_gap=${run.gap}`,
+  ].filter((s) => s !== "").join(" ");
+  return [
+    ...kernelBootArgs({
+      kernel: guest.kernel,
+      initrd: guest.initrd,
+      append,
+      memoryMiB: run.memoryMiB,
+      cpus: 1,
+    }),
+    "-object",
+    `memory-backend-memfd,id=mem,size=${run.memoryMiB}M,share=on`,
+    "-numa",
+    "node,memdev=mem",
+    "-chardev",
+    `socket,id=c0,path=${run.socket}`,
+    "-netdev",
+    `vhost-user,id=n0,chardev=c0,queues=${run.queues}`,
+    "-device",
+    `virtio-net-pci,netdev=n0,mq=on,vectors=${run.vectors},mac=52:54:00:12:34:56`,
+  ];
+}
