@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { DeviceEvent } from "@vhost-mdev/sdk";
+import type { DeviceEvent, QueueStats } from "@vhost-mdev/sdk";
 
 /** Reserved flags of the CLIs; anything else is a driver option. */
 const RESERVED = new Set([
@@ -64,4 +64,21 @@ export function formatEvent(e: DeviceEvent, json: boolean): string {
   if (json) return JSON.stringify(e);
   const t = new Date(e.time).toISOString().slice(11, 23);
   return `${t} ${e.device} ${e.type}: ${e.message}`;
+}
+
+/**
+ * One line of counters: each ring's declared counters by name (`q0
+ * packets=10 bytes=640 drops=0 errors=0`), then the device-wide ones.
+ */
+export function formatStats(
+  rings: readonly QueueStats[],
+  device: Readonly<Record<string, number>>,
+  names: readonly string[],
+): string {
+  const parts = rings.map((q) =>
+    `q${q.queue} ` + names.filter((n) => n in q).map((n) => `${n}=${q[n]}`).join(" ")
+  );
+  const totals = Object.entries(device).map(([n, v]) => `${n}=${v}`).join(" ");
+  if (totals) parts.push(`device ${totals}`);
+  return parts.join(" | ");
 }

@@ -11,7 +11,7 @@
 import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
 import { VhostUserClient, VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { BUNDLED_DRIVERS, findDriver } from "./drivers.ts";
-import { formatEvent, parseFlags } from "./format.ts";
+import { formatEvent, formatStats, parseFlags } from "./format.ts";
 
 const HELP = `Usage: deno task serve --driver <name|module> --socket <path> [options]
 
@@ -121,14 +121,12 @@ export async function main(args: string[]): Promise<number> {
   const statsEvery = Number(flags.stats ?? "0");
   const timer = statsEvery > 0
     ? setInterval(() => {
-      const s = device.stats();
-      if (s.length === 0) return;
-      const line = s.map((q) =>
-        `q${q.queue} ${q.packets}p ${q.bytes}B drop ${q.drops} err ${q.errors}`
-      )
-        .join(" | ");
+      const s = device.stats(), total = device.deviceStats();
+      if (s.length === 0 && Object.keys(total).length === 0) return;
       console.log(
-        json ? JSON.stringify({ type: "stats", device: driver.name, queues: s }) : `stats: ${line}`,
+        json
+          ? JSON.stringify({ type: "stats", device: driver.name, queues: s, totals: total })
+          : `stats: ${formatStats(s, total, device.counters.ring.map((c) => c.name))}`,
       );
     }, statsEvery * 1000)
     : undefined;

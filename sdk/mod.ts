@@ -19,6 +19,7 @@
  */
 
 export type * from "./ops.ts";
+export { NET_RING_COUNTERS } from "./ops.ts";
 export {
   type DeviceOptions,
   type DeviceOwner,

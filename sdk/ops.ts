@@ -354,10 +354,15 @@ export interface DeviceOps {
   /** The frontend wrote config space. Without it, writes are refused. */
   setConfig?(offset: number, data: Uint8Array): void;
   /**
-   * Per-ring counters for `serve --stats`, the demo and the benchmark. Cheap
-   * to call about once a second.
+   * Per-ring counters for `serve --stats`, JSON logs, the demo and the
+   * benchmark, named as {@linkcode DeviceDescription.counters} declares.
+   * Cheap to call about once a second.
    */
   stats?(): QueueStats[];
+  /** Device-wide counters, named as {@linkcode DeviceDescription.counters} declares. */
+  deviceStats?(): Record<string, number>;
+  /** Set every counter back to zero (`serve`'s stats reset, the benchmark between runs). */
+  resetStats?(): void;
   /** Release everything (VFIO fds, mappings, Workers). Called once. */
   close?(): void | Promise<void>;
 }
@@ -372,18 +377,33 @@ export interface MemoryRange {
   readonly address: number;
 }
 
-/** Counters of one ring since the device was created. */
+/** A counter a driver reports, for listings and `--help`. */
+export interface CounterSpec {
+  /** Key in the stats records (`packets`, `bytes`, `requests`, `rx_crc_errors`). */
+  readonly name: string;
+  /** What it counts, one line. */
+  readonly description: string;
+}
+
+/** The counters a network device reports per ring when it declares none. */
+export const NET_RING_COUNTERS: readonly CounterSpec[] = Object.freeze([
+  { name: "packets", description: "frames completed" },
+  { name: "bytes", description: "frame bytes completed (virtio-net header excluded)" },
+  { name: "drops", description: "frames dropped for lack of buffers" },
+  { name: "errors", description: "malformed descriptor chains and other guest errors" },
+]);
+
+/**
+ * Counters of one ring since the device was created (or its counters were
+ * reset): the ring index, then the counters the driver declares by name
+ * ({@linkcode DeviceDescription.counters}; by default
+ * {@linkcode NET_RING_COUNTERS}: `packets`, `bytes`, `drops`, `errors`).
+ */
 export interface QueueStats {
   /** Ring index. */
   queue: number;
-  /** Packets (or requests) completed. */
-  packets: number;
-  /** Payload bytes completed. */
-  bytes: number;
-  /** Packets dropped for lack of buffers. */
-  drops: number;
-  /** Malformed descriptor chains and other guest errors. */
-  errors: number;
+  /** The declared counters. */
+  [counter: string]: number;
 }
 
 /** What `probe` returns: the device's identity and its ops. */
@@ -398,6 +418,11 @@ export interface DeviceDescription {
   maxQueueSize: number;
   /** Device config space (`GET_CONFIG`), unless `ops.getConfig` is given. */
   config?: Uint8Array;
+  /**
+   * The counters `ops.stats` (per ring) and `ops.deviceStats` report, by
+   * name. Per ring it defaults to {@linkcode NET_RING_COUNTERS}.
+   */
+  counters?: { ring?: readonly CounterSpec[]; device?: readonly CounterSpec[] };
   /**
    * vhost-user protocol features (`ProtocolFeatureBit` numbers) to offer
    * beyond the SDK's, or to withhold from them: `{ remove: [HOST_NOTIFIER] }`

@@ -181,6 +181,14 @@ export class SimDevice implements DeviceOps {
     }));
   }
 
+  /**
+   * Zero every counter. The Workers add to the counters as they go, so a
+   * frame counted during the reset may land on either side of it.
+   */
+  resetStats(): void {
+    new Float64Array(this.#stats).fill(0);
+  }
+
   /** Stop the Workers, if running. */
   async close(): Promise<void> {
     await this.stop();

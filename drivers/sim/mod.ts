@@ -36,6 +36,7 @@ import {
   type DeviceContext,
   type DeviceDescription,
   type Driver,
+  NET_RING_COUNTERS,
   type ProbeParams,
   VirtioDeviceId,
 } from "@vhost-mdev/sdk";
@@ -97,6 +98,7 @@ export const driver: Driver = {
       numQueues: 2 * queues,
       maxQueueSize: SIM_MAX_QUEUE_SIZE,
       config: simConfigSpace(options, queues),
+      counters: { ring: NET_RING_COUNTERS },
       ops: new SimDevice(ctx, options, queues),
     };
   },

@@ -21,6 +21,7 @@
  */
 
 import type {
+  CounterSpec,
   DeviceContext,
   DeviceDescription,
   DeviceLog,
@@ -30,6 +31,7 @@ import type {
   QueueStats,
   VringInfo,
 } from "../ops.ts";
+import { NET_RING_COUNTERS } from "../ops.ts";
 import type { GuestMemory, GuestRegion, MemoryRegionSpec } from "../memory/guest_memory.ts";
 import { eventfdSignal } from "../sys/mod.ts";
 import { hasBit, statusNames, VirtioFeatureBit, VirtioStatus } from "../uapi/virtio.ts";
@@ -292,9 +294,33 @@ export class VhostMdevDevice {
     return r;
   }
 
-  /** The driver's counters, or an empty list. */
+  /** The driver's per-ring counters, or an empty list. */
   stats(): QueueStats[] {
     return this.#ops.stats?.() ?? [];
+  }
+
+  /** The driver's device-wide counters, or an empty record. */
+  deviceStats(): Record<string, number> {
+    return this.#ops.deviceStats?.() ?? {};
+  }
+
+  /** The counters the driver declares, per ring and device-wide. */
+  get counters(): { ring: readonly CounterSpec[]; device: readonly CounterSpec[] } {
+    const c = this.description.counters;
+    return { ring: c?.ring ?? NET_RING_COUNTERS, device: c?.device ?? [] };
+  }
+
+  /**
+   * Set the driver's counters back to zero.
+   *
+   * @throws RequestRefused when the driver cannot reset its counters.
+   */
+  resetStats(): void {
+    if (!this.#ops.resetStats) {
+      throw new RequestRefused(`driver ${this.driver.name} cannot reset its counters`);
+    }
+    this.#ops.resetStats();
+    this.events.emit("info", "counters reset");
   }
 
   /**
@@ -1208,6 +1234,20 @@ function validateDescription(name: string, d: DeviceDescription): void {
   for (const b of [...d.protocolFeatures?.add ?? [], ...d.protocolFeatures?.remove ?? []]) {
     if (!Number.isInteger(b) || b < 0 || b > 63) {
       throw new RangeError(`driver ${name}: protocol feature bit ${b} must be 0..63`);
+    }
+  }
+  for (const list of [d.counters?.ring ?? [], d.counters?.device ?? []]) {
+    const names = new Set<string>();
+    for (const c of list) {
+      if (typeof c?.name !== "string" || !/^[a-z][a-z0-9_]*$/.test(c.name) || c.name === "queue") {
+        throw new RangeError(
+          `driver ${name}: counter name ${c?.name} must be lower_snake_case and not "queue"`,
+        );
+      }
+      if (names.has(c.name)) {
+        throw new RangeError(`driver ${name}: counter ${c.name} declared twice`);
+      }
+      names.add(c.name);
     }
   }
   if (typeof d.ops?.getVringState !== "function") {

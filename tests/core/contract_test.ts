@@ -328,3 +328,69 @@ Deno.test("startRing failing fails the request and reports the device error", as
   assert.equal(dev.errors, 1);
   await dev.close();
 });
+
+Deno.test("counters: a driver declares its counters by name; reset reaches it; bad names are refused", async () => {
+  const rings = [new Map<string, number>([["requests", 3], ["bytes", 4096], ["errors", 0]])];
+  let resets = 0;
+  const rec = recordingDriver();
+  const counting = {
+    ...rec.driver,
+    async probe(
+      ctx: Parameters<typeof rec.driver.probe>[0],
+      params: Parameters<typeof rec.driver.probe>[1],
+    ) {
+      const d = await rec.driver.probe(ctx, params);
+      d.counters = {
+        ring: [
+          { name: "requests", description: "requests completed" },
+          { name: "bytes", description: "bytes read and written" },
+          { name: "errors", description: "malformed requests" },
+        ],
+        device: [{ name: "resets", description: "device resets" }],
+      };
+      d.ops.stats = () => rings.map((m, queue) => ({ queue, ...Object.fromEntries(m) }));
+      d.ops.deviceStats = () => ({ resets });
+      d.ops.resetStats = () => {
+        resets++;
+        for (const m of rings) for (const k of m.keys()) m.set(k, 0);
+      };
+      return d;
+    },
+  };
+  const dev = await VhostMdevDevice.create(counting, { queues: 1, options: {} });
+  assert.deepEqual(dev.counters.ring.map((c) => c.name), ["requests", "bytes", "errors"]);
+  assert.deepEqual(dev.stats(), [{ queue: 0, requests: 3, bytes: 4096, errors: 0 }]);
+  dev.resetStats();
+  assert.deepEqual(dev.stats(), [{ queue: 0, requests: 0, bytes: 0, errors: 0 }]);
+  assert.deepEqual(dev.deviceStats(), { resets: 1 });
+  await dev.close();
+
+  // Without resetStats the reset is refused, saying so; undeclared counters default to the net set.
+  const plain = await VhostMdevDevice.create(rec.driver, { queues: 1, options: {} });
+  assert.deepEqual(plain.counters.ring.map((c) => c.name), ["packets", "bytes", "drops", "errors"]);
+  assert.throws(
+    () => plain.resetStats(),
+    (e: Error) => /cannot reset its counters/.test(e.message),
+  );
+  await plain.close();
+
+  for (const name of ["Bytes", "queue", ""]) {
+    const bad = {
+      ...rec.driver,
+      async probe(
+        ctx: Parameters<typeof rec.driver.probe>[0],
+        params: Parameters<typeof rec.driver.probe>[1],
+      ) {
+        return {
+          ...await rec.driver.probe(ctx, params),
+          counters: { ring: [{ name, description: "x" }] },
+        };
+      },
+    };
+    await assert.rejects(
+      VhostMdevDevice.create(bad, { queues: 1, options: {} }),
+      (e: Error) => e instanceof RangeError && /counter name/.test(e.message),
+      `counter name ${JSON.stringify(name)}`,
+    );
+  }
+});
