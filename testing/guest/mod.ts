@@ -3,7 +3,8 @@
  *
  * - {@linkcode runPingVm}: a guest whose virtio-net NIC talks vhost-user to a
  *   device this process serves pings it; both sides' packet counters are
- *   compared.
+ *   compared. With a `during` hook the guest gets a QMP socket
+ *   ({@linkcode QmpClient}), e.g. to pause and resume it while it pings.
  * - {@linkcode runChannelsVm}: a guest with a 2-queue-pair NIC on such a
  *   device changes its channel count with the ethtool ioctl while it pings,
  *   and the device's events during the changes are returned.
@@ -16,7 +17,7 @@
  * the guest kernel is a Debian package fetched once with `apt-get download`
  * and cached with the built images in
  * `${XDG_CACHE_HOME:-~/.cache}/vhost-mdev/guest`. The building blocks (host
- * tool checks, the QEMU process and its console, guest images, the UDP peer,
+ * tool checks, the QEMU process, its console and its QMP monitor, guest images, the UDP peer,
  * test frames) are exported for programs that boot guests of their own.
  *
  * @example Ping a served device from a guest
@@ -42,6 +43,7 @@ export * from "./channels_vm.ts";
 export * from "./vfio_vm.ts";
 export * from "./host_tools.ts";
 export * from "./qemu.ts";
+export * from "./qmp.ts";
 export * from "./ping_guest.ts";
 export * from "./channels_guest.ts";
 export * from "./vfio_guest.ts";

@@ -25,6 +25,7 @@ import {
   preparePingGuest,
 } from "./ping_guest.ts";
 import { QemuVm } from "./qemu.ts";
+import type { QmpClient } from "./qmp.ts";
 
 /** Options of {@linkcode runPingVm}. */
 export interface PingVmOptions {
@@ -46,6 +47,25 @@ export interface PingVmOptions {
   log?: (line: string) => void;
   /** Aborting kills QEMU; the run then rejects. */
   signal?: AbortSignal;
+  /**
+   * Called once the guest's `eth0` is up and its ping starts, with a QMP
+   * connection to QEMU (launched with a QMP socket only when this is given):
+   * e.g. pause and resume the guest while it pings. The run waits for it
+   * before waiting for the guest's counters, and rejects if it rejects; the
+   * ping should be long enough (`count` x `interval` of guest time) to
+   * outlast it.
+   */
+  during?: (run: PingVmRun) => Promise<void>;
+}
+
+/** What {@linkcode PingVmOptions.during} gets. */
+export interface PingVmRun {
+  /** QMP, past capabilities negotiation; closed by the run afterwards. */
+  qmp: QmpClient;
+  /** The running guest (its console so far, `waitFor` more). */
+  vm: QemuVm;
+  /** The device the guest pings. */
+  device: VhostMdevDevice;
 }
 
 /** What {@linkcode runPingVm} found. */
@@ -58,7 +78,11 @@ export interface PingVmResult {
   guest: PingGuestReport;
   /** The device's ring counters: TX rings (odd), RX rings (even), each ring. */
   device: { txRingPackets: number; rxRingPackets: number; rings: QueueStats[] };
-  /** Phase times in ms: `image_ms`, `boot_ms`, `ping_ms`, `shutdown_ms`, `total_ms`. */
+  /**
+   * Phase times in ms: `image_ms`, `boot_ms`, `ping_ms`, `shutdown_ms`,
+   * `total_ms`; with {@linkcode PingVmOptions.during} also `during_ms` (the
+   * hook, which `ping_ms` then excludes).
+   */
   timings: Record<string, number>;
 }
 
@@ -132,6 +156,7 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
   const socket = `${dir}/vhost-net.sock`;
   let server: VhostUserServer | null = null;
   let vm: QemuVm | null = null;
+  let qmp: QmpClient | null = null;
   const onAbort = () => void vm?.close();
   signal?.addEventListener("abort", onAbort);
   try {
@@ -152,9 +177,11 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
       }),
       log,
       onConsoleLine: verbose ? (l) => log(`  console| ${l}`) : undefined,
+      qmp: options.during ? `${dir}/qmp.sock` : undefined,
     });
     if (signal?.aborted) onAbort();
     log(`guest: QEMU started (pid ${vm.pid}), booting ${guest.release} under TCG`);
+    if (options.during) qmp = await vm.connectQmp();
     await vm.waitFor(/vm-init: userspace up/, {
       timeoutMs: 90_000,
       what: "the guest kernel to boot",
@@ -162,11 +189,19 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
     lap("boot_ms");
     await vm.waitFor(/vm-init: modules loaded/, { timeoutMs: 30_000, what: "the virtio modules" });
     await vm.waitFor(/vm-init: eth0 up/, { timeoutMs: 30_000, what: "eth0 to come up" });
+    let beforeHook = 0;
+    if (options.during && qmp) {
+      lap("ping_ms");
+      beforeHook = timings.ping_ms;
+      await options.during({ qmp, vm, device });
+      lap("during_ms");
+    }
     const m = await vm.waitFor(COUNTERS_MARKER, {
       timeoutMs: 40_000 + count * (interval * 1000 + 100),
       what: `the guest's ${count} pings and its counters`,
     });
     lap("ping_ms");
+    timings.ping_ms += beforeHook;
     const report = parsePingReport(m[1]);
     const rings = device.stats();
     const inUse = rings.filter((r) => r.queue < 2 * queues);
@@ -207,6 +242,7 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
     };
   } finally {
     signal?.removeEventListener("abort", onAbort);
+    await qmp?.close();
     await vm?.close();
     await server?.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});

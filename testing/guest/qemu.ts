@@ -12,6 +12,8 @@
  * @module
  */
 
+import { qmpArgs, QmpClient } from "./qmp.ts";
+
 /** Options of {@linkcode QemuVm.launch}. */
 export interface QemuVmOptions {
   /** Path of `qemu-system-x86_64` (default: found in `PATH`). */
@@ -24,6 +26,11 @@ export interface QemuVmOptions {
   log?: (line: string) => void;
   /** Receives each console line as it arrives (e.g. to echo with `--verbose`). */
   onConsoleLine?: (line: string) => void;
+  /**
+   * Open a QMP monitor on a Unix socket at this path (`-qmp
+   * unix:PATH,server=on,wait=off`); connect with {@linkcode QemuVm.connectQmp}.
+   */
+  qmp?: string;
 }
 
 /** Options of {@linkcode QemuVm.waitFor}. */
@@ -108,6 +115,8 @@ export class QemuVm {
   readonly name: string;
   /** When QEMU was started (`performance.now()` milliseconds). */
   readonly startedAt: number;
+  /** The QMP socket's path, when launched with {@linkcode QemuVmOptions.qmp}. */
+  readonly qmpSocket: string | null;
   #child: Deno.ChildProcess;
   #console = "";
   #stderr = "";
@@ -123,6 +132,7 @@ export class QemuVm {
   private constructor(child: Deno.ChildProcess, options: QemuVmOptions) {
     this.name = options.name ?? "guest";
     this.startedAt = performance.now();
+    this.qmpSocket = options.qmp ?? null;
     this.#child = child;
     this.#log = options.log ?? console.log;
     this.#onLine = options.onConsoleLine;
@@ -141,7 +151,7 @@ export class QemuVm {
 
   /**
    * Start QEMU. The serial console goes to a pipe that this object reads;
-   * no display, no monitor, no default devices, no reboot (a guest reboot or
+   * no display, no monitor (but the QMP socket asked for), no default devices, no reboot (a guest reboot or
    * kernel panic ends QEMU).
    *
    * @throws Error with the install command when QEMU is not installed.
@@ -158,6 +168,7 @@ export class QemuVm {
       "-no-reboot",
       "-accel",
       "tcg",
+      ...(options.qmp ? qmpArgs(options.qmp) : []),
       ...options.args,
     ];
     let child: Deno.ChildProcess;
@@ -174,6 +185,20 @@ export class QemuVm {
       throw e;
     }
     return new QemuVm(child, options);
+  }
+
+  /**
+   * Connect to the QMP monitor (see {@linkcode QemuVmOptions.qmp}), past
+   * capabilities negotiation. The caller closes the client.
+   *
+   * @throws Error when QEMU was launched without a QMP socket.
+   * @throws QmpError when the monitor does not answer in time or QEMU exits.
+   */
+  connectQmp(timeoutMs = 10_000): Promise<QmpClient> {
+    if (this.qmpSocket === null) {
+      return Promise.reject(new Error(`${this.name}: QEMU was launched without a QMP socket`));
+    }
+    return QmpClient.connect(this.qmpSocket, { timeoutMs, gone: this.#exited });
   }
 
   /** QEMU's process id. */
