@@ -45,7 +45,7 @@ import {
   VirtioNetFeatureBit,
   VirtioStatus,
 } from "@vhost-mdev/sdk";
-import { VirtioNetHdr, writeNumBuffers } from "@vhost-mdev/sdk/net";
+import { ReceiveDelivery, ReceiveResult } from "@vhost-mdev/sdk/net";
 import {
   EmulatedDmaSpace,
   EmulatedPciFunction,
@@ -124,6 +124,8 @@ export interface EmulatedQueueStats {
   drops: number;
   /** Malformed chains. */
   errors: number;
+  /** The device's counters by name (the four above). */
+  [counter: string]: number;
 }
 
 interface QueueState {
@@ -136,6 +138,8 @@ interface QueueState {
   lmAvail: number;
   lmUsed: number;
   ring: SplitQueue | null;
+  /** Frames into the ring, for a receive queue (virtio 1.2 §5.1.6.4). */
+  receive: ReceiveDelivery | null;
   stats: EmulatedQueueStats;
 }
 
@@ -212,13 +216,9 @@ export class EmulatedIfcvf {
   #isr = 0;
   #dmaGeneration = -1;
   #backlog: Uint8Array[][];
-  #chains: DescriptorChain[] = [new DescriptorChain()];
+  #chain = new DescriptorChain();
   #frame = new Uint8Array(NET_HDR + MAX_FRAME);
   #packet = new Uint8Array(NET_HDR + MAX_FRAME);
-  #lengths: number[] = [];
-  /** A header whose `num_buffers` is written into a delivered frame's first chain. */
-  #header = new Uint8Array(NET_HDR);
-  #numBuffersField = this.#header.subarray(VirtioNetHdr.NUM_BUFFERS);
   #processing = false;
 
   /** Build the device; see {@linkcode EmulatedIfcvfOptions} for the defaults. */
@@ -546,7 +546,7 @@ export class EmulatedIfcvf {
     const f = this.#negotiated();
     try {
       this.#dmaGeneration = this.dma.generation;
-      s.ring = new SplitQueue(this.dma.memory(), {
+      const ring = new SplitQueue(this.dma.memory(), {
         num: s.size,
         descAddr: s.desc[0] + s.desc[1] * TWO_32,
         availAddr: s.driver[0] + s.driver[1] * TWO_32,
@@ -557,6 +557,13 @@ export class EmulatedIfcvf {
         eventIdx: hasBit(f, VirtioFeatureBit.EVENT_IDX),
         indirect: hasBit(f, VirtioFeatureBit.INDIRECT_DESC),
       });
+      s.receive = i % 2 === 1 ? null : new ReceiveDelivery(ring, {
+        headerSize: NET_HDR,
+        mergeable: hasBit(f, VirtioNetFeatureBit.MRG_RXBUF),
+        counters: s.stats,
+        onChainError: (e) => this.#chainError(s, e),
+      });
+      s.ring = ring;
     } catch (e) {
       this.#fail(`queue ${i} cannot start: ${e instanceof Error ? e.message : e}`);
     }
@@ -594,7 +601,7 @@ export class EmulatedIfcvf {
   #transmit(q: number): void {
     const s = this.#queues[q];
     const tx = s.ring!;
-    const chain = this.#chains[0];
+    const chain = this.#chain;
     const pair = (q - 1) / 2;
     do {
       for (;;) {
@@ -653,41 +660,15 @@ export class EmulatedIfcvf {
    */
   #deliver(pair: number, frame: Uint8Array): boolean {
     const s = this.#queues[2 * pair];
-    const rx = s.ring;
-    if (!rx || this.#status & VirtioStatus.NEEDS_RESET) return false;
+    const rx = s.ring, receive = s.receive;
+    if (!rx || !receive || this.#status & VirtioStatus.NEEDS_RESET) return false;
     if (rx.available() === 0) return false;
-    const mergeable = hasBit(this.#negotiated(), VirtioNetFeatureBit.MRG_RXBUF);
     const total = NET_HDR + frame.length;
     const packet = this.#packet;
     packet.fill(0, 0, NET_HDR); // no checksum or GSO offload on the wire
     packet.set(frame, NET_HDR);
-    const lengths = this.#lengths;
-    let written = 0;
-    let used = 0;
-    while (written < total) {
-      if (used === this.#chains.length) this.#chains.push(new DescriptorChain());
-      const chain = this.#chains[used];
-      if ((used > 0 && !mergeable) || !this.#pop(s, chain)) {
-        for (let i = 0; i < used; i++) rx.pushUsed(this.#chains[i].head, 0);
-        s.stats.drops++;
-        return true;
-      }
-      const n = rx.writeChain(chain, packet.subarray(written, total));
-      if (n === 0) {
-        // A chain with no writable bytes: return it and count it malformed.
-        rx.pushUsed(chain.head, 0);
-        s.stats.errors++;
-        continue;
-      }
-      lengths[used++] = n;
-      written += n;
-    }
-    // num_buffers: the number of chains used.
-    writeNumBuffers(this.#header, 0, used);
-    rx.writeChain(this.#chains[0], this.#numBuffersField, VirtioNetHdr.NUM_BUFFERS);
-    for (let i = 0; i < used; i++) rx.pushUsed(this.#chains[i].head, lengths[i]);
-    s.stats.packets++;
-    s.stats.bytes += frame.length;
+    // The wire does not wait: a frame the ring cannot take whole now is dropped.
+    if (receive.deliver(packet, total) === ReceiveResult.WAITING) receive.drop();
     return true;
   }
 
@@ -707,15 +688,21 @@ export class EmulatedIfcvf {
         return ring.pop(chain);
       } catch (e) {
         s.stats.errors++;
-        if (e instanceof DescriptorChainError && e.head >= 0) {
-          ring.pushUsed(e.head, 0);
-          continue;
-        }
-        if (e instanceof DescriptorChainError && e.kind === "bad-index") continue;
-        this.#fail(`queue ${s.stats.queue}: ${e instanceof Error ? e.message : e}`);
-        return false;
+        if (!this.#chainError(s, e)) return false;
+        if (e instanceof DescriptorChainError && e.head >= 0) ring.pushUsed(e.head, 0);
       }
     }
+  }
+
+  /**
+   * Popping a chain of queue `s` threw `e` (already counted). A chain error
+   * with a head (returned unused) or a bad head index: go on. Else the
+   * device fails (NEEDS_RESET) and this returns false.
+   */
+  #chainError(s: QueueState, e: unknown): boolean {
+    if (e instanceof DescriptorChainError && (e.head >= 0 || e.kind === "bad-index")) return true;
+    this.#fail(`queue ${s.stats.queue}: ${e instanceof Error ? e.message : e}`);
+    return false;
   }
 
   #interrupt(s: QueueState): void {
@@ -736,6 +723,7 @@ export class EmulatedIfcvf {
       lmAvail: keep?.lmAvail ?? 0,
       lmUsed: keep?.lmUsed ?? 0,
       ring: null,
+      receive: null,
       stats: keep?.stats ?? { queue: i, packets: 0, bytes: 0, drops: 0, errors: 0 },
     };
   }
@@ -762,7 +750,10 @@ export class EmulatedIfcvf {
   #fail(why: string): void {
     this.errors.push(why);
     this.#status |= VirtioStatus.NEEDS_RESET;
-    for (const q of this.#queues) q.ring = null;
+    for (const q of this.#queues) {
+      q.ring = null;
+      q.receive = null;
+    }
     this.#configChanged();
   }
 

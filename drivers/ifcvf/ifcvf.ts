@@ -105,9 +105,11 @@ const BLK_FEATURES: bigint = [
 
 /** The running state made by `start` and undone by `stop`. */
 interface Running {
+  /** The running rings; the interrupt fan-out reads this array as it changes. */
   rings: number[];
   mappings: DmaMapping[];
   fanout: InterruptFanout | null;
+  plan: VectorPlan | null;
 }
 
 /** Probe `target` and describe the device; takes ownership of `target`. */
@@ -235,7 +237,16 @@ class IfcvfDevice {
   }
 
   #ops(): DeviceOps {
+    // Single rings start and stop through a queue reset (virtio 1.2 §2.6.1)
+    // when the function has one; otherwise the SDK restarts the whole device.
+    const perRing = (this.#hwFeatures & bit(F.RING_RESET)) !== 0n
+      ? {
+        startRing: (q: number) => this.#startRing(q),
+        stopRing: (q: number) => this.#stopRing(q),
+      }
+      : {};
     return {
+      ...perRing,
       start: () => this.#start(),
       stop: () => this.#stop(),
       notify: (q) => {
@@ -322,21 +333,23 @@ class IfcvfDevice {
         );
       }
     }
-    const running: Running = { rings, mappings: [], fanout: null };
+    const running: Running = { rings, mappings: [], fanout: null, plan: null };
     try {
       this.#mapMemory(running);
       const t = this.#transport;
       t.reset();
       t.addStatus(VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER);
       // The device sees IOVAs through the IOMMU: acknowledge ACCESS_PLATFORM when offered.
-      const platform = this.#hwFeatures & bit(F.ACCESS_PLATFORM);
-      t.negotiate((this.#features & this.#offered) | platform);
+      // RING_RESET is between this driver and the function: the frontend never sees it.
+      const own = this.#hwFeatures & (bit(F.ACCESS_PLATFORM) | bit(F.RING_RESET));
+      t.negotiate((this.#features & this.#offered) | own);
       const cfg = this.#target.fn.config;
       cfg.write16(
         PciConfig.COMMAND,
         cfg.read16(PciConfig.COMMAND) | PciCommand.MEMORY | PciCommand.BUS_MASTER,
       );
       const plan = planVectors(this.#numQueues, this.#target.fn.irqInfo(VfioPciIrq.MSIX).count);
+      running.plan = plan;
       running.fanout = this.#wireVectors(plan, rings);
       if (t.setConfigVector(plan.config) === VIRTIO_MSI_NO_VECTOR) {
         throw new Error(`the device refused MSI-X vector ${plan.config} for config changes`);
@@ -355,6 +368,40 @@ class IfcvfDevice {
     } catch (e) {
       await this.#teardown(running);
       throw e;
+    }
+  }
+
+  /**
+   * Start ring `q` while the others run: program it, restore its state,
+   * wire its vector and enable it (a queue reset left it ready for that,
+   * virtio 1.2 §2.6.1).
+   */
+  #startRing(q: number): void {
+    const running = this.#running;
+    if (!running || !running.plan || running.rings.includes(q)) return;
+    const r = this.#ctx.vring(q);
+    const vector = running.plan.queue(q);
+    if (running.plan.mode === "per-queue") {
+      this.#target.fn.setIrqEventfds(VfioPciIrq.MSIX, vector, [r.callFd]);
+    }
+    this.#programRing(r, vector);
+    running.rings.push(q);
+    this.#saved.delete(q);
+  }
+
+  /** Stop ring `q` alone with a queue reset, saving where it got to. */
+  #stopRing(q: number): void {
+    const running = this.#running;
+    if (!running || !running.rings.includes(q)) return;
+    running.rings.splice(running.rings.indexOf(q), 1);
+    const lm = this.#lm?.read(q);
+    this.#transport.resetQueue(q);
+    // As in #stop: the LM BAR's used index when chains were in flight, else
+    // used.idx in guest memory, which the device no longer writes.
+    const idx = lm ? lm.lastUsed : usedIdx(this.#ctx, this.#ctx.vring(q));
+    this.#saved.set(q, position(idx));
+    if (running.plan?.mode === "per-queue") {
+      this.#target.fn.setIrqEventfds(VfioPciIrq.MSIX, running.plan.queue(q), [-1]);
     }
   }
 

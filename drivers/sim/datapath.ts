@@ -38,6 +38,9 @@ import {
   netHeaderSizeFor,
   readCsumOffset,
   readCsumStart,
+  ReceiveDelivery,
+  ReceiveOverrunError,
+  ReceiveResult,
   respond,
   VirtioNetHdr,
   VirtioNetHdrFlag,
@@ -59,7 +62,7 @@ import {
 /** Chains taken from one ring per {@linkcode QueuePairDatapath.run}, before used entries are published. */
 const BATCH = 128;
 const NEEDS_CSUM = VirtioNetHdrFlag.NEEDS_CSUM;
-const NUM_BUFFERS = VirtioNetHdr.NUM_BUFFERS;
+const RX_WAITING = ReceiveResult.WAITING;
 /** Largest frame the device takes from the guest (no segmentation offload). */
 const MAX_FRAME = 65535;
 /** Copies up to this size go byte by byte (no subarray object). */
@@ -134,29 +137,20 @@ export class QueuePairDatapath {
   readonly #rxCall: number;
   readonly #txCall: number;
   readonly #txChain = new DescriptorChain();
-  readonly #rxFirst = new DescriptorChain();
-  readonly #rxNext = new DescriptorChain();
+  /** Frames into the receive ring (virtio 1.2 §5.1.6.4), or null when it does not run. */
+  readonly #rxd: ReceiveDelivery | null;
   /** Transmitted frame (header + frame) in loopback and responder modes. */
   readonly #frame: Uint8Array;
   /** The responder's reply, behind a header. */
   readonly #reply: Uint8Array;
   /** Source mode's frame, behind a header with `num_buffers` = 1. */
   readonly #packet: Uint8Array;
-  readonly #heads: Uint32Array;
-  readonly #lens: Uint32Array;
-  readonly #deferred: Uint32Array;
-  // The delivery in progress: `#out[0, #outLen)` going to the receive ring.
-  #out: Uint8Array | null = null;
-  #outLen = 0;
-  #outPos = 0;
-  #bufs = 0;
-  #deferredCount = 0;
-  #firstHeld = false;
   /** Head of the transmit chain whose frame is being delivered, or -1. */
   #txPending = -1;
   #rxBroken = false;
   #txBroken = false;
-  #rxPushed = 0;
+  /** The receive ring's used index when it was last published. */
+  #rxUsed = 0;
   #txPushed = 0;
 
   /**
@@ -198,10 +192,17 @@ export class QueuePairDatapath {
     } else {
       this.#packet = new Uint8Array(0);
     }
-    const n = this.rx?.num ?? 1;
-    this.#heads = new Uint32Array(n);
-    this.#lens = new Uint32Array(n);
-    this.#deferred = new Uint32Array(n);
+    this.#rxd = this.rx === null ? null : new ReceiveDelivery(this.rx, {
+      headerSize: h,
+      mergeable: f.mrgRxbuf,
+      onChainError: (e) => this.#rxChainError(e),
+      onMalformed: (head, room) =>
+        this.#report(
+          this.rxRing,
+          `receive chain ${head} has ${room} writable bytes, less than the ${h}-byte header`,
+        ),
+    });
+    this.#rxUsed = this.rx?.usedIdx ?? 0;
     this.#writeBases();
   }
 
@@ -223,15 +224,21 @@ export class QueuePairDatapath {
    */
   run(): number {
     let work: number;
-    switch (this.#mode) {
-      case MODE_SINK:
-        work = this.#sink();
-        break;
-      case MODE_SOURCE:
-        work = this.#source();
-        break;
-      default:
-        work = this.#forward();
+    try {
+      switch (this.#mode) {
+        case MODE_SINK:
+          work = this.#sink();
+          break;
+        case MODE_SOURCE:
+          work = this.#source();
+          break;
+        default:
+          work = this.#forward();
+      }
+    } catch (e) {
+      // A frame wanting more receive buffers than the ring has.
+      if (e instanceof ReceiveOverrunError) throw new RingFailure(this.rxRing, e.message);
+      throw e;
     }
     this.#finish();
     return work;
@@ -289,8 +296,7 @@ export class QueuePairDatapath {
 
   #rxBase(): number {
     if (this.rx === null) return this.#setup.rx?.base ?? 0;
-    const taken = this.#bufs + this.#deferredCount + (this.#firstHeld ? 1 : 0);
-    return (this.rx.lastAvailIdx - taken) & 0xffff;
+    return (this.rx.lastAvailIdx - this.#rxd!.held) & 0xffff;
   }
 
   #txBase(): number {
@@ -306,7 +312,7 @@ export class QueuePairDatapath {
     const chain = this.#txChain, hdr = this.#hdrLen, local = this.#local;
     let work = 0, packets = 0, bytes = 0;
     while (work < BATCH) {
-      const got = this.#pop(tx, chain, TX);
+      const got = this.#pop(tx, chain);
       if (got === 0 || got === -2) break;
       work++;
       if (got < 0) continue;
@@ -329,37 +335,15 @@ export class QueuePairDatapath {
   }
 
   #source(): number {
-    const rx = this.rx;
-    if (rx === null) return 0;
+    const rxd = this.#rxd;
+    if (rxd === null) return 0;
     let work = 0;
-    if (this.#out !== null) {
+    if (rxd.active) {
       if (!this.#deliver()) return 0;
       work++;
     }
-    const chain = this.#rxFirst, packet = this.#packet, need = packet.length;
-    const frameSize = need - this.#hdrLen, local = this.#local;
-    let packets = 0;
-    while (work < BATCH && !this.#rxBroken) {
-      const got = this.#pop(rx, chain, RX);
-      if (got === 0 || got === -2) break;
-      work++;
-      if (got < 0) continue;
-      const s = chain.readable;
-      if (s < chain.count && chain.lengths[s] >= need) {
-        // The whole packet fits the first writable buffer: one copy.
-        this.#regions[chain.regions[s]].set(packet, chain.offsets[s]);
-        rx.pushUsed(chain.head, need);
-        this.#rxPushed++;
-        packets++;
-        continue;
-      }
-      this.#firstHeld = true;
-      this.#begin(packet, need);
-      if (!this.#deliver()) break;
-    }
-    local[RX + STAT_PACKETS] += packets;
-    local[RX + STAT_BYTES] += packets * frameSize;
-    return work;
+    if (this.#rxBroken) return work;
+    return work + rxd.deliverCopies(this.#packet, BATCH - work);
   }
 
   /** Loopback and responder: transmit ring to receive ring. */
@@ -374,7 +358,7 @@ export class QueuePairDatapath {
     if (tx === null || this.#txBroken) return work;
     const chain = this.#txChain, hdr = this.#hdrLen, frame = this.#frame, local = this.#local;
     while (work < BATCH) {
-      const got = this.#pop(tx, chain, TX);
+      const got = this.#pop(tx, chain);
       if (got === 0 || got === -2) break;
       work++;
       if (got < 0) continue;
@@ -424,7 +408,7 @@ export class QueuePairDatapath {
         continue;
       }
       this.#txPending = chain.head;
-      this.#begin(out, outLen);
+      this.#rxd!.begin(out, outLen);
       if (!this.#deliver()) break;
       this.#completeTx();
     }
@@ -475,98 +459,27 @@ export class QueuePairDatapath {
 
   // ---- delivery to the receive ring ----
 
-  #begin(out: Uint8Array, outLen: number): void {
-    this.#out = out;
-    this.#outLen = outLen;
-    this.#outPos = 0;
-    this.#bufs = 0;
-    this.#deferredCount = 0;
-  }
-
-  #end(): void {
-    this.#out = null;
-    this.#bufs = 0;
-    this.#deferredCount = 0;
+  /**
+   * Go on delivering the frame begun on the receive ring. Returns true when
+   * it was delivered or dropped, false when the receive ring ran dry or is
+   * stopped (state kept; call again when it has buffers).
+   */
+  #deliver(): boolean {
+    return !this.#rxBroken && this.#rxd!.resume() !== RX_WAITING;
   }
 
   /**
-   * Go on delivering `#out` into receive buffers. Returns true when the
-   * frame was delivered or dropped, false when the receive ring ran dry
-   * (state kept; call again when it has buffers).
+   * Popping a receive chain threw (counted by the delivery): report it; a
+   * corrupt `avail.idx` stops the ring until its next kick.
    */
-  #deliver(): boolean {
-    const rx = this.rx!, out = this.#out!, outLen = this.#outLen, hdr = this.#hdrLen;
-    while (this.#outPos < outLen) {
-      const first = this.#bufs === 0;
-      const chain = first ? this.#rxFirst : this.#rxNext;
-      if (first && this.#firstHeld) {
-        this.#firstHeld = false;
-      } else {
-        if (this.#rxBroken) return false;
-        // One frame never holds more buffers than the ring has: a guest that
-        // posts a buffer again while the device holds it would otherwise
-        // feed this loop without end.
-        if (this.#bufs + this.#deferredCount >= rx.num) {
-          throw new RingFailure(
-            this.rxRing,
-            `a ${outLen}-byte frame took all ${rx.num} receive buffers and wants more: the ` +
-              `guest posts buffers the device still holds`,
-          );
-        }
-        const got = this.#pop(rx, chain, RX);
-        if (got === 0 || got === -2) return false;
-        if (got < 0) continue;
-      }
-      const room = chain.writableBytes;
-      if (first) {
-        if (room < hdr) {
-          this.#malformed(
-            RX,
-            `receive chain ${chain.head} has ${room} writable bytes, less than the ${hdr}-byte header`,
-          );
-          this.#returnRx(chain.head);
-          continue;
-        }
-        if (room >= outLen) {
-          if (hdr === VIRTIO_NET_HDR_SIZE) writeNumBuffers(out, 0, 1);
-        } else if (!this.#mrg) {
-          // Without MRG_RXBUF a frame must fit one buffer: drop it, return the buffer.
-          this.#local[RX + STAT_DROPS]++;
-          rx.pushUsed(chain.head, 0);
-          this.#rxPushed++;
-          this.#end();
-          return true;
-        }
-      }
-      const n = this.#write(chain, out, this.#outPos, outLen);
-      this.#heads[this.#bufs] = chain.head;
-      this.#lens[this.#bufs] = n;
-      this.#bufs++;
-      this.#outPos += n;
+  #rxChainError(e: unknown): boolean {
+    if (!(e instanceof DescriptorChainError)) throw e;
+    this.#report(this.rxRing, `${e.kind}: ${e.message}`);
+    if (e.kind === "bad-avail-idx") {
+      this.#rxBroken = true;
+      return false;
     }
-    const bufs = this.#bufs;
-    if (bufs > 1) {
-      // num_buffers (le16) of the header, which may span descriptors.
-      this.#putByte(this.#rxFirst, NUM_BUFFERS, bufs & 0xff);
-      this.#putByte(this.#rxFirst, NUM_BUFFERS + 1, bufs >>> 8);
-    }
-    for (let i = 0; i < bufs; i++) rx.pushUsed(this.#heads[i], this.#lens[i]);
-    for (let i = 0; i < this.#deferredCount; i++) rx.pushUsed(this.#deferred[i], 0);
-    this.#rxPushed += bufs + this.#deferredCount;
-    this.#local[RX + STAT_PACKETS]++;
-    this.#local[RX + STAT_BYTES] += outLen - hdr;
-    this.#end();
     return true;
-  }
-
-  /** Return a bad receive chain: now, or after the frame whose buffers are being filled. */
-  #returnRx(head: number): void {
-    if (this.#bufs > 0) {
-      this.#deferred[this.#deferredCount++] = head;
-    } else {
-      this.rx!.pushUsed(head, 0);
-      this.#rxPushed++;
-    }
   }
 
   #completeTx(): void {
@@ -582,26 +495,21 @@ export class QueuePairDatapath {
   // ---- ring access ----
 
   /**
-   * Pop a chain: 1 popped, 0 none, -1 a hostile chain was handled (returned
-   * and counted), -2 the ring is corrupt (stopped until its next kick).
+   * Pop a transmit chain: 1 popped, 0 none, -1 a hostile chain was handled
+   * (returned and counted), -2 the ring is corrupt (stopped until its next kick).
    */
-  #pop(queue: SplitQueue, chain: DescriptorChain, side: number): number {
+  #pop(queue: SplitQueue, chain: DescriptorChain): number {
     try {
       return queue.pop(chain) ? 1 : 0;
     } catch (e) {
       if (!(e instanceof DescriptorChainError)) throw e;
-      const ring = side === RX ? this.rxRing : this.txRing;
-      this.#local[side + STAT_ERRORS]++;
-      this.#report(ring, `${e.kind}: ${e.message}`);
+      this.#local[TX + STAT_ERRORS]++;
+      this.#report(this.txRing, `${e.kind}: ${e.message}`);
       if (e.kind === "bad-avail-idx") {
-        if (side === RX) this.#rxBroken = true;
-        else this.#txBroken = true;
+        this.#txBroken = true;
         return -2;
       }
-      if (e.head >= 0) {
-        if (side === RX) this.#returnRx(e.head);
-        else this.#pushTx(e.head);
-      }
+      if (e.head >= 0) this.#pushTx(e.head);
       return -1;
     }
   }
@@ -626,42 +534,22 @@ export class QueuePairDatapath {
     }
   }
 
-  /** Copy `src[from, end)` into the chain's writable buffers; returns bytes written. */
-  #write(chain: DescriptorChain, src: Uint8Array, from: number, end: number): number {
-    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
-    let pos = from;
-    for (let s = chain.readable, n = chain.count; s < n && pos < end; s++) {
-      const len = lengths[s];
-      const take = len < end - pos ? len : end - pos;
-      const to = offsets[s], dst = this.#regions[regions[s]];
-      if (take <= SMALL_COPY) {
-        for (let k = 0; k < take; k++) dst[to + k] = src[pos + k];
-      } else {
-        dst.set(src.subarray(pos, pos + take), to);
-      }
-      pos += take;
-    }
-    return pos - from;
-  }
-
-  /** Store one byte at `offset` of the chain's writable bytes. */
-  #putByte(chain: DescriptorChain, offset: number, value: number): void {
-    const lengths = chain.lengths;
-    let skip = offset;
-    for (let s = chain.readable, n = chain.count; s < n; s++) {
-      if (skip < lengths[s]) {
-        this.#regions[chain.regions[s]][chain.offsets[s] + skip] = value;
-        return;
-      }
-      skip -= lengths[s];
-    }
-  }
-
   // ---- publishing ----
 
   #finish(): void {
     // Counters first, so that a guest which sees the used entries also sees them counted.
-    const local = this.#local, stats = this.#stats;
+    const local = this.#local, stats = this.#stats, rxd = this.#rxd;
+    if (rxd !== null) {
+      const c = rxd.counters;
+      local[RX + STAT_PACKETS] += c.packets;
+      local[RX + STAT_BYTES] += c.bytes;
+      local[RX + STAT_DROPS] += c.drops;
+      local[RX + STAT_ERRORS] += c.errors;
+      c.packets = 0;
+      c.bytes = 0;
+      c.drops = 0;
+      c.errors = 0;
+    }
     const rxAt = this.rxRing * STAT_FIELDS, txAt = this.txRing * STAT_FIELDS;
     for (let i = 0; i < STAT_FIELDS; i++) {
       if (local[RX + i] !== 0) {
@@ -681,8 +569,8 @@ export class QueuePairDatapath {
       // A saturated call fd already has an interrupt pending: no failure.
       if (tx.needsNotify() && this.#txCall >= 0) eventfdSignal(this.#txCall);
     }
-    if (this.#rxPushed > 0 && rx !== null) {
-      this.#rxPushed = 0;
+    if (rx !== null && rx.usedIdx !== this.#rxUsed) {
+      this.#rxUsed = rx.usedIdx;
       rx.publishUsed();
       if (rx.needsNotify() && this.#rxCall >= 0) eventfdSignal(this.#rxCall);
     }

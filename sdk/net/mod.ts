@@ -1,6 +1,7 @@
 /**
  * The virtio-net layer (virtio 1.2 §5.1): the `virtio_net_hdr` layout and
- * its length rule, the config-space builder, the Internet checksum and a
+ * its length rule, frame delivery into a receive queue (`MRG_RXBUF`,
+ * `num_buffers`), the config-space builder, the Internet checksum and a
  * responder answering ARP and ICMP echo. What is used per frame works on
  * byte offsets into caller buffers and allocates nothing. Feature bits and
  * the device ID are in `@vhost-mdev/sdk` (`VirtioNetFeatureBit`,
@@ -18,6 +19,7 @@
  */
 
 export * from "./header.ts";
+export * from "./receive.ts";
 export * from "./config.ts";
 export * from "./ethernet.ts";
 export * from "./checksum.ts";

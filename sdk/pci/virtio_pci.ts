@@ -236,6 +236,32 @@ export class VirtioPciTransport {
     this.common.write16(C.QUEUE_ENABLE, 1);
   }
 
+  /**
+   * Reset queue `q` alone (`VIRTIO_F_RING_RESET`, virtio 1.2 §2.6.1 and
+   * §4.1.4.3.2): write 1 to `queue_reset` and wait until the device presents
+   * 0 there and in `queue_enable`. The queue can then be set up and enabled
+   * again while the others run.
+   *
+   * @throws VirtioPciError when the common config has no `queue_reset`
+   *   register or the reset does not complete within `spins` reads.
+   */
+  resetQueue(q: number, spins = 100000): void {
+    if (this.common.size < C.QUEUE_RESET + 2) {
+      throw new VirtioPciError(
+        `queue ${q}: the common config (${this.common.size} bytes) has no queue_reset register`,
+      );
+    }
+    this.selectQueue(q);
+    this.common.write16(C.QUEUE_RESET, 1);
+    for (let i = 0; i < spins; i++) {
+      if (this.common.read16(C.QUEUE_RESET) === 0 && this.common.read16(C.QUEUE_ENABLE) === 0) {
+        delete this.#doorbells[q];
+        return;
+      }
+    }
+    throw new VirtioPciError(`queue ${q}: the device did not complete the queue reset`);
+  }
+
   /** Whether queue `q` is enabled. */
   queueEnabled(q: number): boolean {
     this.selectQueue(q);
