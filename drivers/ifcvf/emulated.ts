@@ -110,6 +110,12 @@ export interface EmulatedIfcvfOptions {
   name?: string;
   /** The DMA space (default a new {@linkcode EmulatedDmaSpace}). */
   dma?: EmulatedDmaSpace;
+  /**
+   * Offer `VIRTIO_F_RING_RESET` and reset single queues through
+   * `queue_reset` (virtio 1.2 §2.6.1, §4.1.4.3), as newer functions do
+   * (default false: the N3000 VF has no queue reset).
+   */
+  ringReset?: boolean;
 }
 
 /** Counters of one emulated queue. */
@@ -197,6 +203,10 @@ export class EmulatedIfcvf {
   readonly badAccesses: string[] = [];
   /** Device errors (IOMMU faults, hostile rings), described; each sets NEEDS_RESET. */
   readonly errors: string[] = [];
+  /** Device resets (status 0 written) since creation. */
+  deviceResets = 0;
+  /** Single-queue resets (`queue_reset`) since creation. */
+  queueResets = 0;
   readonly #pairs: number;
   readonly #maxQueueSize: number;
   readonly #multiplier: number;
@@ -239,7 +249,8 @@ export class EmulatedIfcvf {
       bit(VirtioFeatureBit.EVENT_IDX) | bit(VirtioFeatureBit.INDIRECT_DESC) |
       bit(VirtioFeatureBit.ANY_LAYOUT) | bit(VirtioNetFeatureBit.MAC) |
       bit(VirtioNetFeatureBit.STATUS) | bit(VirtioNetFeatureBit.MRG_RXBUF) |
-      (pairs > 1 ? bit(VirtioNetFeatureBit.MQ) : 0n);
+      (pairs > 1 ? bit(VirtioNetFeatureBit.MQ) : 0n) |
+      (options.ringReset ? bit(VirtioFeatureBit.RING_RESET) : 0n);
     this.#queues = Array.from({ length: 2 * pairs }, (_, i) => this.#newQueue(i));
     this.dma = options.dma ?? new EmulatedDmaSpace();
 
@@ -382,6 +393,9 @@ export class EmulatedIfcvf {
       case C.QUEUE_DEVICE:
       case C.QUEUE_DEVICE + 4:
         return q ? q.device[(off - C.QUEUE_DEVICE) / 4] : 0;
+      case C.QUEUE_RESET:
+        // A reset completes at once: it reads back 0 (virtio 1.2 §4.1.4.3.1).
+        return 0;
       default:
         return 0;
     }
@@ -445,6 +459,8 @@ export class EmulatedIfcvf {
       case C.QUEUE_DEVICE + 4:
         q!.device[(off - C.QUEUE_DEVICE) / 4] = value >>> 0;
         return;
+      case C.QUEUE_RESET:
+        return this.#resetQueue(value);
       default:
         this.#bad(`write to read-only common cfg offset 0x${off.toString(16)}`);
     }
@@ -540,7 +556,43 @@ export class EmulatedIfcvf {
 
   // --- datapath ------------------------------------------------------------
 
-  #startQueue(i: number): void {
+  /**
+   * `queue_reset` written: with `RING_RESET` negotiated, 1 resets the
+   * selected queue alone; its ring state stays readable in the LM BAR, as
+   * after a device reset.
+   */
+  #resetQueue(value: number): void {
+    const i = this.#queueSelect, q = this.#queues[i];
+    if (!q || !hasBit(this.#negotiated(), VirtioFeatureBit.RING_RESET) || value !== 1) {
+      this.#bad(`queue_reset ${value} of queue ${i} without RING_RESET negotiated`);
+      return;
+    }
+    const state = this.ringState(i);
+    q.lmAvail = state.lastAvail;
+    q.lmUsed = state.lastUsed;
+    this.#queues[i] = this.#newQueue(i, q);
+    this.queueResets++;
+  }
+
+  /**
+   * The IOMMU's mappings changed: every running queue sees guest memory
+   * through the new ones from here on, at its current position (a ring
+   * whose memory left the mappings fails the device, as an IOMMU fault
+   * would).
+   */
+  #remap(): void {
+    this.#dmaGeneration = this.dma.generation;
+    for (let i = 0; i < this.#queues.length; i++) {
+      const s = this.#queues[i];
+      if (!s.ring) continue;
+      const at = { avail: s.ring.lastAvailIdx, used: s.ring.usedIdx };
+      s.ring = null;
+      s.receive = null;
+      this.#startQueue(i, at);
+    }
+  }
+
+  #startQueue(i: number, at?: { avail: number; used: number }): void {
     const s = this.#queues[i];
     if (s.ring || this.#status & VirtioStatus.NEEDS_RESET) return;
     const f = this.#negotiated();
@@ -552,8 +604,8 @@ export class EmulatedIfcvf {
         availAddr: s.driver[0] + s.driver[1] * TWO_32,
         usedAddr: s.device[0] + s.device[1] * TWO_32,
       }, {
-        lastAvailIdx: s.lmAvail,
-        usedIdx: s.lmUsed,
+        lastAvailIdx: at?.avail ?? s.lmAvail,
+        usedIdx: at?.used ?? s.lmUsed,
         eventIdx: hasBit(f, VirtioFeatureBit.EVENT_IDX),
         indirect: hasBit(f, VirtioFeatureBit.INDIRECT_DESC),
       });
@@ -583,10 +635,8 @@ export class EmulatedIfcvf {
       return;
     }
     if (!this.#queues[q].ring) return;
-    if (this.#dmaGeneration !== this.dma.generation) {
-      this.#fail("DMA mappings changed while queues were running");
-      return;
-    }
+    if (this.#dmaGeneration !== this.dma.generation) this.#remap();
+    if (!this.#queues[q].ring) return;
     if (this.#processing) return;
     this.#processing = true;
     try {
@@ -729,6 +779,7 @@ export class EmulatedIfcvf {
   }
 
   #reset(): void {
+    this.deviceResets++;
     // The ring state stays readable in the LM BAR after the reset, so a
     // driver can save it after stopping the device.
     this.#queues = this.#queues.map((q, i) => {

@@ -22,12 +22,13 @@ import {
   close,
   eventfdRead,
   eventfdWrite,
+  ftruncate,
   memfdCreate,
   pollAsync,
   POLLIN,
   SysError,
 } from "@vhost-mdev/sdk/sys";
-import { DriverHarness } from "@vhost-mdev/testing";
+import { DriverHarness, until } from "@vhost-mdev/testing";
 import { EmulatedIfcvf, type EmulatedIfcvfOptions } from "@vhost-mdev/ifcvf/emulated";
 import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
 import type { PciFunction } from "@vhost-mdev/sdk/pci";
@@ -73,15 +74,19 @@ function driverFor(emu: EmulatedIfcvf) {
   }));
 }
 
-/** Create the device and bring both rings of pair 0 up the way a frontend does. */
+/**
+ * Create the device and bring both rings of pair 0 up the way a frontend
+ * does (with `pairs` > 1, every pair's rings).
+ */
 async function bringUp(
   emuOptions: EmulatedIfcvfOptions = {},
   probeOptions: Record<string, string> = {},
+  pairs = 1,
 ): Promise<Guest> {
-  const emu = new EmulatedIfcvf(emuOptions);
+  const emu = new EmulatedIfcvf({ queuePairs: pairs, ...emuOptions });
   const harness = await DriverHarness.create(
     driverFor(emu),
-    { queues: 1, pci: "emulated", options: probeOptions },
+    { queues: pairs, pci: "emulated", options: probeOptions },
     {
       memoryBytes: MEMORY,
       gpa: GPA,
@@ -109,7 +114,8 @@ async function bringUp(
     g.rx.add([{ gpa: g.rxBufs + i * BUF, len: BUF, write: true }], i);
   }
   g.rx.publish();
-  await configureRings(g, [0, 0]);
+  if (pairs === 1) await configureRings(g, [0, 0]);
+  else await harness.start();
   return g;
 }
 
@@ -404,6 +410,114 @@ Deno.test("ifcvf: a TX chain outside the DMA mappings is an error the device sur
     assert.deepEqual(g.emu.errors, [], "a bad chain does not stop the device");
     assert.ok(g.device.running);
   } finally {
+    await tearDown(g);
+  }
+});
+
+Deno.test("ifcvf: a region added and removed while running is mapped and unmapped for DMA, no stop", async () => {
+  const g = await bringUp();
+  const events: string[] = [];
+  const off = g.device.addListener((e) => events.push(e.type));
+  const fd = memfdCreate("hotplug", { allowSealing: true });
+  const HOT = GPA + 0x1000_0000;
+  try {
+    ftruncate(fd, 2 * MiB);
+    eventfdWrite(g.kick[0], 1);
+    transmit(g, frame(1), 0);
+    assert.deepEqual((await receive(g)).frame, frame(1));
+
+    await g.device.addMemoryRegion({
+      gpa: HOT,
+      size: 2 * MiB,
+      uva: HOT + 0x10_0000_0000,
+      mmapOffset: 0,
+      fd,
+    });
+    assert.deepEqual(
+      g.emu.dma.mappings().map((m) => [m.iova, m.size]),
+      [[GPA, MEMORY], [HOT, 2 * MiB]],
+      "the new region is mapped for DMA at IOVA = GPA",
+    );
+    assert.equal(g.device.running, true);
+    // Traffic goes on through the change.
+    transmit(g, frame(2), 1);
+    assert.deepEqual((await receive(g)).frame, frame(2));
+
+    await g.device.removeMemoryRegion(HOT, 2 * MiB);
+    assert.deepEqual(g.emu.dma.mappings().map((m) => [m.iova, m.size]), [[GPA, MEMORY]]);
+    transmit(g, frame(3), 2);
+    assert.deepEqual((await receive(g)).frame, frame(3));
+    assert.deepEqual(
+      events.filter((t) => t === "start" || t === "stop"),
+      [],
+      "no whole-device stop",
+    );
+    assert.equal(events.filter((t) => t === "memory").length, 2);
+    assert.deepEqual(g.emu.errors, []);
+  } finally {
+    off();
+    close(fd);
+    await tearDown(g);
+  }
+});
+
+Deno.test("ifcvf with RING_RESET: one queue pair stops and starts alone, no function reset, pair 0 carries on", async () => {
+  const g = await bringUp({ ringReset: true }, {}, 2);
+  const events: string[] = [];
+  const off = g.device.addListener((e) => events.push(`${e.type} ${e.message}`));
+  try {
+    const resets = g.emu.deviceResets;
+    assert.ok([0, 1, 2, 3].every((q) => g.emu.running(q)));
+    eventfdWrite(g.kick[0], 1);
+    let n = 0;
+    const roundTrip = async () => {
+      const f = frame(n % 8);
+      transmit(g, f, n % SLOTS);
+      assert.deepEqual((await receive(g)).frame, f, `frame ${n} on pair 0`);
+      reclaimTx(g);
+      n++;
+    };
+    await roundTrip();
+    // The frontend drops pair 1 (a guest going to one queue pair).
+    await g.device.setVringEnable(2, false);
+    await g.device.setVringEnable(3, false);
+    assert.equal(g.emu.queueResets, 2);
+    assert.ok(!g.emu.running(2) && !g.emu.running(3), "pair 1's queues are reset");
+    assert.ok(g.emu.running(0) && g.emu.running(1), "pair 0 runs on");
+    await roundTrip();
+    // And takes it back: the queues are programmed and enabled again.
+    await g.device.setVringEnable(2, true);
+    await g.device.setVringEnable(3, true);
+    assert.ok([0, 1, 2, 3].every((q) => g.emu.running(q)));
+    await roundTrip();
+    assert.equal(g.emu.deviceResets, resets, "no function reset for a ring change");
+    assert.deepEqual(events.filter((e) => /^(start|stop) /.test(e)), []);
+    assert.equal(events.filter((e) => e.startsWith("ring-stop")).length, 2);
+    assert.equal(events.filter((e) => e.startsWith("ring-start")).length, 2);
+    assert.deepEqual(g.emu.errors, []);
+    assert.deepEqual(g.emu.badAccesses, []);
+  } finally {
+    off();
+    await tearDown(g);
+  }
+});
+
+Deno.test("ifcvf without RING_RESET: a ring change restarts the function, and the SDK says so", async () => {
+  const g = await bringUp({}, {}, 2);
+  const events: string[] = [];
+  const off = g.device.addListener((e) => events.push(`${e.type} ${e.message}`));
+  try {
+    const before = g.emu.deviceResets;
+    await g.device.setVringEnable(2, false);
+    await g.device.setVringEnable(3, false);
+    await until("pair 0 to run again", () => g.device.running, 2000);
+    assert.ok(g.emu.deviceResets > before, "the whole function was reset");
+    assert.ok(g.emu.running(0) && g.emu.running(1) && !g.emu.running(2));
+    assert.ok(events.some((e) => e.startsWith("stop ")));
+    await g.device.setVringEnable(2, true);
+    assert.ok(events.some((e) => /no startRing\/stopRing, so the whole device restarts/.test(e)));
+  } finally {
+    off();
     await tearDown(g);
   }
 });
