@@ -27,7 +27,7 @@
  * @module
  */
 
-import { GuestMemory } from "@vhost-mdev/sdk";
+import { GuestMemory, type MemoryRegionSpec } from "@vhost-mdev/sdk";
 import {
   accept,
   bindUnix,
@@ -55,6 +55,7 @@ import {
   decodeVringState,
   encodeConfig,
   encodeMemTable,
+  encodeSingleRegion,
   encodeMessage,
   encodeU64,
   encodeVringAddr,
@@ -545,6 +546,20 @@ export class VhostUserFrontend {
       fd: this.#memfd,
     };
     await this.request(FrontendRequest.SET_MEM_TABLE, encodeMemTable([region]), [region.fd]);
+  }
+
+  /**
+   * `ADD_MEM_REG` (`CONFIGURE_MEM_SLOTS`): share one more region of guest
+   * memory, `region.fd` mapped at `region.mmapOffset` (the fd stays the
+   * caller's).
+   */
+  async addMemRegion(region: MemoryRegionSpec): Promise<void> {
+    await this.request(FrontendRequest.ADD_MEM_REG, encodeSingleRegion(region), [region.fd]);
+  }
+
+  /** `REM_MEM_REG`: stop sharing the region at `region.gpa` of `region.size` bytes. */
+  async removeMemRegion(region: Omit<MemoryRegionSpec, "fd">): Promise<void> {
+    await this.request(FrontendRequest.REM_MEM_REG, encodeSingleRegion({ ...region, fd: -1 }), []);
   }
 
   /** `SET_VRING_NUM`: ring `q` has `num` descriptors. */

@@ -7,10 +7,12 @@
  * and the device's stop eventfd. Blocking in synchronous FFI keeps the
  * kick-to-work latency near C's (see DESIGN.md).
  *
- * Protocol: the first message is a {@linkcode DatapathSetup}; the Worker
- * answers `ready` (or `fatal` then `stopped`), posts rate-limited `warn`s
- * about hostile chains, and `stopped` with the rings' next available
- * indexes once the stop flag is set and the stop eventfd written.
+ * Protocol: a {@linkcode DatapathSetup} starts a run; the Worker answers
+ * `ready` (or `fatal` then `stopped`), posts rate-limited `warn`s about
+ * hostile chains, and `stopped` with the rings' next available indexes once
+ * the stop flag is set and the stop eventfd written. It then waits for the
+ * next setup, so the device restarts a pair (a ring started or stopped, a
+ * new memory table) without creating a Worker.
  *
  * @module
  */
@@ -116,9 +118,16 @@ function serve(dp: QueuePairDatapath, setup: DatapathSetup): void {
   }
 }
 
-worker.onmessage = (e: MessageEvent<DatapathSetup>) => {
+function run(e: MessageEvent<DatapathSetup>): void {
   worker.onmessage = null;
-  const setup = e.data;
+  try {
+    runOnce(e.data);
+  } finally {
+    worker.onmessage = run;
+  }
+}
+
+function runOnce(setup: DatapathSetup): void {
   const pair = setup.pair;
   let dp: QueuePairDatapath;
   try {
@@ -145,4 +154,6 @@ worker.onmessage = (e: MessageEvent<DatapathSetup>) => {
     });
   }
   worker.postMessage({ type: "stopped", pair, ...dp.bases() });
-};
+}
+
+worker.onmessage = run;

@@ -59,6 +59,8 @@ interface RunningPair {
   lease: MemoryLease;
   /** The Worker's duplicates of kick and call fds. */
   fds: number[];
+  /** The Worker failed (an uncaught error): it cannot run again. */
+  dead: boolean;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
@@ -97,6 +99,8 @@ export class SimDevice implements DeviceOps {
   readonly #saved: (RingPosition | null)[];
   /** Running Workers, by queue pair. */
   readonly #pairs = new Map<number, RunningPair>();
+  /** Workers that stopped cleanly, kept to run their pair again without starting a Worker. */
+  readonly #idle = new Map<number, Worker>();
 
   /**
    * Make the device's counters; no Worker runs until `start`.
@@ -189,9 +193,33 @@ export class SimDevice implements DeviceOps {
     new Float64Array(this.#stats).fill(0);
   }
 
-  /** Stop the Workers, if running. */
+  /** Stop the Workers, if running, and end them. */
   async close(): Promise<void> {
     await this.stop();
+    for (const w of this.#idle.values()) w.terminate();
+    this.#idle.clear();
+  }
+
+  /**
+   * A region joined guest memory: each running pair's Worker moves to a
+   * lease of the new table at its rings' positions (the Worker is reused:
+   * a pause of about a millisecond, no device restart). The old lease is
+   * let go only once the Worker confirmed it stopped.
+   */
+  async mapMemory(): Promise<void> {
+    await this.#remap();
+  }
+
+  /** A region left guest memory: the Workers move to the new table (see `mapMemory`). */
+  async unmapMemory(): Promise<void> {
+    await this.#remap();
+  }
+
+  async #remap(): Promise<void> {
+    for (const pair of [...this.#pairs.keys()]) {
+      await this.#stopPair(pair);
+      await this.#startPair(pair);
+    }
   }
 
   /** Start pair `pair`'s Worker for its running rings (none running: nothing). */
@@ -256,7 +284,8 @@ export class SimDevice implements DeviceOps {
     await withTimeout(p.stopped, STOP_TIMEOUT_MS, () => {
       late = true;
     });
-    p.worker.terminate();
+    if (late || p.dead) p.worker.terminate();
+    else this.#idle.set(pair, p.worker);
     for (const q of p.rings) {
       const idx = Atomics.load(p.control, CONTROL_BASES + q) & 0xffff;
       this.#saved[q] = { availIdx: idx, usedIdx: idx, availWrap: true, usedWrap: true };
@@ -301,9 +330,10 @@ export class SimDevice implements DeviceOps {
     setup: DatapathSetup,
     held: Pick<RunningPair, "control" | "stopFd" | "lease" | "fds">,
   ): RunningPair {
-    const worker = new Worker(new URL("./datapath_worker.ts", import.meta.url).href, {
-      type: "module",
-    });
+    const worker = this.#idle.get(setup.pair) ??
+      new Worker(new URL("./datapath_worker.ts", import.meta.url).href, { type: "module" });
+    this.#idle.delete(setup.pair);
+    const self: { dead: boolean } = { dead: false };
     const ctx = this.#ctx;
     const log = ctx.log;
     let running = false;
@@ -343,10 +373,22 @@ export class SimDevice implements DeviceOps {
       if (running) ctx.reportError(text, 2 * setup.pair);
       else log.warn(text);
       failed(new Error(text));
+      self.dead = true;
       stopped();
     };
     worker.postMessage(setup);
     const rings = [setup.rx, setup.tx].filter((r) => r !== null).map((r) => r!.index);
-    return { pair: setup.pair, worker, rings, ready: readyP, stopped: stoppedP, ...held };
+    const handle: RunningPair = {
+      pair: setup.pair,
+      worker,
+      rings,
+      ready: readyP,
+      stopped: stoppedP,
+      ...held,
+      get dead() {
+        return self.dead;
+      },
+    };
+    return handle;
   }
 }
