@@ -24,7 +24,7 @@ import {
   type PingGuestReport,
   preparePingGuest,
 } from "./ping_guest.ts";
-import { QemuVm } from "./qemu.ts";
+import { QemuVm, withMemoryHotplug } from "./qemu.ts";
 import type { QmpClient } from "./qmp.ts";
 
 /** Options of {@linkcode runPingVm}. */
@@ -56,6 +56,17 @@ export interface PingVmOptions {
    * outlast it.
    */
   during?: (run: PingVmRun) => Promise<void>;
+  /**
+   * DIMM slots for memory hot-plug (default none): QEMU gets
+   * `-m 256M,slots=N,maxmem=MAX` beside its 256 MiB of shared boot RAM, so a
+   * {@linkcode PingVmOptions.during} hook can add memory over QMP
+   * (`object-add` a `memory-backend-memfd` with `share: true`, then
+   * `device_add` a `pc-dimm`) and remove it again (`device_del`, then
+   * `object-del`) while the guest pings.
+   */
+  hotplugSlots?: number;
+  /** Most guest RAM in MiB with hot-plugged DIMMs (default 2048; only with `hotplugSlots`). */
+  maxMemMiB?: number;
 }
 
 /** What {@linkcode PingVmOptions.during} gets. */
@@ -164,17 +175,20 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
     log(`device: ${device.driver.name} serving ${queues} queue pair(s) on ${socket}`);
     vm = QemuVm.launch({
       qemu: tools.get("qemu-system-x86_64"),
-      args: pingGuestArgs(guest, {
-        socket,
-        queues,
-        ip: guestIp,
-        prefix: 24,
-        peer: ip,
-        count,
-        interval,
-        memoryMiB: 256,
-        verboseKernel: verbose,
-      }),
+      args: withMemoryHotplug(
+        pingGuestArgs(guest, {
+          socket,
+          queues,
+          ip: guestIp,
+          prefix: 24,
+          peer: ip,
+          count,
+          interval,
+          memoryMiB: 256,
+          verboseKernel: verbose,
+        }),
+        { hotplugSlots: options.hotplugSlots, maxMemMiB: options.maxMemMiB ?? 2048 },
+      ),
       log,
       onConsoleLine: verbose ? (l) => log(`  console| ${l}`) : undefined,
       qmp: options.during ? `${dir}/qmp.sock` : undefined,

@@ -83,6 +83,13 @@ export function kernelBootArgs(options: {
   machine?: string;
   /** Virtual CPUs (default 1). */
   cpus?: number;
+  /**
+   * DIMM slots for memory hot-plug (`-m SIZE,slots=N,maxmem=MAX`); default
+   * none. Needs `memoryMiB` > 0.
+   */
+  hotplugSlots?: number;
+  /** Most guest RAM in MiB with hot-plugged DIMMs (default: 8 x `memoryMiB`). */
+  maxMemMiB?: number;
 }): string[] {
   const args = [
     "-machine",
@@ -96,8 +103,87 @@ export function kernelBootArgs(options: {
     "-append",
     `console=ttyS0 panic=-1 ${options.append}`.trim(),
   ];
-  if (options.memoryMiB > 0) args.push("-m", `${options.memoryMiB}M`);
+  if (options.memoryMiB > 0) {
+    args.push("-m", memorySizeArg(options.memoryMiB, options));
+  }
   return args;
+}
+
+/** Room for memory hot-plug: see {@linkcode memorySizeArg}. */
+export interface MemoryHotplugOptions {
+  /** DIMM slots (`slots=`); no hot-plug when absent or 0. */
+  hotplugSlots?: number;
+  /** Most guest RAM in MiB, boot RAM included (`maxmem=`; default 8 x the boot RAM). */
+  maxMemMiB?: number;
+}
+
+/**
+ * The value of QEMU's `-m` for `memoryMiB` of boot RAM: `256M`, or with
+ * hot-plug slots `256M,slots=4,maxmem=2048M`, which gives the machine a
+ * device-memory area where `pc-dimm` devices can be added over QMP
+ * (`object-add` a memory backend, then `device_add` a `pc-dimm` using it).
+ *
+ * @example
+ * ```ts
+ * import { memorySizeArg } from "./qemu.ts";
+ * const args = ["-m", memorySizeArg(256, { hotplugSlots: 4, maxMemMiB: 2048 })];
+ * ```
+ *
+ * @throws RangeError when a size or the slot count is not a positive integer,
+ * or `maxMemMiB` is below `memoryMiB`.
+ */
+export function memorySizeArg(memoryMiB: number, hotplug: MemoryHotplugOptions = {}): string {
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 1) {
+    throw new RangeError(`guest RAM ${memoryMiB} MiB: give a positive whole number of MiB`);
+  }
+  const slots = hotplug.hotplugSlots ?? 0;
+  if (slots === 0) return `${memoryMiB}M`;
+  if (!Number.isInteger(slots) || slots < 0) {
+    throw new RangeError(`hotplugSlots ${slots}: give a positive whole number`);
+  }
+  const max = hotplug.maxMemMiB ?? 8 * memoryMiB;
+  if (!Number.isInteger(max) || max < memoryMiB) {
+    throw new RangeError(`maxMemMiB ${max}: give a whole number of MiB >= ${memoryMiB}`);
+  }
+  return `${memoryMiB}M,slots=${slots},maxmem=${max}M`;
+}
+
+/**
+ * `args` with room for memory hot-plug: the value after `-m` (written by
+ * {@linkcode kernelBootArgs}, e.g. `256M`) becomes
+ * {@linkcode memorySizeArg}'s `256M,slots=N,maxmem=MAX`. Returns `args`
+ * unchanged (a copy) when `hotplug` asks for no slots. Hot-added memory
+ * must be shareable for a vhost-user backend to see it: add it as
+ * `memory-backend-memfd` with `share: true`, as the boot RAM is.
+ *
+ * @example
+ * ```ts
+ * import { kernelBootArgs, withMemoryHotplug } from "./qemu.ts";
+ * const args = withMemoryHotplug(
+ *   kernelBootArgs({ kernel: "/cache/vmlinux", initrd: "/cache/x.cpio.gz", append: "", memoryMiB: 256 }),
+ *   { hotplugSlots: 4, maxMemMiB: 2048 },
+ * );
+ * ```
+ *
+ * @throws Error when hot-plug is asked for and `args` has no `-m MiB` to extend.
+ */
+export function withMemoryHotplug(
+  args: readonly string[],
+  hotplug: MemoryHotplugOptions,
+): string[] {
+  const out = [...args];
+  if ((hotplug.hotplugSlots ?? 0) === 0) return out;
+  const at = out.indexOf("-m");
+  const m = at >= 0 ? /^(\d+)M$/.exec(out[at + 1] ?? "") : null;
+  if (m === null) {
+    throw new Error(
+      `memory hot-plug needs a plain "-m <MiB>M" argument to extend; found ${
+        at >= 0 ? `"-m ${out[at + 1]}"` : "no -m"
+      }`,
+    );
+  }
+  out[at + 1] = memorySizeArg(Number(m[1]), hotplug);
+  return out;
 }
 
 /**
