@@ -28,6 +28,8 @@ export const VirtioDeviceId = {
   NET: 1,
   /** Block device. */
   BLOCK: 2,
+  /** Entropy source (virtio-rng, virtio 1.2 §5.4). */
+  ENTROPY: 4,
 } as const;
 
 /** Feature bit numbers that apply to every device type (virtio 1.2 §6). */
@@ -104,8 +106,44 @@ export const VirtioBlkFeatureBit = {
 
 /** Byte offsets in the virtio-blk config space (virtio 1.2 §5.2.4). */
 export const VirtioBlkConfig = {
+  /** le64 `capacity`, in 512-byte sectors. */
+  CAPACITY: 0,
+  /** le32 `size_max` (valid with `VIRTIO_BLK_F_SIZE_MAX`). */
+  SIZE_MAX: 8,
+  /** le32 `seg_max` (valid with `VIRTIO_BLK_F_SEG_MAX`). */
+  SEG_MAX: 12,
+  /** le16 `geometry.cylinders` (valid with `VIRTIO_BLK_F_GEOMETRY`). */
+  GEOMETRY_CYLINDERS: 16,
+  /** u8 `geometry.heads`. */
+  GEOMETRY_HEADS: 18,
+  /** u8 `geometry.sectors`. */
+  GEOMETRY_SECTORS: 19,
+  /** le32 `blk_size` (valid with `VIRTIO_BLK_F_BLK_SIZE`). */
+  BLK_SIZE: 20,
+  /** u8 `topology.physical_block_exp` (valid with `VIRTIO_BLK_F_TOPOLOGY`). */
+  PHYSICAL_BLOCK_EXP: 24,
+  /** u8 `topology.alignment_offset`. */
+  ALIGNMENT_OFFSET: 25,
+  /** le16 `topology.min_io_size`. */
+  MIN_IO_SIZE: 26,
+  /** le32 `topology.opt_io_size`. */
+  OPT_IO_SIZE: 28,
+  /** u8 `writeback` (with `VIRTIO_BLK_F_CONFIG_WCE`). */
+  WRITEBACK: 32,
   /** le16 `num_queues` (valid with `VIRTIO_BLK_F_MQ`). */
   NUM_QUEUES: 34,
+  /** le32 `max_discard_sectors` (valid with `VIRTIO_BLK_F_DISCARD`). */
+  MAX_DISCARD_SECTORS: 36,
+  /** le32 `max_discard_seg`. */
+  MAX_DISCARD_SEG: 40,
+  /** le32 `discard_sector_alignment`. */
+  DISCARD_SECTOR_ALIGNMENT: 44,
+  /** le32 `max_write_zeroes_sectors` (valid with `VIRTIO_BLK_F_WRITE_ZEROES`). */
+  MAX_WRITE_ZEROES_SECTORS: 48,
+  /** le32 `max_write_zeroes_seg`. */
+  MAX_WRITE_ZEROES_SEG: 52,
+  /** u8 `write_zeroes_may_unmap`. */
+  WRITE_ZEROES_MAY_UNMAP: 56,
   /** Size of the fields through `write_zeroes_may_unmap` and its padding. */
   SIZE: 60,
 } as const;

@@ -1,0 +1,575 @@
+/**
+ * The main-thread side of the software-device kit: {@linkcode softwareDriver}
+ * turns a device's identity and its Worker module into a complete
+ * {@linkcode Driver}, whose ops run one Worker per running ring.
+ *
+ * Hardening, as the SDK's own software devices do it:
+ *
+ * - each Worker holds its own duplicates of the ring's kick and call fds and
+ *   a stop eventfd, closed only after it confirmed it stopped;
+ * - it views guest memory through a `GuestMemory` lease, released only
+ *   after it confirmed it stopped, so nothing is unmapped under it;
+ * - a Worker that does not confirm within 2 s is terminated and its lease
+ *   and fds are kept for the life of the process (a reported leak rather
+ *   than memory unmapped under a thread that may still touch it), and the
+ *   device is reported broken (`ctx.reportError`);
+ * - a Worker that fails while serving is reported with `ctx.reportError`;
+ * - malformed chains and failed requests are counted per ring and reported,
+ *   rate-limited, with `ctx.ringError`.
+ *
+ * Memory changes while running (`mapMemory` / `unmapMemory`) switch the
+ * Workers the simple way: each running ring's Worker stops, keeping its
+ * position, and starts again on a lease of the new table. A ring pauses for
+ * the length of one Worker restart; nothing is lost or served twice.
+ *
+ * @module
+ */
+
+import type {
+  CounterSpec,
+  DeviceContext,
+  DeviceDescription,
+  DeviceOps,
+  Driver,
+  DriverOption,
+  MemoryRange,
+  ProbeParams,
+  QueueStats,
+  RingPosition,
+} from "../ops.ts";
+import type { GuestMemory, MemoryLease } from "../memory/guest_memory.ts";
+import { close, dup } from "../sys/fd.ts";
+import { eventfd, eventfdWrite } from "../sys/eventfd.ts";
+import { isValidQueueSize } from "../virtqueue/layout.ts";
+import { hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
+import {
+  CONTROL_AVAIL,
+  CONTROL_STOP,
+  CONTROL_USED,
+  CONTROL_WORDS,
+  type QueueMessage,
+  type QueueSetup,
+  STAT_BYTES,
+  STAT_ERRORS,
+  STAT_FIELDS,
+  STAT_REQUESTS,
+} from "./protocol.ts";
+
+/** How long starting a ring waits for its Worker to answer, in ms. */
+const READY_TIMEOUT_MS = 10000;
+/** How long stopping a ring waits for its Worker to confirm, in ms. */
+const STOP_TIMEOUT_MS = 2000;
+/** Event-loop turns a memory switch waits for the SDK to install the new table. */
+const SWITCH_TRIES = 100;
+/** Most rings a kit device may have. */
+const MAX_QUEUES = 1024;
+
+/**
+ * Largest config space a kit device serves, in bytes: reads past the
+ * device's struct and below this return zeros; reads beyond it are refused.
+ */
+export const CONFIG_SPACE_LIMIT = 256;
+
+/** The per-ring counters a kit device reports (in the `QueueStats` shape). */
+export const REQUEST_RING_COUNTERS: readonly CounterSpec[] = Object.freeze([
+  { name: "packets", description: "requests completed (descriptor chains the handler served)" },
+  { name: "bytes", description: "device-readable bytes of completed requests plus used lengths" },
+  { name: "drops", description: "always 0: a kit device completes every request" },
+  { name: "errors", description: "malformed descriptor chains and failed requests" },
+]);
+
+/** What a software device is: its identity, its rings, and the Worker that serves them. */
+export interface SoftwareDeviceSpec {
+  /** Short name used on the command line. */
+  readonly name: string;
+  /** One line describing the device. */
+  readonly description: string;
+  /** Virtio device ID (virtio 1.2 §5: 1 net, 2 block, 4 entropy, ...). */
+  readonly deviceId: number;
+  /**
+   * Feature bits offered; `VIRTIO_F_VERSION_1` is required. The kit honours
+   * `VIRTIO_F_EVENT_IDX` and `VIRTIO_F_INDIRECT_DESC` when offered; it runs
+   * split rings only, so `VIRTIO_F_RING_PACKED` is refused.
+   */
+  readonly features: bigint;
+  /**
+   * Number of virtqueues, fixed or from what the user asked for (the
+   * options in `params` include the declared defaults).
+   */
+  readonly numQueues: number | ((params: ProbeParams) => number);
+  /** Largest ring size accepted (a power of two, at most 32768). */
+  readonly maxQueueSize: number;
+  /**
+   * The device's config space (virtio 1.2 §2.5), fixed or built from
+   * the user's parameters (options with their defaults); at most
+   * {@linkcode CONFIG_SPACE_LIMIT} bytes.
+   */
+  readonly config?: Uint8Array | ((params: ProbeParams) => Uint8Array);
+  /**
+   * vhost-user protocol features to offer beyond the SDK's, or to withhold
+   * (as {@linkcode DeviceDescription.protocolFeatures}).
+   */
+  readonly protocolFeatures?: DeviceDescription["protocolFeatures"];
+  /** Options the device takes (`--name value`); their defaults reach the Workers. */
+  readonly options?: readonly DriverOption[];
+  /**
+   * The device's queue-handler module: it calls `serveQueue(handler)` at its
+   * top level. One Worker runs it per running ring.
+   */
+  readonly worker: URL;
+}
+
+/**
+ * Build a complete {@linkcode Driver} for a software device from its spec:
+ * the vendor writes the request handler (in the `worker` module, with
+ * `serveQueue`) and nothing of the ring lifecycle.
+ *
+ * @example A virtio-rng device (virtio 1.2 §5.4)
+ * ```ts
+ * import { bit, VirtioDeviceId, VirtioFeatureBit } from "@vhost-mdev/sdk";
+ * import { softwareDriver } from "@vhost-mdev/sdk/soft";
+ *
+ * export const driver = softwareDriver({
+ *   name: "rng",
+ *   description: "virtio-rng: random bytes from crypto.getRandomValues",
+ *   deviceId: VirtioDeviceId.ENTROPY,
+ *   features: bit(VirtioFeatureBit.VERSION_1) | bit(VirtioFeatureBit.EVENT_IDX),
+ *   numQueues: 1,
+ *   maxQueueSize: 1024,
+ *   worker: new URL("./rng_worker.ts", import.meta.url),
+ * });
+ * ```
+ *
+ * @throws TypeError for a spec without `VIRTIO_F_VERSION_1`, with
+ *   `VIRTIO_F_RING_PACKED`, or with a bad device ID, queue size or name.
+ */
+export function softwareDriver(spec: SoftwareDeviceSpec): Driver {
+  if (typeof spec.name !== "string" || spec.name === "") {
+    throw new TypeError("a software device needs a name");
+  }
+  if (!Number.isInteger(spec.deviceId) || spec.deviceId < 1 || spec.deviceId > 0xffff) {
+    throw new TypeError(`${spec.name}: device ID ${spec.deviceId} is not in 1..65535`);
+  }
+  if (!hasBit(spec.features, VirtioFeatureBit.VERSION_1)) {
+    throw new TypeError(`${spec.name}: features must include VIRTIO_F_VERSION_1 (bit 32)`);
+  }
+  if (hasBit(spec.features, VirtioFeatureBit.RING_PACKED)) {
+    throw new TypeError(`${spec.name}: the kit runs split rings only; drop VIRTIO_F_RING_PACKED`);
+  }
+  if (!isValidQueueSize(spec.maxQueueSize)) {
+    throw new TypeError(
+      `${spec.name}: maxQueueSize ${spec.maxQueueSize} is not a power of two up to 32768`,
+    );
+  }
+  if (!(spec.worker instanceof URL)) {
+    throw new TypeError(`${spec.name}: worker must be a URL (new URL("./x.ts", import.meta.url))`);
+  }
+  return {
+    name: spec.name,
+    description: spec.description,
+    pciIds: [],
+    options: spec.options,
+    probe(ctx, given) {
+      // The builders and the Workers see the declared defaults of options not given.
+      const options: Record<string, string> = {};
+      for (const o of spec.options ?? []) if (o.default !== undefined) options[o.name] = o.default;
+      Object.assign(options, given.options);
+      const params: ProbeParams = { ...given, options };
+      const numQueues = typeof spec.numQueues === "function"
+        ? spec.numQueues(params)
+        : spec.numQueues;
+      if (!Number.isInteger(numQueues) || numQueues < 1 || numQueues > MAX_QUEUES) {
+        throw new RangeError(`${spec.name}: ${numQueues} queues is not in 1..${MAX_QUEUES}`);
+      }
+      const config = typeof spec.config === "function"
+        ? spec.config(params)
+        : (spec.config ?? new Uint8Array(0));
+      if (config.length > CONFIG_SPACE_LIMIT) {
+        throw new RangeError(
+          `${spec.name}: config space of ${config.length} bytes is larger than the ` +
+            `${CONFIG_SPACE_LIMIT}-byte limit`,
+        );
+      }
+      const ops = new SoftwareDevice(ctx, spec.worker, numQueues, config.slice(), options);
+      return {
+        deviceId: spec.deviceId,
+        features: spec.features,
+        numQueues,
+        maxQueueSize: spec.maxQueueSize,
+        config: config.slice(),
+        counters: { ring: REQUEST_RING_COUNTERS },
+        protocolFeatures: spec.protocolFeatures,
+        ops,
+      };
+    },
+  };
+}
+
+/** One ring's Worker and what it holds until it has confirmed it stopped. */
+interface RunningRing {
+  worker: Worker;
+  ready: Promise<void>;
+  stopped: Promise<void>;
+  control: Int32Array;
+  stopFd: number;
+  lease: MemoryLease;
+  /** The Worker's duplicates of the kick and call fds. */
+  fds: number[];
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p,
+    new Promise<T>((resolve) => timer = setTimeout(() => resolve(onTimeout()), ms)),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * The ops of one kit device: a Worker per running ring. Every op runs in
+ * the device's own order (the SDK serializes its calls; the deferred
+ * restart after a memory change joins the same queue).
+ */
+class SoftwareDevice implements DeviceOps {
+  readonly #ctx: DeviceContext;
+  readonly #worker: URL;
+  readonly #numQueues: number;
+  readonly #config: Uint8Array;
+  readonly #options: Record<string, string>;
+  readonly #stats: SharedArrayBuffer;
+  /** Where each ring's Worker stopped, until a Worker takes the ring again. */
+  readonly #saved: (RingPosition | null)[];
+  readonly #running = new Map<number, RunningRing>();
+  /** What Workers that never confirmed their stop hold: kept, never released. */
+  readonly #leaked: RunningRing[] = [];
+  /** Rings stopped by `unmapMemory`, to run again on the new table. */
+  readonly #switching = new Set<number>();
+  #suspended = false;
+  #closed = false;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    ctx: DeviceContext,
+    worker: URL,
+    numQueues: number,
+    config: Uint8Array,
+    options: Record<string, string>,
+  ) {
+    this.#ctx = ctx;
+    this.#worker = worker;
+    this.#numQueues = numQueues;
+    this.#config = config;
+    this.#options = options;
+    this.#stats = new SharedArrayBuffer(8 * STAT_FIELDS * numQueues);
+    this.#saved = new Array<RingPosition | null>(numQueues).fill(null);
+  }
+
+  start(): Promise<void> {
+    return this.#exclusive(async () => {
+      await this.#stopAll();
+      this.#saved.fill(null);
+      this.#suspended = false;
+      const rings = [];
+      for (let q = 0; q < this.#numQueues; q++) if (this.#ctx.vring(q).running) rings.push(q);
+      try {
+        await Promise.all(rings.map((q) => this.#startRing(q)));
+      } catch (e) {
+        await this.#stopAll();
+        throw e;
+      }
+    });
+  }
+
+  stop(): Promise<void> {
+    return this.#exclusive(async () => {
+      this.#suspended = false;
+      this.#switching.clear();
+      await this.#stopAll();
+    });
+  }
+
+  startRing(queue: number): Promise<void> {
+    return this.#exclusive(async () => {
+      this.#switching.delete(queue);
+      await this.#stopRing(queue);
+      this.#saved[queue] = null;
+      await this.#startRing(queue);
+    });
+  }
+
+  stopRing(queue: number): Promise<void> {
+    return this.#exclusive(async () => {
+      this.#switching.delete(queue);
+      await this.#stopRing(queue);
+    });
+  }
+
+  suspend(): Promise<void> {
+    return this.#exclusive(async () => {
+      this.#suspended = true;
+      this.#switching.clear();
+      await this.#stopAll();
+    });
+  }
+
+  resume(): Promise<void> {
+    return this.#exclusive(async () => {
+      this.#suspended = false;
+      await this.#startWanted();
+    });
+  }
+
+  getVringState(queue: number): RingPosition {
+    return this.#saved[queue] ?? this.#ctx.vring(queue).state;
+  }
+
+  /** A region joined: every running ring's Worker starts again on a lease of the new table. */
+  mapMemory(_range: MemoryRange): Promise<void> {
+    return this.#exclusive(async () => {
+      for (const q of this.#running.keys()) this.#switching.add(q);
+      await this.#stopAll();
+      await this.#startWanted();
+    });
+  }
+
+  /**
+   * A region leaves: the Workers stop now (their leases keep the old
+   * mappings until then), and start again on the new table once the SDK
+   * has made it `ctx.memory`.
+   */
+  unmapMemory(_range: MemoryRange): Promise<void> {
+    return this.#exclusive(async () => {
+      for (const q of this.#running.keys()) this.#switching.add(q);
+      await this.#stopAll();
+      this.#afterSwitch(this.#ctx.memory);
+    });
+  }
+
+  getConfig(offset: number, length: number): Uint8Array {
+    if (
+      !Number.isInteger(offset) || !Number.isInteger(length) || offset < 0 || length < 0 ||
+      offset + length > CONFIG_SPACE_LIMIT
+    ) {
+      throw new RangeError(
+        `config read of ${length} bytes at ${offset} is outside the ${CONFIG_SPACE_LIMIT}-byte ` +
+          `config space limit`,
+      );
+    }
+    // Past the device's struct the space reads as zeros.
+    const out = new Uint8Array(length);
+    if (offset < this.#config.length) out.set(this.#config.subarray(offset, offset + length));
+    return out;
+  }
+
+  stats(): QueueStats[] {
+    const s = new Float64Array(this.#stats);
+    return Array.from({ length: this.#numQueues }, (_, q) => ({
+      queue: q,
+      packets: s[q * STAT_FIELDS + STAT_REQUESTS],
+      bytes: s[q * STAT_FIELDS + STAT_BYTES],
+      drops: 0,
+      errors: s[q * STAT_FIELDS + STAT_ERRORS],
+    }));
+  }
+
+  resetStats(): void {
+    new Float64Array(this.#stats).fill(0);
+  }
+
+  close(): Promise<void> {
+    return this.#exclusive(async () => {
+      this.#closed = true;
+      this.#switching.clear();
+      await this.#stopAll();
+    });
+  }
+
+  /** Run `body` after every op queued before it. */
+  #exclusive<T>(body: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(body);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Once the SDK has replaced `old` as `ctx.memory`, start the rings
+   * `unmapMemory` stopped (unless something else started or stopped them).
+   */
+  #afterSwitch(old: GuestMemory, tries = 0): void {
+    setTimeout(() => {
+      const waiting = this.#switching.size > 0 && !this.#closed;
+      if (this.#ctx.memory === old && waiting && tries < SWITCH_TRIES) {
+        this.#afterSwitch(old, tries + 1);
+        return;
+      }
+      this.#exclusive(() => this.#startWanted()).catch((e) =>
+        this.#ctx.reportError(`restarting rings on the new memory table: ${errorText(e)}`)
+      );
+    }, 0);
+  }
+
+  /** Start the rings a memory switch stopped, or all running ones after `resume`. */
+  async #startWanted(): Promise<void> {
+    if (this.#closed || this.#suspended) return;
+    const rings = [];
+    for (let q = 0; q < this.#numQueues; q++) {
+      if (this.#ctx.vring(q).running && !this.#running.has(q)) rings.push(q);
+    }
+    this.#switching.clear();
+    await Promise.all(rings.map((q) => this.#startRing(q)));
+  }
+
+  async #stopAll(): Promise<void> {
+    await Promise.all([...this.#running.keys()].map((q) => this.#stopRing(q)));
+  }
+
+  /** Start ring `q`'s Worker from where it stopped (or the frontend put it). */
+  async #startRing(q: number): Promise<void> {
+    const ctx = this.#ctx;
+    const v = ctx.vring(q);
+    const position = this.#saved[q] ?? v.state;
+    const fds: number[] = [];
+    const hold = (fd: number) => {
+      if (fd < 0) return -1;
+      const held = dup(fd);
+      fds.push(held);
+      return held;
+    };
+    let stopFd = -1, kickFd: number, callFd: number;
+    try {
+      kickFd = hold(v.kickFd);
+      callFd = hold(v.callFd);
+      stopFd = eventfd(0, { nonBlocking: true });
+    } catch (e) {
+      for (const fd of fds) close(fd);
+      throw e;
+    }
+    const control = new SharedArrayBuffer(4 * CONTROL_WORDS);
+    const words = new Int32Array(control);
+    words[CONTROL_AVAIL] = position.availIdx;
+    words[CONTROL_USED] = position.usedIdx;
+    const lease = ctx.memory.lease();
+    const setup: QueueSetup = {
+      queue: q,
+      num: v.num,
+      descAddr: v.descAddr,
+      availAddr: v.availAddr,
+      usedAddr: v.usedAddr,
+      availIdx: position.availIdx,
+      kickFd,
+      callFd,
+      stopFd,
+      memory: lease.regions,
+      features: ctx.ackedFeatures,
+      options: this.#options,
+      stats: this.#stats,
+      control,
+    };
+    const running = this.#spawn(setup, { control: words, stopFd, lease, fds });
+    this.#running.set(q, running);
+    await withTimeout(running.ready, READY_TIMEOUT_MS, () => {
+      throw new Error(
+        `ring ${q}: the Worker ${this.#worker.href} did not answer within ` +
+          `${READY_TIMEOUT_MS} ms (does it call serveQueue() at its top level?)`,
+      );
+    });
+    this.#saved[q] = null;
+  }
+
+  /**
+   * Stop ring `q`'s Worker, keeping its position. A Worker that does not
+   * confirm in time may still use its memory and fds: they are never
+   * released, so nothing is unmapped or reused under it.
+   */
+  async #stopRing(q: number): Promise<void> {
+    const r = this.#running.get(q);
+    if (!r) return;
+    this.#running.delete(q);
+    Atomics.store(r.control, CONTROL_STOP, 1);
+    eventfdWrite(r.stopFd, 1);
+    let late = false;
+    await withTimeout(r.stopped, STOP_TIMEOUT_MS, () => {
+      late = true;
+    });
+    r.worker.terminate();
+    this.#saved[q] = {
+      availIdx: Atomics.load(r.control, CONTROL_AVAIL) & 0xffff,
+      usedIdx: Atomics.load(r.control, CONTROL_USED) & 0xffff,
+      availWrap: true,
+      usedWrap: true,
+    };
+    if (late) {
+      this.#leaked.push(r);
+      this.#ctx.reportError(
+        `ring ${q}: the Worker did not stop within ${STOP_TIMEOUT_MS} ms; it was terminated, ` +
+          `its guest memory stays mapped and its fds open`,
+        q,
+      );
+      return;
+    }
+    r.lease.release();
+    for (const fd of r.fds) close(fd);
+    close(r.stopFd);
+  }
+
+  #spawn(
+    setup: QueueSetup,
+    held: Pick<RunningRing, "control" | "stopFd" | "lease" | "fds">,
+  ): RunningRing {
+    const q = setup.queue;
+    const ctx = this.#ctx;
+    const worker = new Worker(this.#worker.href, { type: "module" });
+    let serving = false;
+    let ready!: () => void, failed!: (e: Error) => void, stopped!: () => void;
+    const readyP = new Promise<void>((res, rej) => {
+      ready = res;
+      failed = rej;
+    });
+    // A failure before `ready` rejects it; keep the rejection handled until start awaits it.
+    readyP.catch(() => {});
+    const stoppedP = new Promise<void>((res) => stopped = res);
+    const ringError = (text: string) => {
+      try {
+        ctx.ringError(q, `ring ${q}: ${text}`);
+      } catch (e) {
+        ctx.log.warn(`ring ${q}: ${text} (not reported: ${errorText(e)})`);
+      }
+    };
+    worker.onmessage = (e: MessageEvent<QueueMessage>) => {
+      const m = e.data;
+      switch (m.type) {
+        case "ready":
+          serving = true;
+          ready();
+          break;
+        case "ring-error":
+          ringError(m.message);
+          break;
+        case "fatal":
+          // Before `ready` this fails the start; after, the ring is dead: the device needs a reset.
+          if (serving) ctx.reportError(m.message, q);
+          else ctx.log.warn(m.message);
+          failed(new Error(m.message));
+          break;
+        case "stopped":
+          failed(new Error(`ring ${q}: the Worker stopped while starting`));
+          stopped();
+          break;
+      }
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      const text = `ring ${q}: the Worker failed: ${e.message}`;
+      if (serving) ctx.reportError(text, q);
+      else ctx.log.warn(text);
+      failed(new Error(text));
+      stopped();
+    };
+    worker.postMessage(setup);
+    return { worker, ready: readyP, stopped: stoppedP, ...held };
+  }
+}

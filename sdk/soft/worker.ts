@@ -1,0 +1,467 @@
+/**
+ * The Worker side of the software-device kit: {@linkcode serveQueue} runs
+ * one split virtqueue (virtio 1.2 §2.7) in the Worker that
+ * {@linkcode softwareDriver} starts for it, and calls the device's handler
+ * once per request (descriptor chain).
+ *
+ * The loop, per ring: drain what is available (the frontend may have kicked
+ * before the device started), pop each chain, give it to the handler, put it
+ * on the used ring with the length the handler returns, publish the used
+ * index, and interrupt the driver when it asked for it (virtio 1.2 §2.7.7:
+ * `used_event` with `VIRTIO_F_EVENT_IDX`, else `VIRTQ_AVAIL_F_NO_INTERRUPT`).
+ * When the ring runs dry it polls it for a moment, then re-enables kicks
+ * and looks once more (a buffer made available before the driver saw the
+ * re-enabled notification gets no kick, §2.7.10), and blocks in a
+ * synchronous `poll` on the kick eventfd and the stop eventfd.
+ *
+ * A chain that breaks the descriptor rules (§2.7.4, §2.7.5), or a request
+ * the handler throws for, goes back with used length 0, is counted as an
+ * error and reported (rate-limited) to the main thread, which turns it into
+ * `ctx.ringError`; the ring keeps serving. A corrupt `avail.idx` parks the
+ * ring until its next kick.
+ *
+ * @module
+ */
+
+import { GuestMemory } from "../memory/guest_memory.ts";
+import { DescriptorChain, DescriptorChainError } from "../virtqueue/descriptor.ts";
+import { SplitQueue } from "../virtqueue/split_queue.ts";
+import { eventfdRead, eventfdSignal } from "../sys/eventfd.ts";
+import { POLLERR, POLLIN, POLLNVAL, PollSet } from "../sys/poll.ts";
+import { hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
+import {
+  CONTROL_AVAIL,
+  CONTROL_STOP,
+  CONTROL_USED,
+  type QueueMessage,
+  type QueueSetup,
+  STAT_BYTES,
+  STAT_ERRORS,
+  STAT_FIELDS,
+  STAT_REQUESTS,
+} from "./protocol.ts";
+
+/** Chains handled per batch before the used index is published. */
+const BATCH = 64;
+/** How long an idle ring is polled before the Worker sleeps in `poll`, in ms. */
+const SPIN_MS = 0.05;
+/** Sleep between looks at a ring without a kick fd (frontend polling mode), in ms. */
+const NO_KICK_POLL_MS = 1;
+/** Reports let through at once, then about this many per second. */
+const REPORT_BURST = 5;
+const REPORTS_PER_SECOND = 1;
+/** Default of {@linkcode ServeQueueOptions.maxReadable}. */
+const DEFAULT_MAX_READABLE = 1 << 20;
+
+/**
+ * One request: a descriptor chain the driver made available, as the handler
+ * sees it. The object is reused for every request of the ring; do not keep
+ * it (or {@linkcode SoftRequest.readable}) past the handler's return.
+ */
+export interface SoftRequest {
+  /** Ring index. */
+  readonly queue: number;
+  /** Features the frontend acknowledged. */
+  readonly features: bigint;
+  /** The device's options (`--name value` on the command line, with declared defaults). */
+  readonly options: Readonly<Record<string, string>>;
+  /** Total bytes of the chain's device-readable buffers. */
+  readonly readableBytes: number;
+  /**
+   * The device-readable bytes, copied out of guest memory on first access
+   * (a request that never reads them costs no copy).
+   *
+   * @throws RangeError when there are more than
+   *   {@linkcode ServeQueueOptions.maxReadable} of them; use
+   *   {@linkcode SoftRequest.read} to take them in parts.
+   */
+  readonly readable: Uint8Array;
+  /** Total bytes of the chain's device-writable buffers: the most the device may write. */
+  readonly writable: number;
+  /**
+   * Copy device-readable bytes, from `offset` into them, to `dst`. Returns
+   * the number copied (at most `dst.length`).
+   */
+  read(dst: Uint8Array, offset?: number): number;
+  /**
+   * Copy `bytes` into the device-writable buffers at `offset` (default 0).
+   * Returns `bytes.length`.
+   *
+   * @throws RangeError when they do not fit in {@linkcode SoftRequest.writable}.
+   */
+  write(bytes: Uint8Array, offset?: number): number;
+}
+
+/**
+ * A device's request handler: do the request and return the used length,
+ * the number of bytes written to the device-writable buffers from their
+ * start (virtio 1.2 §2.7.8), an integer from 0 to `request.writable`. A
+ * throw fails the request: it goes back with used length 0, counted as an
+ * error and reported, and the ring goes on.
+ */
+export type QueueHandler = (request: SoftRequest) => number;
+
+/** The ring a Worker serves, given to {@linkcode ServeQueueOptions.onStart}. */
+export interface QueueInfo {
+  /** Ring index. */
+  readonly queue: number;
+  /** Descriptors in the ring. */
+  readonly size: number;
+  /** Features the frontend acknowledged. */
+  readonly features: bigint;
+  /** The device's options, with the declared defaults. */
+  readonly options: Readonly<Record<string, string>>;
+}
+
+/** Options of {@linkcode serveQueue}. */
+export interface ServeQueueOptions {
+  /**
+   * Most device-readable bytes {@linkcode SoftRequest.readable} copies
+   * (default 1 MiB); larger requests can still be read with
+   * {@linkcode SoftRequest.read}.
+   */
+  maxReadable?: number;
+  /** Called once in the Worker before the ring is served (open a file, size a buffer). */
+  onStart?(info: QueueInfo): void;
+  /** Called once when the ring stops (close what `onStart` opened). */
+  onStop?(info: QueueInfo): void;
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** The request object handed to the handler, reused for each chain. */
+class ChainRequest implements SoftRequest {
+  readonly queue: number;
+  readonly features: bigint;
+  readonly options: Readonly<Record<string, string>>;
+  readonly #ring: SplitQueue;
+  readonly #chain: DescriptorChain;
+  readonly #max: number;
+  #scratch = new Uint8Array(256);
+  #view: Uint8Array = new Uint8Array(0);
+  #copied = false;
+
+  constructor(info: QueueInfo, ring: SplitQueue, chain: DescriptorChain, max: number) {
+    this.queue = info.queue;
+    this.features = info.features;
+    this.options = info.options;
+    this.#ring = ring;
+    this.#chain = chain;
+    this.#max = max;
+  }
+
+  /** A new chain was popped into the shared chain object. */
+  next(): void {
+    this.#copied = false;
+  }
+
+  get readableBytes(): number {
+    return this.#chain.readableBytes;
+  }
+
+  get writable(): number {
+    return this.#chain.writableBytes;
+  }
+
+  get readable(): Uint8Array {
+    if (this.#copied) return this.#view;
+    const n = this.#chain.readableBytes;
+    if (n > this.#max) {
+      throw new RangeError(
+        `the request has ${n} device-readable bytes, more than the ${this.#max}-byte limit ` +
+          `(ServeQueueOptions.maxReadable); read them in parts with request.read()`,
+      );
+    }
+    if (n > this.#scratch.length) {
+      let size = this.#scratch.length;
+      while (size < n) size *= 2;
+      this.#scratch = new Uint8Array(Math.min(size, this.#max));
+    }
+    if (this.#view.buffer !== this.#scratch.buffer || this.#view.length !== n) {
+      this.#view = this.#scratch.subarray(0, n);
+    }
+    this.#ring.readChain(this.#chain, this.#view);
+    this.#copied = true;
+    return this.#view;
+  }
+
+  read(dst: Uint8Array, offset = 0): number {
+    return this.#ring.readChain(this.#chain, dst, offset);
+  }
+
+  write(bytes: Uint8Array, offset = 0): number {
+    const room = this.#chain.writableBytes;
+    if (!Number.isInteger(offset) || offset < 0 || offset + bytes.length > room) {
+      throw new RangeError(
+        `write of ${bytes.length} bytes at offset ${offset} does not fit the request's ` +
+          `${room} device-writable bytes`,
+      );
+    }
+    return this.#ring.writeChain(this.#chain, bytes, offset);
+  }
+}
+
+/** The Worker global this module talks through. */
+interface WorkerScope {
+  onmessage: ((e: MessageEvent<QueueSetup>) => void) | null;
+  postMessage(m: QueueMessage): void;
+}
+
+/** Whether this code runs in a Worker (not on the main thread). */
+function inWorker(): boolean {
+  const scope = (globalThis as { WorkerGlobalScope?: abstract new () => unknown })
+    .WorkerGlobalScope;
+  return typeof scope === "function" && globalThis instanceof scope;
+}
+
+/** A report function that lets a burst through, then about one a second, counting the rest. */
+function rateLimited(post: (m: QueueMessage) => void): (text: string) => void {
+  let allowance = REPORT_BURST;
+  let last = performance.now();
+  let suppressed = 0;
+  return (text) => {
+    const now = performance.now();
+    allowance = Math.min(REPORT_BURST, allowance + (now - last) / 1000 * REPORTS_PER_SECOND);
+    last = now;
+    if (allowance < 1) {
+      suppressed++;
+      return;
+    }
+    allowance--;
+    const more = suppressed > 0 ? ` (${suppressed} earlier reports suppressed)` : "";
+    suppressed = 0;
+    post({ type: "ring-error", message: `${text}${more}` });
+  };
+}
+
+/** Read a kick eventfd to zero; already zero is no error. */
+function drainKick(fd: number): void {
+  try {
+    eventfdRead(fd);
+  } catch {
+    // EAGAIN: nothing pending.
+  }
+}
+
+/** One ring being served: the queue, the handler, the counters and the control words. */
+class RingServer {
+  readonly #setup: QueueSetup;
+  readonly #ring: SplitQueue;
+  readonly #handler: QueueHandler;
+  readonly #chain = new DescriptorChain();
+  readonly #request: ChainRequest;
+  readonly #report: (text: string) => void;
+  readonly #stats: Float64Array;
+  readonly #statAt: number;
+  readonly #control: Int32Array;
+  /** A corrupt `avail.idx` parked the ring until its next kick. */
+  #parked = false;
+
+  constructor(
+    setup: QueueSetup,
+    info: QueueInfo,
+    handler: QueueHandler,
+    maxReadable: number,
+    post: (m: QueueMessage) => void,
+  ) {
+    this.#setup = setup;
+    this.#ring = new SplitQueue(GuestMemory.fromShared(setup.memory), setup, {
+      lastAvailIdx: setup.availIdx,
+      eventIdx: hasBit(setup.features, VirtioFeatureBit.EVENT_IDX),
+      indirect: hasBit(setup.features, VirtioFeatureBit.INDIRECT_DESC),
+    });
+    this.#handler = handler;
+    this.#request = new ChainRequest(info, this.#ring, this.#chain, maxReadable);
+    this.#report = rateLimited(post);
+    this.#stats = new Float64Array(setup.stats);
+    this.#statAt = setup.queue * STAT_FIELDS;
+    this.#control = new Int32Array(setup.control);
+    this.#savePosition();
+  }
+
+  /** Serve until the stop flag is set and the stop eventfd written. */
+  serve(): void {
+    const setup = this.#setup, ring = this.#ring, control = this.#control;
+    const kickFd = setup.kickFd;
+    const set = new PollSet(2);
+    ring.disableNotifications();
+    let idleSince = -1;
+    for (;;) {
+      if (Atomics.load(control, CONTROL_STOP) !== 0) return;
+      if (!this.#parked && this.#batch() > 0) {
+        idleSince = -1;
+        continue;
+      }
+      const now = performance.now();
+      if (!this.#parked) {
+        if (idleSince < 0) idleSince = now;
+        if (now - idleSince < SPIN_MS) continue;
+      }
+      idleSince = -1;
+      // Ask for a kick, then look again: buffers made available meanwhile get none.
+      if (ring.enableNotifications() && !this.#parked) {
+        ring.disableNotifications();
+        continue;
+      }
+      set.clear();
+      set.add(setup.stopFd, POLLIN);
+      const at = kickFd >= 0 ? set.add(kickFd, POLLIN) : -1;
+      set.wait(kickFd >= 0 ? -1 : NO_KICK_POLL_MS);
+      if (set.revents(0) !== 0) return;
+      if (at >= 0) {
+        const revents = set.revents(at);
+        if ((revents & (POLLNVAL | POLLERR)) !== 0) {
+          throw new Error(`kick fd ${kickFd} of ring ${setup.queue} is no longer valid`);
+        }
+        if (revents !== 0) {
+          drainKick(kickFd);
+          this.#parked = false;
+        }
+      } else {
+        this.#parked = false;
+      }
+      ring.disableNotifications();
+    }
+  }
+
+  /** Where the ring got to, into the control words. */
+  #savePosition(): void {
+    Atomics.store(this.#control, CONTROL_AVAIL, this.#ring.lastAvailIdx);
+    Atomics.store(this.#control, CONTROL_USED, this.#ring.usedIdx);
+  }
+
+  /** Handle up to a batch of chains; publish, count and interrupt. Returns chains taken. */
+  #batch(): number {
+    const ring = this.#ring, chain = this.#chain, request = this.#request;
+    let work = 0, used = 0, requests = 0, bytes = 0, errors = 0;
+    while (work < BATCH) {
+      try {
+        if (!ring.pop(chain)) break;
+      } catch (e) {
+        if (!(e instanceof DescriptorChainError)) throw e;
+        errors++;
+        this.#report(`${e.kind}: ${e.message}`);
+        if (e.kind === "bad-avail-idx") {
+          this.#parked = true;
+          break;
+        }
+        work++;
+        // The head was consumed: give the buffer back unused (virtio 1.2 §2.7).
+        if (e.head >= 0) {
+          ring.pushUsed(e.head, 0);
+          used++;
+        }
+        continue;
+      }
+      work++;
+      request.next();
+      let len: number;
+      try {
+        len = this.#handler(request);
+        if (!Number.isInteger(len) || len < 0 || len > chain.writableBytes) {
+          throw new RangeError(
+            `the handler returned used length ${len}; the chain has ${chain.writableBytes} ` +
+              `device-writable bytes`,
+          );
+        }
+        requests++;
+        bytes += chain.readableBytes + len;
+      } catch (e) {
+        len = 0;
+        errors++;
+        this.#report(`request with head ${chain.head} failed: ${message(e)}`);
+      }
+      ring.pushUsed(chain.head, len);
+      used++;
+    }
+    if (work === 0) return 0;
+    // Counters and position first, so whoever sees the used entries also sees them counted.
+    const stats = this.#stats, at = this.#statAt;
+    if (requests !== 0) stats[at + STAT_REQUESTS] += requests;
+    if (bytes !== 0) stats[at + STAT_BYTES] += bytes;
+    if (errors !== 0) stats[at + STAT_ERRORS] += errors;
+    this.#savePosition();
+    if (used > 0) {
+      ring.publishUsed();
+      // A saturated call fd already has an interrupt pending: no failure.
+      if (ring.needsNotify() && this.#setup.callFd >= 0) eventfdSignal(this.#setup.callFd);
+    }
+    return work;
+  }
+
+  /** Final position, once the loop ended. */
+  finish(): void {
+    this.#savePosition();
+  }
+}
+
+/**
+ * Serve the ring this Worker was started for with `handler`. Call it once,
+ * at the top level of the device's Worker module (the `worker` URL given to
+ * {@linkcode softwareDriver}); it returns at once, and the ring is served
+ * when the setup message arrives. The handler runs synchronously, one
+ * request at a time, in this Worker.
+ *
+ * @example A device that echoes each request's readable bytes back (`echo_worker.ts`)
+ * ```ts
+ * import { serveQueue } from "@vhost-mdev/sdk/soft";
+ *
+ * serveQueue((request) => {
+ *   const data = request.readable;
+ *   const n = Math.min(data.length, request.writable);
+ *   request.write(data.subarray(0, n));
+ *   return n; // the used length
+ * });
+ * ```
+ *
+ * @throws Error when called outside a Worker or more than once.
+ */
+export function serveQueue(handler: QueueHandler, options: ServeQueueOptions = {}): void {
+  if (!inWorker()) {
+    throw new Error(
+      "serveQueue() runs in the Worker softwareDriver() starts: call it at the top level " +
+        "of the module named by the spec's `worker` URL",
+    );
+  }
+  const scope = globalThis as unknown as WorkerScope;
+  if (scope.onmessage !== null) throw new Error("serveQueue() was called twice in one Worker");
+  const maxReadable = options.maxReadable ?? DEFAULT_MAX_READABLE;
+  if (!Number.isInteger(maxReadable) || maxReadable < 1) {
+    throw new RangeError(`maxReadable ${maxReadable} is not a positive integer`);
+  }
+  const post = (m: QueueMessage) => scope.postMessage(m);
+  scope.onmessage = (e: MessageEvent<QueueSetup>) => {
+    scope.onmessage = () => {};
+    const setup = e.data;
+    const info: QueueInfo = Object.freeze({
+      queue: setup.queue,
+      size: setup.num,
+      features: setup.features,
+      options: Object.freeze({ ...setup.options }),
+    });
+    let server: RingServer;
+    try {
+      server = new RingServer(setup, info, handler, maxReadable, post);
+      options.onStart?.(info);
+    } catch (err) {
+      post({ type: "fatal", message: `ring ${setup.queue}: ${message(err)}` });
+      post({ type: "stopped" });
+      return;
+    }
+    post({ type: "ready" });
+    try {
+      server.serve();
+    } catch (err) {
+      post({ type: "fatal", message: `ring ${setup.queue} stopped: ${message(err)}` });
+    }
+    server.finish();
+    try {
+      options.onStop?.(info);
+    } catch (err) {
+      post({ type: "ring-error", message: `onStop failed: ${message(err)}` });
+    }
+    post({ type: "stopped" });
+  };
+}
