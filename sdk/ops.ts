@@ -330,11 +330,12 @@ export interface DeviceOps {
    */
   mapMemory?(range: MemoryRange): void | Promise<void>;
   /**
-   * A region leaves guest memory while the device runs: stop DMA to it
-   * (VFIO `UNMAP_DMA`). Rings using it were stopped first. Its mapping stays
-   * in this process until every lease on it is released, so a Worker still
-   * reading it is safe; switch Workers to the new `ctx.memory` before
-   * releasing their leases.
+   * A region left guest memory while the device runs: stop DMA to it (VFIO
+   * `UNMAP_DMA`). Rings using it were stopped first, and `ctx.memory` is
+   * already the table without it; its mapping stays in this process until
+   * every lease on it is released, so a Worker still reading it is safe:
+   * move Workers to the new `ctx.memory`, then release their old leases.
+   * Called before `mapMemory` of what joined in the same change.
    */
   unmapMemory?(range: MemoryRange): void | Promise<void>;
   /** The frontend accepted `features` (`SET_FEATURES`). */

@@ -811,19 +811,10 @@ export class VhostMdevDevice {
             await this.#stopRing(r, "memory under it changed");
           }
         }
-        for (const range of removed) {
-          await this.#ops.unmapMemory!({
-            gpa: range.gpa,
-            size: range.size,
-            address: range.address,
-          });
-        }
       }
     } catch (e) {
       next.close();
-      this.#reportError(`unmapping guest memory failed: ${message(e)}`);
-      await this.#stop("memory unmap failed");
-      throw new RequestRefused(`the driver failed to unmap guest memory: ${message(e)}`);
+      throw e;
     }
     this.#table.commit(next);
     this.#retranslate();
@@ -839,14 +830,17 @@ export class VhostMdevDevice {
       },
     );
     if (incremental && this.#running) {
+      // The table is the new one now: what left it stays mapped in this
+      // process while leases hold it, so the driver unmaps it from its
+      // device, then maps what joined.
+      const range = (r: GuestRegion) => ({ gpa: r.gpa, size: r.size, address: r.address });
       try {
-        for (const range of added) {
-          await this.#ops.mapMemory!({ gpa: range.gpa, size: range.size, address: range.address });
-        }
+        for (const r of removed) await this.#ops.unmapMemory!(range(r));
+        for (const r of added) await this.#ops.mapMemory!(range(r));
       } catch (e) {
-        this.#reportError(`mapping guest memory failed: ${message(e)}`);
-        await this.#stop("memory map failed");
-        throw new RequestRefused(`the driver failed to map guest memory: ${message(e)}`);
+        this.#reportError(`updating the device's memory mappings failed: ${message(e)}`);
+        await this.#stop("memory mapping failed");
+        throw new RequestRefused(`the driver failed to update its memory mappings: ${message(e)}`);
       }
     }
     await this.#evaluate();

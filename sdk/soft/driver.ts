@@ -37,7 +37,7 @@ import type {
   QueueStats,
   RingPosition,
 } from "../ops.ts";
-import type { GuestMemory, MemoryLease } from "../memory/guest_memory.ts";
+import type { MemoryLease } from "../memory/guest_memory.ts";
 import { close, dup } from "../sys/fd.ts";
 import { eventfd, eventfdWrite } from "../sys/eventfd.ts";
 import { isValidQueueSize } from "../virtqueue/layout.ts";
@@ -59,8 +59,6 @@ import {
 const READY_TIMEOUT_MS = 10000;
 /** How long stopping a ring waits for its Worker to confirm, in ms. */
 const STOP_TIMEOUT_MS = 2000;
-/** Event-loop turns a memory switch waits for the SDK to install the new table. */
-const SWITCH_TRIES = 100;
 /** Most rings a kit device may have. */
 const MAX_QUEUES = 1024;
 
@@ -327,25 +325,27 @@ class SoftwareDevice implements DeviceOps {
     return this.#saved[queue] ?? this.#ctx.vring(queue).state;
   }
 
-  /** A region joined: every running ring's Worker starts again on a lease of the new table. */
+  /**
+   * A region joined: every running ring's Worker starts again on a lease of
+   * the new table, at its position (a short pause, no device restart).
+   */
   mapMemory(_range: MemoryRange): Promise<void> {
+    return this.#switchMemory();
+  }
+
+  /**
+   * A region left: the Workers move to the new table the same way; their
+   * old leases keep the region mapped until each has stopped.
+   */
+  unmapMemory(_range: MemoryRange): Promise<void> {
+    return this.#switchMemory();
+  }
+
+  #switchMemory(): Promise<void> {
     return this.#exclusive(async () => {
       for (const q of this.#running.keys()) this.#switching.add(q);
       await this.#stopAll();
       await this.#startWanted();
-    });
-  }
-
-  /**
-   * A region leaves: the Workers stop now (their leases keep the old
-   * mappings until then), and start again on the new table once the SDK
-   * has made it `ctx.memory`.
-   */
-  unmapMemory(_range: MemoryRange): Promise<void> {
-    return this.#exclusive(async () => {
-      for (const q of this.#running.keys()) this.#switching.add(q);
-      await this.#stopAll();
-      this.#afterSwitch(this.#ctx.memory);
     });
   }
 
@@ -393,23 +393,6 @@ class SoftwareDevice implements DeviceOps {
     const run = this.#queue.then(body);
     this.#queue = run.catch(() => {});
     return run;
-  }
-
-  /**
-   * Once the SDK has replaced `old` as `ctx.memory`, start the rings
-   * `unmapMemory` stopped (unless something else started or stopped them).
-   */
-  #afterSwitch(old: GuestMemory, tries = 0): void {
-    setTimeout(() => {
-      const waiting = this.#switching.size > 0 && !this.#closed;
-      if (this.#ctx.memory === old && waiting && tries < SWITCH_TRIES) {
-        this.#afterSwitch(old, tries + 1);
-        return;
-      }
-      this.#exclusive(() => this.#startWanted()).catch((e) =>
-        this.#ctx.reportError(`restarting rings on the new memory table: ${errorText(e)}`)
-      );
-    }, 0);
   }
 
   /** Start the rings a memory switch stopped, or all running ones after `resume`. */
