@@ -19,19 +19,16 @@ import {
   type DeviceContext,
   type DeviceOps,
   hasBit,
-  type MemoryLease,
   type QueueStats,
   type RingPosition,
   VirtioFeatureBit,
   VirtioNetFeatureBit,
 } from "@vhost-mdev/sdk";
-import { close, dup, eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
+import { RunResources, WorkerRun } from "@vhost-mdev/sdk/soft";
 import type { SimOptions } from "./options.ts";
 import {
   CONTROL_BASES,
-  CONTROL_STOP,
   type DatapathFeatures,
-  type DatapathMessage,
   type DatapathSetup,
   type RingSetup,
   STAT_BYTES,
@@ -46,29 +43,12 @@ const READY_TIMEOUT_MS = 10000;
 /** How long `stop` waits for a Worker to finish before terminating it, in ms. */
 const STOP_TIMEOUT_MS = 2000;
 
-/** One queue pair's Worker and what it holds until it has confirmed it stopped. */
+/** One queue pair's running Worker. */
 interface RunningPair {
-  pair: number;
-  worker: Worker;
+  run: WorkerRun;
   rings: number[];
-  ready: Promise<void>;
-  stopped: Promise<void>;
   /** Stop flag and ring positions shared with the Worker. */
   control: Int32Array;
-  stopFd: number;
-  lease: MemoryLease;
-  /** The Worker's duplicates of kick and call fds. */
-  fds: number[];
-  /** The Worker failed (an uncaught error): it cannot run again. */
-  dead: boolean;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p,
-    new Promise<T>((resolve) => timer = setTimeout(() => resolve(onTimeout()), ms)),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /**
@@ -234,84 +214,76 @@ export class SimDevice implements DeviceOps {
       csum: hasBit(acked, VirtioNetFeatureBit.CSUM),
       guestCsum: hasBit(acked, VirtioNetFeatureBit.GUEST_CSUM),
     };
-    const fds: number[] = [];
-    const rx = this.#ring(2 * pair, fds), tx = this.#ring(2 * pair + 1, fds);
-    if (rx === null && tx === null) return;
+    if (!ctx.vring(2 * pair).running && !ctx.vring(2 * pair + 1).running) return;
+    const resources = new RunResources(ctx.memory.lease());
+    let rx: RingSetup | null, tx: RingSetup | null;
+    try {
+      rx = this.#ring(2 * pair, resources);
+      tx = this.#ring(2 * pair + 1, resources);
+    } catch (e) {
+      resources.release();
+      throw e;
+    }
     const control = new SharedArrayBuffer(4 * (CONTROL_BASES + this.#numQueues));
     const words = new Int32Array(control);
     for (const r of [rx, tx]) if (r !== null) words[CONTROL_BASES + r.index] = r.base;
-    const lease = ctx.memory.lease();
-    let stopFd = -1;
-    try {
-      stopFd = eventfd(0, { nonBlocking: true });
-    } catch (e) {
-      lease.release();
-      for (const fd of fds) close(fd);
-      throw e;
-    }
-    const running = this.#spawn({
+    const setup: DatapathSetup = {
       pair,
       mode: this.#options.mode,
       rx,
       tx,
-      memory: lease.regions,
+      memory: resources.lease.regions,
       features,
       mac: this.#options.mac,
       ip: this.#options.ip,
       frameSize: this.#options.frameSize,
       stats: this.#stats,
       control,
-      stopFd,
-    }, { control: words, stopFd, lease, fds });
-    this.#pairs.set(pair, running);
-    await withTimeout(running.ready, READY_TIMEOUT_MS, () => {
-      throw new Error(`queue pair ${pair}: the datapath Worker did not start in time`);
+      stopFd: resources.stopFd,
+    };
+    const worker = this.#idle.get(pair) ??
+      new Worker(new URL("./datapath_worker.ts", import.meta.url).href, { type: "module" });
+    this.#idle.delete(pair);
+    const run = await WorkerRun.start({
+      worker,
+      label: `queue pair ${pair}`,
+      setup,
+      resources,
+      control: words,
+      ctx,
+      queue: 2 * pair,
+      readyTimeoutMs: READY_TIMEOUT_MS,
+      onMessage: (m) => {
+        if (m.type === "warn") ctx.log.warn(String(m.message));
+      },
     });
+    const rings = [rx, tx].filter((r) => r !== null).map((r) => r!.index);
+    this.#pairs.set(pair, { run, rings, control: words });
   }
 
   /**
    * Stop pair `pair`'s Worker, keeping its rings' positions. A Worker that
-   * does not confirm in time may still use its memory and fds: they are
-   * never released, so nothing is unmapped or reused under it.
+   * stopped cleanly is kept to run the pair again; one that did not confirm
+   * is terminated and keeps what it held (see `WorkerRun.stop`).
    */
   async #stopPair(pair: number): Promise<void> {
     const p = this.#pairs.get(pair);
     if (!p) return;
     this.#pairs.delete(pair);
-    Atomics.store(p.control, CONTROL_STOP, 1);
-    eventfdWrite(p.stopFd, 1);
-    let late = false;
-    await withTimeout(p.stopped, STOP_TIMEOUT_MS, () => {
-      late = true;
-    });
-    if (late || p.dead) p.worker.terminate();
-    else this.#idle.set(pair, p.worker);
+    const confirmed = await p.run.stop(STOP_TIMEOUT_MS);
+    if (confirmed && !p.run.dead) this.#idle.set(pair, p.run.worker);
+    else p.run.worker.terminate();
     for (const q of p.rings) {
       const idx = Atomics.load(p.control, CONTROL_BASES + q) & 0xffff;
       this.#saved[q] = { availIdx: idx, usedIdx: idx, availWrap: true, usedWrap: true };
     }
-    if (late) {
-      this.#ctx.reportError(
-        `queue pair ${pair}: the datapath Worker did not stop within ${STOP_TIMEOUT_MS} ms; ` +
-          `it was terminated, its guest memory stays mapped and its fds open`,
-      );
-      return;
-    }
-    p.lease.release();
-    for (const fd of p.fds) close(fd);
-    close(p.stopFd);
   }
 
-  /** Ring `q` as a Worker gets it, or null when it does not run; its fds' duplicates go to `fds`. */
-  #ring(q: number, fds: number[]): RingSetup | null {
+  /** Ring `q` as a Worker gets it, or null when it does not run; `resources` holds its fds. */
+  #ring(q: number, resources: RunResources): RingSetup | null {
     const v = this.#ctx.vring(q);
     if (!v.running) return null;
-    const hold = (fd: number) => {
-      if (fd < 0) return -1;
-      const held = dup(fd);
-      fds.push(held);
-      return held;
-    };
+    const hold = (fd: number) => resources.hold(fd);
     return {
       index: q,
       num: v.num,
@@ -324,71 +296,5 @@ export class SimDevice implements DeviceOps {
       kickFd: hold(v.kickFd),
       callFd: hold(v.callFd),
     };
-  }
-
-  #spawn(
-    setup: DatapathSetup,
-    held: Pick<RunningPair, "control" | "stopFd" | "lease" | "fds">,
-  ): RunningPair {
-    const worker = this.#idle.get(setup.pair) ??
-      new Worker(new URL("./datapath_worker.ts", import.meta.url).href, { type: "module" });
-    this.#idle.delete(setup.pair);
-    const self: { dead: boolean } = { dead: false };
-    const ctx = this.#ctx;
-    const log = ctx.log;
-    let running = false;
-    let ready!: () => void, failed!: (e: Error) => void, stopped!: () => void;
-    const readyP = new Promise<void>((res, rej) => {
-      ready = res;
-      failed = rej;
-    });
-    // A failure before `ready` rejects it; keep the rejection handled until start awaits it.
-    readyP.catch(() => {});
-    const stoppedP = new Promise<void>((res) => stopped = res);
-    worker.onmessage = (e: MessageEvent<DatapathMessage>) => {
-      const m = e.data;
-      switch (m.type) {
-        case "ready":
-          running = true;
-          ready();
-          break;
-        case "warn":
-          log.warn(m.message);
-          break;
-        case "fatal":
-          // Before `ready` this fails `start`; after, the rings are dead: tell the core.
-          if (running) ctx.reportError(m.message, m.ring);
-          else log.warn(m.message);
-          failed(new Error(m.message));
-          break;
-        case "stopped":
-          failed(new Error(`queue pair ${m.pair}: the datapath Worker stopped while starting`));
-          stopped();
-          break;
-      }
-    };
-    worker.onerror = (e) => {
-      e.preventDefault();
-      const text = `queue pair ${setup.pair}: datapath Worker failed: ${e.message}`;
-      if (running) ctx.reportError(text, 2 * setup.pair);
-      else log.warn(text);
-      failed(new Error(text));
-      self.dead = true;
-      stopped();
-    };
-    worker.postMessage(setup);
-    const rings = [setup.rx, setup.tx].filter((r) => r !== null).map((r) => r!.index);
-    const handle: RunningPair = {
-      pair: setup.pair,
-      worker,
-      rings,
-      ready: readyP,
-      stopped: stoppedP,
-      ...held,
-      get dead() {
-        return self.dead;
-      },
-    };
-    return handle;
   }
 }

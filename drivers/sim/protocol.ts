@@ -21,7 +21,7 @@ export const STAT_DROPS = 2;
 /** Index of the errors counter (hostile chains and malformed headers). */
 export const STAT_ERRORS = 3;
 
-/** Int32 word of the control buffer set to 1 to stop every Worker. */
+/** Int32 word of the control buffer set to 1 to stop the Worker (`RUN_STOP`, set by `WorkerRun.stop`). */
 export const CONTROL_STOP = 0;
 /** Int32 word of the control buffer holding ring `q`'s next available index: `CONTROL_BASES + q`. */
 export const CONTROL_BASES = 1;

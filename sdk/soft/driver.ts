@@ -37,17 +37,13 @@ import type {
   QueueStats,
   RingPosition,
 } from "../ops.ts";
-import type { MemoryLease } from "../memory/guest_memory.ts";
-import { close, dup } from "../sys/fd.ts";
-import { eventfd, eventfdWrite } from "../sys/eventfd.ts";
+import { RunResources, WorkerRun } from "./worker_run.ts";
 import { isValidQueueSize } from "../virtqueue/layout.ts";
 import { hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
 import {
   CONTROL_AVAIL,
-  CONTROL_STOP,
   CONTROL_USED,
   CONTROL_WORDS,
-  type QueueMessage,
   type QueueSetup,
   STAT_BYTES,
   STAT_ERRORS,
@@ -203,24 +199,11 @@ export function softwareDriver(spec: SoftwareDeviceSpec): Driver {
   };
 }
 
-/** One ring's Worker and what it holds until it has confirmed it stopped. */
+/** One ring's running Worker. */
 interface RunningRing {
-  worker: Worker;
-  ready: Promise<void>;
-  stopped: Promise<void>;
+  run: WorkerRun;
+  /** Stop flag and where the ring got to, shared with the Worker. */
   control: Int32Array;
-  stopFd: number;
-  lease: MemoryLease;
-  /** The Worker's duplicates of the kick and call fds. */
-  fds: number[];
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p,
-    new Promise<T>((resolve) => timer = setTimeout(() => resolve(onTimeout()), ms)),
-  ]).finally(() => clearTimeout(timer));
 }
 
 function errorText(e: unknown): string {
@@ -242,8 +225,6 @@ class SoftwareDevice implements DeviceOps {
   /** Where each ring's Worker stopped, until a Worker takes the ring again. */
   readonly #saved: (RingPosition | null)[];
   readonly #running = new Map<number, RunningRing>();
-  /** What Workers that never confirmed their stop hold: kept, never released. */
-  readonly #leaked: RunningRing[] = [];
   /** Rings stopped by `unmapMemory`, to run again on the new table. */
   readonly #switching = new Set<number>();
   #suspended = false;
@@ -415,27 +396,19 @@ class SoftwareDevice implements DeviceOps {
     const ctx = this.#ctx;
     const v = ctx.vring(q);
     const position = this.#saved[q] ?? v.state;
-    const fds: number[] = [];
-    const hold = (fd: number) => {
-      if (fd < 0) return -1;
-      const held = dup(fd);
-      fds.push(held);
-      return held;
-    };
-    let stopFd = -1, kickFd: number, callFd: number;
+    const resources = new RunResources(ctx.memory.lease());
+    let kickFd: number, callFd: number;
     try {
-      kickFd = hold(v.kickFd);
-      callFd = hold(v.callFd);
-      stopFd = eventfd(0, { nonBlocking: true });
+      kickFd = resources.hold(v.kickFd);
+      callFd = resources.hold(v.callFd);
     } catch (e) {
-      for (const fd of fds) close(fd);
+      resources.release();
       throw e;
     }
     const control = new SharedArrayBuffer(4 * CONTROL_WORDS);
     const words = new Int32Array(control);
     words[CONTROL_AVAIL] = position.availIdx;
     words[CONTROL_USED] = position.usedIdx;
-    const lease = ctx.memory.lease();
     const setup: QueueSetup = {
       queue: q,
       num: v.num,
@@ -445,76 +418,13 @@ class SoftwareDevice implements DeviceOps {
       availIdx: position.availIdx,
       kickFd,
       callFd,
-      stopFd,
-      memory: lease.regions,
+      stopFd: resources.stopFd,
+      memory: resources.lease.regions,
       features: ctx.ackedFeatures,
       options: this.#options,
       stats: this.#stats,
       control,
     };
-    const running = this.#spawn(setup, { control: words, stopFd, lease, fds });
-    this.#running.set(q, running);
-    await withTimeout(running.ready, READY_TIMEOUT_MS, () => {
-      throw new Error(
-        `ring ${q}: the Worker ${this.#worker.href} did not answer within ` +
-          `${READY_TIMEOUT_MS} ms (does it call serveQueue() at its top level?)`,
-      );
-    });
-    this.#saved[q] = null;
-  }
-
-  /**
-   * Stop ring `q`'s Worker, keeping its position. A Worker that does not
-   * confirm in time may still use its memory and fds: they are never
-   * released, so nothing is unmapped or reused under it.
-   */
-  async #stopRing(q: number): Promise<void> {
-    const r = this.#running.get(q);
-    if (!r) return;
-    this.#running.delete(q);
-    Atomics.store(r.control, CONTROL_STOP, 1);
-    eventfdWrite(r.stopFd, 1);
-    let late = false;
-    await withTimeout(r.stopped, STOP_TIMEOUT_MS, () => {
-      late = true;
-    });
-    r.worker.terminate();
-    this.#saved[q] = {
-      availIdx: Atomics.load(r.control, CONTROL_AVAIL) & 0xffff,
-      usedIdx: Atomics.load(r.control, CONTROL_USED) & 0xffff,
-      availWrap: true,
-      usedWrap: true,
-    };
-    if (late) {
-      this.#leaked.push(r);
-      this.#ctx.reportError(
-        `ring ${q}: the Worker did not stop within ${STOP_TIMEOUT_MS} ms; it was terminated, ` +
-          `its guest memory stays mapped and its fds open`,
-        q,
-      );
-      return;
-    }
-    r.lease.release();
-    for (const fd of r.fds) close(fd);
-    close(r.stopFd);
-  }
-
-  #spawn(
-    setup: QueueSetup,
-    held: Pick<RunningRing, "control" | "stopFd" | "lease" | "fds">,
-  ): RunningRing {
-    const q = setup.queue;
-    const ctx = this.#ctx;
-    const worker = new Worker(this.#worker.href, { type: "module" });
-    let serving = false;
-    let ready!: () => void, failed!: (e: Error) => void, stopped!: () => void;
-    const readyP = new Promise<void>((res, rej) => {
-      ready = res;
-      failed = rej;
-    });
-    // A failure before `ready` rejects it; keep the rejection handled until start awaits it.
-    readyP.catch(() => {});
-    const stoppedP = new Promise<void>((res) => stopped = res);
     const ringError = (text: string) => {
       try {
         ctx.ringError(q, `ring ${q}: ${text}`);
@@ -522,37 +432,39 @@ class SoftwareDevice implements DeviceOps {
         ctx.log.warn(`ring ${q}: ${text} (not reported: ${errorText(e)})`);
       }
     };
-    worker.onmessage = (e: MessageEvent<QueueMessage>) => {
-      const m = e.data;
-      switch (m.type) {
-        case "ready":
-          serving = true;
-          ready();
-          break;
-        case "ring-error":
-          ringError(m.message);
-          break;
-        case "fatal":
-          // Before `ready` this fails the start; after, the ring is dead: the device needs a reset.
-          if (serving) ctx.reportError(m.message, q);
-          else ctx.log.warn(m.message);
-          failed(new Error(m.message));
-          break;
-        case "stopped":
-          failed(new Error(`ring ${q}: the Worker stopped while starting`));
-          stopped();
-          break;
-      }
+    const run = await WorkerRun.start({
+      worker: new Worker(this.#worker.href, { type: "module" }),
+      label: `ring ${q}`,
+      setup,
+      resources,
+      control: words,
+      ctx,
+      queue: q,
+      readyTimeoutMs: READY_TIMEOUT_MS,
+      readyHint: `does ${this.#worker.href} call serveQueue() at its top level?`,
+      onMessage: (m) => {
+        if (m.type === "ring-error") ringError(String(m.message));
+      },
+    });
+    this.#running.set(q, { run, control: words });
+    this.#saved[q] = null;
+  }
+
+  /**
+   * Stop ring `q`'s Worker, keeping its position. A Worker that does not
+   * confirm in time keeps what it held for good (see `WorkerRun.stop`).
+   */
+  async #stopRing(q: number): Promise<void> {
+    const r = this.#running.get(q);
+    if (!r) return;
+    this.#running.delete(q);
+    await r.run.stop(STOP_TIMEOUT_MS);
+    r.run.worker.terminate();
+    this.#saved[q] = {
+      availIdx: Atomics.load(r.control, CONTROL_AVAIL) & 0xffff,
+      usedIdx: Atomics.load(r.control, CONTROL_USED) & 0xffff,
+      availWrap: true,
+      usedWrap: true,
     };
-    worker.onerror = (e) => {
-      e.preventDefault();
-      const text = `ring ${q}: the Worker failed: ${e.message}`;
-      if (serving) ctx.reportError(text, q);
-      else ctx.log.warn(text);
-      failed(new Error(text));
-      stopped();
-    };
-    worker.postMessage(setup);
-    return { worker, ready: readyP, stopped: stoppedP, ...held };
   }
 }

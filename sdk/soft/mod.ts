@@ -57,3 +57,10 @@ export {
   type ServeQueueOptions,
   type SoftRequest,
 } from "./worker.ts";
+export {
+  RUN_STOP,
+  RunResources,
+  withTimeout,
+  WorkerRun,
+  type WorkerRunOptions,
+} from "./worker_run.ts";

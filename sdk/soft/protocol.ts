@@ -8,6 +8,7 @@
  */
 
 import type { SharedRegion } from "../memory/guest_memory.ts";
+import { RUN_STOP } from "./worker_run.ts";
 
 /** Counters per ring in the stats buffer (one Float64 each). */
 export const STAT_FIELDS = 3;
@@ -18,8 +19,8 @@ export const STAT_BYTES = 1;
 /** Index of a ring's errors counter (malformed chains and failed requests). */
 export const STAT_ERRORS = 2;
 
-/** Int32 control word set to 1 to stop the Worker. */
-export const CONTROL_STOP = 0;
+/** Int32 control word set to 1 to stop the Worker (the one `WorkerRun.stop` sets). */
+export const CONTROL_STOP: number = RUN_STOP;
 /** Int32 control word: the ring's next available index (16 bits). */
 export const CONTROL_AVAIL = 1;
 /** Int32 control word: the ring's next used index (16 bits). */
