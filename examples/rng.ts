@@ -73,8 +73,8 @@ export async function main(args: string[]): Promise<number> {
   for (const s of signals) Deno.addSignalListener(s, done.resolve);
   await done.promise;
   for (const s of signals) Deno.removeSignalListener(s, done.resolve);
-  const [stats] = device.description.ops.stats!();
-  console.log(`served ${stats.packets} requests, ${stats.bytes} bytes, ${stats.errors} errors`);
+  const [stats] = device.stats();
+  console.log(`served ${stats.requests} requests, ${stats.bytes} bytes, ${stats.errors} errors`);
   await server.close();
   await device.close();
   return 0;

@@ -66,9 +66,8 @@ export const CONFIG_SPACE_LIMIT = 256;
 
 /** The per-ring counters a kit device reports (in the `QueueStats` shape). */
 export const REQUEST_RING_COUNTERS: readonly CounterSpec[] = Object.freeze([
-  { name: "packets", description: "requests completed (descriptor chains the handler served)" },
+  { name: "requests", description: "requests completed (descriptor chains the handler served)" },
   { name: "bytes", description: "device-readable bytes of completed requests plus used lengths" },
-  { name: "drops", description: "always 0: a kit device completes every request" },
   { name: "errors", description: "malformed descriptor chains and failed requests" },
 ]);
 
@@ -350,9 +349,8 @@ class SoftwareDevice implements DeviceOps {
     const s = new Float64Array(this.#stats);
     return Array.from({ length: this.#numQueues }, (_, q) => ({
       queue: q,
-      packets: s[q * STAT_FIELDS + STAT_REQUESTS],
+      requests: s[q * STAT_FIELDS + STAT_REQUESTS],
       bytes: s[q * STAT_FIELDS + STAT_BYTES],
-      drops: 0,
       errors: s[q * STAT_FIELDS + STAT_ERRORS],
     }));
   }

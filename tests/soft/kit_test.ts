@@ -65,8 +65,8 @@ Deno.test("softwareDriver: probe sizes the device from its params and declares i
   assert.equal(d.numQueues, 1);
   assert.equal(d.maxQueueSize, 256);
   assert.deepEqual([...d.config!], [1, 2, 3, 9], "the config builder saw the options");
-  assert.deepEqual(d.counters!.ring!.map((c) => c.name), ["packets", "bytes", "drops", "errors"]);
-  assert.deepEqual(d.ops.stats!(), [{ queue: 0, packets: 0, bytes: 0, drops: 0, errors: 0 }]);
+  assert.deepEqual(d.counters!.ring!.map((c) => c.name), ["requests", "bytes", "errors"]);
+  assert.deepEqual(d.ops.stats!(), [{ queue: 0, requests: 0, bytes: 0, errors: 0 }]);
   await assert.rejects(
     Promise.resolve().then(() => testDriver.probe({} as DeviceContext, { queues: 0, options: {} })),
     /0 queues is not in 1\.\.1024/,

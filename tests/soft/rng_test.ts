@@ -67,7 +67,7 @@ Deno.test("rng: each device-writable buffer comes back full of random bytes, cou
     assert.equal(new Set(heads).size, heads.length, "no two buffers got the same bytes");
 
     const total = sizes.reduce((s, n) => s + n, 0) + 400;
-    assert.deepEqual(stats(rig), { queue: 0, packets: 7, bytes: total, drops: 0, errors: 0 });
+    assert.deepEqual(stats(rig), { queue: 0, requests: 7, bytes: total, errors: 0 });
     assert.ok(guest.calls(0) >= 1, "the device interrupted the guest");
     await guest.stop();
   });
@@ -88,7 +88,7 @@ Deno.test("rng: GET_VRING_BASE stops the ring mid-way; it restarts from the base
     guest.queue(0).publish();
     guest.kick(0);
     await quiet(guest);
-    assert.equal(stats(rig).packets, 4);
+    assert.equal(stats(rig).requests, 4);
 
     await fe.setVringBase(0, base);
     await fe.setVringKick(0, fe.kickFd(0));
@@ -98,7 +98,7 @@ Deno.test("rng: GET_VRING_BASE stops the ring mid-way; it restarts from the base
     guest.publish(0);
     assert.deepEqual([...(await takeUsed(guest, 1)).entries()], [[7, 8]]);
     assert.equal(guest.queue(0).lastUsedIdx, 8, "the used index went on from where it stopped");
-    assert.equal(stats(rig).packets, 8, "nothing served twice");
+    assert.equal(stats(rig).requests, 8, "nothing served twice");
     assert.equal(stats(rig).bytes, 4 * 32 + 3 * 64 + 8);
     assert.deepEqual(await guest.stop(), [8]);
   });
@@ -119,7 +119,7 @@ Deno.test("rng: malformed chains come back with length 0, counted, and the ring 
     guest.publish(0);
     const got = await takeUsed(guest, 3);
     assert.deepEqual([...got.entries()].sort((x, y) => x[0] - y[0]), [[1, 0], [2, 0], [4, 32]]);
-    assert.deepEqual(stats(rig), { queue: 0, packets: 1, bytes: 32, drops: 0, errors: 3 });
+    assert.deepEqual(stats(rig), { queue: 0, requests: 1, bytes: 32, errors: 3 });
     await until(
       "three ring errors reported",
       () => events.filter((e) => e.type === "error" && e.fields?.queue === 0).length === 3,
@@ -159,7 +159,7 @@ Deno.test("rng: suspend keeps the position and serves nothing; resume goes on", 
     await device.resume();
     const got = await takeUsed(guest, 2);
     assert.deepEqual([...got.entries()].sort(), [[2, 30], [3, 40]]);
-    assert.equal(stats(rig).packets, 4);
+    assert.equal(stats(rig).requests, 4);
     await guest.stop();
   });
 });
