@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { QueueStats } from "@vhost-mdev/sdk";
 import { findExecutable } from "@vhost-mdev/testing";
 import { type BaselineLatency, buildBaseline, runBaseline } from "./kick_baseline.ts";
 import {
@@ -315,7 +316,8 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
             `${id} run ${i}/${args.runs} ${side}: ${fixed(r.mpps, 3)} Mpps received ` +
               `(${r.packets} packets in ${fixed(r.seconds, 2)} s; sender ${
                 fixed(r.offeredMpps, 3)
-              } Mpps; other processes used ${fixed(r.foreignCpus, 2)} CPU)`,
+              } Mpps; other processes used ${fixed(r.foreignCpus, 2)} CPU)` +
+              (r.deviceCounters ? `; device ${formatCounters(r.deviceCounters)}` : ""),
           );
         }
       }
@@ -511,4 +513,12 @@ if (import.meta.main) {
     console.error(`bench: ${e instanceof Error ? e.message : e}`);
     Deno.exit(1);
   }
+}
+
+/** A device's ring counters by their declared names: `q0 packets=1 bytes=64 | q1 ...`. */
+function formatCounters(rings: readonly QueueStats[]): string {
+  return rings.map((r) =>
+    `q${r.queue} ` +
+    Object.entries(r).filter(([k]) => k !== "queue").map(([k, v]) => `${k}=${v}`).join(" ")
+  ).join(" | ");
 }

@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { QueueStats } from "@vhost-mdev/sdk";
 import { Testpmd } from "@vhost-mdev/testing";
 import { cpuSnapshot, foreignCpus } from "./cpu_load.ts";
 import { ringPackets, SimServe } from "./sim_serve.ts";
@@ -77,6 +78,11 @@ export interface RunResult {
    * interval, in CPUs (0.5 = half of one CPU): noise from neighbours.
    */
   foreignCpus: number;
+  /**
+   * Ours: the device's counters at the end of the run, by the names the
+   * driver declares (from `serve --stats`).
+   */
+  deviceCounters?: readonly QueueStats[];
 }
 
 interface Counter {
@@ -185,6 +191,7 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
     const r1 = await receiver.sample();
     const s1 = await sender.sample();
     const c1 = cpuSnapshot(pids);
+    const deviceCounters = sim ? (await sim.nextSample()).queues : undefined;
 
     const seconds = (r1.time - r0.time) / 1000;
     const packets = r1.count - r0.count;
@@ -195,6 +202,7 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
       mpps: packets / seconds / 1e6,
       offeredMpps: (s1.count - s0.count) / ((s1.time - s0.time) / 1000) / 1e6,
       foreignCpus: foreignCpus(c0, c1),
+      deviceCounters,
     };
   } catch (e) {
     const tails = [
