@@ -23,10 +23,10 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
-  abortOnTermination,
-  MissingToolsError,
+  integerFlag,
+  parseFlags,
+  runGuestCommand,
   runVfioVm,
   vfioVmSummary,
 } from "@vhost-mdev/testing/guest";
@@ -49,57 +49,26 @@ with this program through QEMU's virtio-net device.
 
 Exit status: 0 pass, 1 fail, 2 usage error or missing tools.`;
 
-function usage(message: string): never {
-  console.error(`error: ${message} (see --help)`);
-  Deno.exit(2);
-}
-
-function intFlag(name: string, value: string, min: number, max: number): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) usage(`--${name} ${value}: ${min} to ${max}`);
-  return n;
-}
-
 async function main(args: string[]): Promise<number> {
   const options = {
     frames: { type: "string", default: "16" },
     seed: { type: "string", default: String(Math.floor(Math.random() * 2 ** 31)) },
     cpus: { type: "string", default: "2" },
     infra: { type: "boolean" },
-    json: { type: "boolean" },
-    verbose: { type: "boolean" },
-    setup: { type: "boolean" },
-    help: { type: "boolean" },
   } as const;
-  let flags;
-  try {
-    flags = parseArgs({ args, options }).values;
-  } catch (e) {
-    usage((e as Error).message);
-  }
-  if (flags.help) {
-    console.log(HELP);
-    return 0;
-  }
-  const frames = intFlag("frames", flags.frames, 1, 128);
-  const cpus = intFlag("cpus", flags.cpus, 1, 8);
-  const seed = intFlag("seed", flags.seed, 0, 2 ** 32 - 1);
+  const flags = parseFlags(args, options, HELP);
+  if (flags === null) return 0;
+  const frames = integerFlag("frames", flags.frames, 1, 128);
+  const cpus = integerFlag("cpus", flags.cpus, 1, 8);
+  const seed = integerFlag("seed", flags.seed, 0, 2 ** 32 - 1);
   const mode = flags.infra ? "infra" : "program";
 
-  using stop = abortOnTermination(); // Ctrl-C: the kit kills QEMU first
-  try {
-    const { verbose, setup } = flags;
-    const run = { mode, frames, seed, cpus, verbose, setup, log: console.log } as const;
-    const result = await runVfioVm({ ...run, signal: stop.signal });
-    console.log(["", ...vfioVmSummary(result)].join("\n"));
-    if (flags.json) console.log(JSON.stringify(result));
-    if (stop.signal.aborted) return 130;
-    return result.pass ? 0 : 1;
-  } catch (e) {
-    if (!(e instanceof MissingToolsError)) throw e;
-    console.error(`error: ${e.message}`);
-    return 2;
-  }
+  const { verbose, setup } = flags;
+  const run = { mode, frames, seed, cpus, verbose, setup, log: console.log } as const;
+  return await runGuestCommand((signal) => runVfioVm({ ...run, signal }), {
+    summary: vfioVmSummary,
+    json: flags.json,
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -14,14 +14,15 @@
  */
 
 import { isIPv4 } from "node:net";
-import { parseArgs } from "node:util";
 import { type Driver, VhostMdevDevice } from "@vhost-mdev/sdk";
 import { driver as sim } from "@vhost-mdev/sim";
 import {
-  abortOnTermination,
-  MissingToolsError,
+  integerFlag,
+  parseFlags,
   pingVmSummary,
+  runGuestCommand,
   runPingVm,
+  usageError,
 } from "@vhost-mdev/testing/guest";
 
 const HELP = `Usage: deno run -A examples/vm.ts [options]
@@ -42,21 +43,12 @@ SDK, ping the device from the guest, and compare both sides' packet counters.
 
 Exit status: 0 pass, 1 check failed, 2 usage error or missing tools.`;
 
-function usage(message: string): never {
-  console.error(`error: ${message} (see --help)`);
-  Deno.exit(2);
-}
-
-function intFlag(name: string, value: string, min: number, max: number): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) usage(`--${name} ${value}: ${min} to ${max}`);
-  return n;
-}
-
 /** `sim`, or a plugin module that exports `driver` (or a default export). */
 async function loadDriver(spec: string): Promise<Driver> {
   if (spec === "sim") return sim;
-  if (!/[/.:]/.test(spec)) usage(`--driver ${spec}: sim, or a module path like ./my_driver.ts`);
+  if (!/[/.:]/.test(spec)) {
+    usageError(`--driver ${spec}: sim, or a module path like ./my_driver.ts`);
+  }
   const mod = await import(new URL(spec, `file://${Deno.cwd()}/`).href);
   const driver = mod.driver ?? mod.default;
   if (typeof driver?.probe !== "function") throw new Error(`${spec} exports no driver`);
@@ -71,27 +63,17 @@ async function main(args: string[]): Promise<number> {
     ip: { type: "string", default: "10.0.0.1" },
     count: { type: "string", default: "20" },
     interval: { type: "string", default: "0.2" },
-    json: { type: "boolean" },
-    verbose: { type: "boolean" },
-    setup: { type: "boolean" },
-    help: { type: "boolean" },
   } as const;
-  let flags;
-  try {
-    flags = parseArgs({ args, options }).values;
-  } catch (e) {
-    usage((e as Error).message);
-  }
-  if (flags.help) {
-    console.log(HELP);
-    return 0;
-  }
-  const queues = intFlag("queues", flags.queues, 1, 8);
-  const count = intFlag("count", flags.count, 1, 1000);
+  const flags = parseFlags(args, options, HELP);
+  if (flags === null) return 0;
+  const queues = integerFlag("queues", flags.queues, 1, 8);
+  const count = integerFlag("count", flags.count, 1, 1000);
   const interval = Number(flags.interval);
-  if (!(interval >= 0.01 && interval <= 10)) usage(`--interval ${flags.interval}: 0.01 to 10 s`);
-  if (flags.mode !== "responder") usage(`--mode ${flags.mode}: the guest pings, so responder`);
-  if (!isIPv4(flags.ip)) usage(`--ip ${flags.ip}: expected an IPv4 address like 10.0.0.1`);
+  if (!(interval >= 0.01 && interval <= 10)) {
+    usageError(`--interval ${flags.interval}: 0.01 to 10 s`);
+  }
+  if (flags.mode !== "responder") usageError(`--mode ${flags.mode}: the guest pings, so responder`);
+  if (!isIPv4(flags.ip)) usageError(`--ip ${flags.ip}: expected an IPv4 address like 10.0.0.1`);
 
   const shown = ["connected", "disconnected", "refused", "start", "stop", "warn", "error"];
   const listener = ({ type, message }: { type: string; message: string }) => {
@@ -101,19 +83,13 @@ async function main(args: string[]): Promise<number> {
   };
   const params = { queues, options: { mode: flags.mode, ip: flags.ip } };
   const device = await VhostMdevDevice.create(await loadDriver(flags.driver), params, { listener });
-  using stop = abortOnTermination(); // Ctrl-C: the kit kills QEMU first
   try {
     const { ip, verbose, setup } = flags;
     const run = { device, ip, queues, count, interval, verbose, setup, log: console.log };
-    const result = await runPingVm({ ...run, signal: stop.signal });
-    console.log(["", ...pingVmSummary(result)].join("\n"));
-    if (flags.json) console.log(JSON.stringify(result));
-    return result.pass ? 0 : 1;
-  } catch (e) {
-    if (stop.signal.aborted) return 130;
-    const missing = e instanceof MissingToolsError;
-    console.error(`${missing ? "error" : "FAIL"}: ${(e as Error).message}`);
-    return missing ? 2 : 1;
+    return await runGuestCommand((signal) => runPingVm({ ...run, signal }), {
+      summary: pingVmSummary,
+      json: flags.json,
+    });
   } finally {
     await device.close();
   }

@@ -11,7 +11,7 @@
  * background, then walks the channel counts it was given (`2,1,2,1`), one
  * step per gap, printing a marker per step and one when the steps are done,
  * waits for ping and prints the same `vm-counters:` line as
- * the ping guest (`ping_guest.ts`):
+ * the ping guest (`guest_script.ts`):
  *
  * ```text
  * vm-channels: step=1 combined=2 rc=0 at 3.41 s: set_channels: eth0 combined 1 -> 2 (max 2), ...
@@ -31,11 +31,17 @@
  */
 
 import { exists, guestCacheDir, sha256Hex } from "./cache_dir.ts";
-import { prepareGuestKernel } from "./guest_kernel.ts";
+import { guestBootArgs, type GuestImage, prepareGuestImage } from "./guest_image.ts";
+import {
+  COUNTERS_LINE_SCRIPT,
+  COUNTERS_MARKER,
+  ETH0_UP_SCRIPT,
+  guestCommandLine,
+  PING_SUMMARY_SCRIPT,
+  pingParameters,
+} from "./guest_script.ts";
 import { type HostTool, isStaticElf, MissingToolsError } from "./host_tools.ts";
-import { buildInitramfs, initScript } from "./initramfs.ts";
-import { COUNTERS_MARKER, GUEST_COUNTERS } from "./ping_guest.ts";
-import { kernelBootArgs } from "./qemu.ts";
+import { vhostUserNicArgs } from "./vhost_user_nic.ts";
 import { findExecutable } from "../programs.ts";
 
 export { COUNTERS_MARKER };
@@ -59,9 +65,7 @@ export const CHANNELS_DONE_MARKER: RegExp =
   /vm-channels: done steps=(\d+) ping_running=(\d) at ([\d.]+) s\n/;
 
 const BODY = `
-ip link set lo up
-ip link set eth0 up || return 1
-ip addr add "$vm_ip/$vm_prefix" dev eth0 || return 1
+${ETH0_UP_SCRIPT}
 echo "vm-init: eth0 up at $(uptime_s) s, mac $(cat /sys/class/net/eth0/address), \\
 tx queues $(ls -d /sys/class/net/eth0/queues/tx-* | wc -l), ping $vm_peer x $vm_count every $vm_interval s"
 # One echo first, so the count below measures the changes and not the device's start.
@@ -83,29 +87,17 @@ if kill -0 "$pid" 2>/dev/null; then running=1; else running=0; fi
 echo "vm-channels: done steps=$n ping_running=$running at $(uptime_s) s"
 wait "$pid"
 rc=$?
-# Let the last completions and interrupts land before reading the counters.
-sleep 0.5
-summary=$(grep 'packets transmitted' /tmp/ping.txt)
-tx=$(echo "$summary" | sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p')
-rx=$(echo "$summary" | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
-loss=$(echo "$summary" | sed -n 's/.* \\([0-9.]*\\)% packet loss.*/\\1/p')
+${PING_SUMMARY_SCRIPT}
 # Every reply line when something was lost (the gaps in seq= say which), else the summary.
 if [ "$tx" = "$rx" ]; then tail -n 3 /tmp/ping.txt; else cat /tmp/ping.txt; fi
-line="ping_exit=$rc transmitted=\${tx:--1} received=\${rx:--1} loss=\${loss:-100}"
-for c in ${GUEST_COUNTERS.join(" ")}; do
-  line="$line $c=$(cat /sys/class/net/eth0/statistics/$c)"
-done
-echo "vm-counters: $line"
+${COUNTERS_LINE_SCRIPT}
 `;
 
-/** A built channels guest. */
-export interface ChannelsGuest {
-  /** Kernel image path. */
-  kernel: string;
-  /** Initramfs path (busybox, virtio modules, `set_channels`, `/init`). */
-  initrd: string;
-  /** Kernel release, for messages. */
-  release: string;
+/**
+ * A built channels guest; its initramfs holds busybox, the virtio modules,
+ * `set_channels` and `/init`.
+ */
+export interface ChannelsGuest extends GuestImage {
   /** The static `set_channels` binary on the host (cached). */
   helper: string;
 }
@@ -178,19 +170,15 @@ export async function prepareChannelsGuest(
   log: (line: string) => void,
 ): Promise<ChannelsGuest> {
   const helper = await buildSetChannels(log);
-  const kernel = await prepareGuestKernel({
+  const image = await prepareGuestImage({
     flavour: "cloud",
     modules: ["virtio_pci", "virtio_net"],
-    log,
-  });
-  const initrd = await buildInitramfs({
-    init: initScript({ modules: kernel.modules.map((m) => m.name), body: BODY }),
-    modules: kernel.modules,
+    body: BODY,
     busybox,
     files: [{ path: "/bin/set_channels", data: await Deno.readFile(helper), mode: 0o755 }],
     log,
   });
-  return { kernel: kernel.image, initrd, release: kernel.release, helper };
+  return { ...image, helper };
 }
 
 /** Options of {@linkcode channelsGuestArgs}. */
@@ -226,34 +214,17 @@ export interface ChannelsGuestRun {
  * (`queues=N` on the netdev, `mq=on` on the device) on the vhost-user socket.
  */
 export function channelsGuestArgs(guest: ChannelsGuest, run: ChannelsGuestRun): string[] {
-  const append = [
-    run.verboseKernel ? "" : "quiet",
-    "ipv6.disable=1", // no router solicitations or DAD: the ping is the only traffic
-    `vm_ip=${run.ip}`,
-    `vm_prefix=${run.prefix}`,
-    `vm_peer=${run.peer}`,
-    `vm_count=${run.count}`,
-    `vm_interval=${run.interval}`,
+  const parameters = [
+    ...pingParameters(run),
     `vm_steps=${run.steps.join(",")}`,
     `vm_gap=${run.gap}`,
-  ].filter((s) => s !== "").join(" ");
+  ];
   return [
-    ...kernelBootArgs({
-      kernel: guest.kernel,
-      initrd: guest.initrd,
-      append,
+    ...guestBootArgs(guest, {
+      append: guestCommandLine(run.verboseKernel, parameters),
       memoryMiB: run.memoryMiB,
       cpus: 1,
     }),
-    "-object",
-    `memory-backend-memfd,id=mem,size=${run.memoryMiB}M,share=on`,
-    "-numa",
-    "node,memdev=mem",
-    "-chardev",
-    `socket,id=c0,path=${run.socket}`,
-    "-netdev",
-    `vhost-user,id=n0,chardev=c0,queues=${run.queues}`,
-    "-device",
-    `virtio-net-pci,netdev=n0,mq=on,vectors=${run.vectors},mac=52:54:00:12:34:56`,
+    ...vhostUserNicArgs({ ...run, multiqueue: true }),
   ];
 }

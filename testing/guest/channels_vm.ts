@@ -16,7 +16,6 @@
  */
 
 import type { DeviceEvent, QueueStats, VhostMdevDevice } from "@vhost-mdev/sdk";
-import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import {
   C_COMPILER,
   CHANNELS_DONE_MARKER,
@@ -24,10 +23,10 @@ import {
   channelsGuestArgs,
   prepareChannelsGuest,
 } from "./channels_guest.ts";
-import { GUEST_TOOLS, installHostTools, requireHostTools } from "./host_tools.ts";
+import { GUEST_TOOLS } from "./host_tools.ts";
 import { COUNTERS_MARKER, parsePingReport, type PingGuestReport } from "./ping_guest.ts";
 import { neighbourAddress } from "./ping_vm.ts";
-import { QemuVm } from "./qemu.ts";
+import { GuestVmRun } from "./vm_run.ts";
 
 /** Options of {@linkcode runChannelsVm}. */
 export interface ChannelsVmOptions {
@@ -133,113 +132,81 @@ export async function runChannelsVm(options: ChannelsVmOptions): Promise<Channel
   // Enough pings to run from before the first step to well after the last.
   const count = Math.ceil((gap * (steps.length + 1) + 1) / interval);
   const log = options.log ?? (() => {});
-  const timings: Record<string, number> = {};
-  const t0 = performance.now();
-  let t = t0;
-  const lap = (name: string) => {
-    const now = performance.now();
-    timings[name] = Math.round(now - t);
-    t = now;
-  };
-
-  if (options.setup) await installHostTools([...GUEST_TOOLS, C_COMPILER], log);
-  const tools = await requireHostTools(GUEST_TOOLS);
-  const guest = await prepareChannelsGuest(tools.get("busybox")!, (l) => log(`image: ${l}`));
-  lap("image_ms");
-  log(`image: kernel ${guest.release}, initramfs ${guest.initrd}`);
-  signal?.throwIfAborted();
+  await using run = await GuestVmRun.start({
+    prepare: prepareChannelsGuest,
+    setup: options.setup,
+    setupTools: [...GUEST_TOOLS, C_COMPILER],
+    verbose,
+    log,
+    signal,
+  });
+  const { guest, timings } = run;
 
   const events: DeviceEvent[] = [];
-  const unlisten = device.addListener((e) => events.push(e));
-  const dir = await Deno.makeTempDir({ prefix: "vhost-mdev-vm-" });
-  const socket = `${dir}/vhost-net.sock`;
-  let server: VhostUserServer | null = null;
-  let vm: QemuVm | null = null;
-  const onAbort = () => void vm?.close();
-  signal?.addEventListener("abort", onAbort);
-  try {
-    server = VhostUserServer.listen(device, socket);
-    log(`device: ${device.driver.name} serving ${queues} queue pairs on ${socket}`);
-    vm = QemuVm.launch({
-      qemu: tools.get("qemu-system-x86_64"),
-      args: channelsGuestArgs(guest, {
-        socket,
-        queues,
-        ip: guestIp,
-        prefix: 24,
-        peer: ip,
-        steps,
-        gap,
-        count,
-        interval,
-        memoryMiB: 256,
-        vectors: options.vectors ?? 0,
-        verboseKernel: verbose,
-      }),
-      log,
-      onConsoleLine: verbose ? (l) => log(`  console| ${l}`) : undefined,
-    });
-    if (signal?.aborted) onAbort();
-    log(`guest: QEMU started (pid ${vm.pid}), booting ${guest.release} under TCG`);
-    await vm.waitFor(/vm-init: userspace up/, {
-      timeoutMs: 90_000,
-      what: "the guest kernel to boot",
-    });
-    lap("boot_ms");
-    await vm.waitFor(/vm-init: eth0 up/, { timeoutMs: 30_000, what: "eth0 to come up" });
-    await vm.waitFor(/vm-channels: \S+ answers/, {
-      timeoutMs: 40_000,
-      what: "the device to answer the first echo request",
-    });
-    const done: ChannelStep[] = [];
-    for (const [i, combined] of steps.entries()) {
-      const m = await vm.waitFor(CHANNELS_STEP_MARKER, {
-        timeoutMs: 30_000 + gap * 1000,
-        what: `channel change ${i + 1} (combined ${combined})`,
-      });
-      const step: ChannelStep = {
-        step: Number(m[1]),
-        combined: Number(m[2]),
-        exitCode: Number(m[3]),
-        uptime: Number(m[4]),
-        output: m[5],
-        eventsBefore: events.length,
-      };
-      done.push(step);
-      log(`guest: step ${step.step}: ${step.output} (exit ${step.exitCode})`);
-    }
-    const end = await vm.waitFor(CHANNELS_DONE_MARKER, {
+  run.defer(device.addListener((e) => events.push(e)));
+  const socket = await run.serve(device, `${queues} queue pairs`);
+  const vm = run.launch(channelsGuestArgs(guest, {
+    socket,
+    queues,
+    ip: guestIp,
+    prefix: 24,
+    peer: ip,
+    steps,
+    gap,
+    count,
+    interval,
+    memoryMiB: 256,
+    vectors: options.vectors ?? 0,
+    verboseKernel: verbose,
+  }));
+  await run.waitForBoot();
+  await vm.waitFor(/vm-init: eth0 up/, { timeoutMs: 30_000, what: "eth0 to come up" });
+  await vm.waitFor(/vm-channels: \S+ answers/, {
+    timeoutMs: 40_000,
+    what: "the device to answer the first echo request",
+  });
+  const done: ChannelStep[] = [];
+  for (const [i, combined] of steps.entries()) {
+    const m = await vm.waitFor(CHANNELS_STEP_MARKER, {
       timeoutMs: 30_000 + gap * 1000,
-      what: "the end of the channel changes",
+      what: `channel change ${i + 1} (combined ${combined})`,
     });
-    const eventsAtStepsDone = events.length;
-    lap("channels_ms");
-    const m = await vm.waitFor(COUNTERS_MARKER, {
-      timeoutMs: 40_000 + count * (interval * 1000 + 100),
-      what: `the guest's ${count} pings and its counters`,
-    });
-    lap("ping_ms");
-    const report = parsePingReport(m[1]);
-    const rings = device.stats();
-    await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 10_000))]);
-    lap("shutdown_ms");
-    timings.total_ms = Math.round(performance.now() - t0);
-    return {
-      guest: report,
-      steps: done,
-      pingOutlastedSteps: end[2] === "1",
-      events,
-      eventsAtStepsDone,
-      rings,
-      timings,
+    const step: ChannelStep = {
+      step: Number(m[1]),
+      combined: Number(m[2]),
+      exitCode: Number(m[3]),
+      uptime: Number(m[4]),
+      output: m[5],
+      eventsBefore: events.length,
     };
-  } finally {
-    signal?.removeEventListener("abort", onAbort);
-    await vm?.close();
-    await server?.close();
-    unlisten();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    done.push(step);
+    log(`guest: step ${step.step}: ${step.output} (exit ${step.exitCode})`);
   }
+  const end = await vm.waitFor(CHANNELS_DONE_MARKER, {
+    timeoutMs: 30_000 + gap * 1000,
+    what: "the end of the channel changes",
+  });
+  const eventsAtStepsDone = events.length;
+  run.lap("channels_ms");
+  const m = await vm.waitFor(COUNTERS_MARKER, {
+    timeoutMs: 40_000 + count * (interval * 1000 + 100),
+    what: `the guest's ${count} pings and its counters`,
+  });
+  run.lap("ping_ms");
+  const report = parsePingReport(m[1]);
+  const rings = device.stats();
+  await run.waitForExit();
+  run.lap("shutdown_ms");
+  run.total();
+  return {
+    guest: report,
+    steps: done,
+    pingOutlastedSteps: end[2] === "1",
+    events,
+    eventsAtStepsDone,
+    rings,
+    timings,
+  };
 }
 
 /**

@@ -18,7 +18,8 @@
  * and cached with the built images in
  * `${XDG_CACHE_HOME:-~/.cache}/vhost-mdev/guest`. The building blocks (host
  * tool checks, the QEMU process, its console and its QMP monitor, guest images, the UDP peer,
- * test frames) are exported for programs that boot guests of their own.
+ * test frames) are exported for programs that boot guests of their own, and
+ * so is the command-line side of such a program (flags, exit status).
  *
  * @example Ping a served device from a guest
  * ```ts
@@ -47,6 +48,8 @@ export * from "./qmp.ts";
 export * from "./ping_guest.ts";
 export * from "./channels_guest.ts";
 export * from "./vfio_guest.ts";
+export * from "./guest_image.ts";
 export * from "./udp_peer.ts";
 export * from "./frames.ts";
 export * from "./termination.ts";
+export * from "./guest_cli.ts";

@@ -20,9 +20,19 @@
  * @module
  */
 
-import { prepareGuestKernel } from "./guest_kernel.ts";
-import { buildInitramfs, initScript } from "./initramfs.ts";
-import { kernelBootArgs } from "./qemu.ts";
+import { guestBootArgs, type GuestImage, prepareGuestImage } from "./guest_image.ts";
+import {
+  COUNTERS_LINE_SCRIPT,
+  COUNTERS_MARKER,
+  ETH0_UP_SCRIPT,
+  GUEST_COUNTERS,
+  guestCommandLine,
+  PING_SUMMARY_SCRIPT,
+  pingParameters,
+} from "./guest_script.ts";
+import { vhostUserNicArgs } from "./vhost_user_nic.ts";
+
+export { COUNTERS_MARKER, GUEST_COUNTERS };
 
 /** Interface counters the guest reports, plus its ping summary. */
 export interface PingGuestReport {
@@ -38,51 +48,18 @@ export interface PingGuestReport {
   counters: Record<string, number>;
 }
 
-/** Counters the guest prints. */
-export const GUEST_COUNTERS: readonly string[] = [
-  "tx_packets",
-  "rx_packets",
-  "tx_bytes",
-  "rx_bytes",
-  "tx_dropped",
-  "rx_dropped",
-  "tx_errors",
-  "rx_errors",
-];
-
-/** The marker line the ping guest prints last. */
-export const COUNTERS_MARKER: RegExp = /vm-counters: ([^\n]*)\n/;
-
 const BODY = `
-ip link set lo up
-ip link set eth0 up || return 1
-ip addr add "$vm_ip/$vm_prefix" dev eth0 || return 1
+${ETH0_UP_SCRIPT}
 echo "vm-init: eth0 up at $(uptime_s) s, mac $(cat /sys/class/net/eth0/address), ping $vm_peer x $vm_count"
 ping -c "$vm_count" -i "$vm_interval" -W 5 "$vm_peer" > /tmp/ping.txt 2>&1
 rc=$?
 cat /tmp/ping.txt
-# Let the last completions and interrupts land before reading the counters.
-sleep 0.5
-summary=$(grep 'packets transmitted' /tmp/ping.txt)
-tx=$(echo "$summary" | sed -n 's/^\\([0-9]*\\) packets transmitted.*/\\1/p')
-rx=$(echo "$summary" | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
-loss=$(echo "$summary" | sed -n 's/.* \\([0-9.]*\\)% packet loss.*/\\1/p')
-line="ping_exit=$rc transmitted=\${tx:--1} received=\${rx:--1} loss=\${loss:-100}"
-for c in ${GUEST_COUNTERS.join(" ")}; do
-  line="$line $c=$(cat /sys/class/net/eth0/statistics/$c)"
-done
-echo "vm-counters: $line"
+${PING_SUMMARY_SCRIPT}
+${COUNTERS_LINE_SCRIPT}
 `;
 
 /** A built ping guest. */
-export interface PingGuest {
-  /** Kernel image path. */
-  kernel: string;
-  /** Initramfs path. */
-  initrd: string;
-  /** Kernel release, for messages. */
-  release: string;
-}
+export type PingGuest = GuestImage;
 
 /**
  * Fetch the kernel and build the initramfs (both cached).
@@ -90,22 +67,17 @@ export interface PingGuest {
  * @param busybox path of a static busybox
  * @param log progress lines
  */
-export async function preparePingGuest(
+export function preparePingGuest(
   busybox: string,
   log: (line: string) => void,
 ): Promise<PingGuest> {
-  const kernel = await prepareGuestKernel({
+  return prepareGuestImage({
     flavour: "cloud",
     modules: ["virtio_pci", "virtio_net"],
-    log,
-  });
-  const initrd = await buildInitramfs({
-    init: initScript({ modules: kernel.modules.map((m) => m.name), body: BODY }),
-    modules: kernel.modules,
+    body: BODY,
     busybox,
     log,
   });
-  return { kernel: kernel.image, initrd, release: kernel.release };
 }
 
 /** Options of {@linkcode pingGuestArgs}. */
@@ -132,33 +104,12 @@ export interface PingGuestRun {
 
 /** QEMU arguments that boot `guest` with its NIC on the vhost-user socket. */
 export function pingGuestArgs(guest: PingGuest, run: PingGuestRun): string[] {
-  const mq = run.queues > 1;
-  const append = [
-    run.verboseKernel ? "" : "quiet",
-    "ipv6.disable=1", // no router solicitations or DAD: the ping is the only traffic
-    `vm_ip=${run.ip}`,
-    `vm_prefix=${run.prefix}`,
-    `vm_peer=${run.peer}`,
-    `vm_count=${run.count}`,
-    `vm_interval=${run.interval}`,
-  ].filter((s) => s !== "").join(" ");
   return [
-    ...kernelBootArgs({
-      kernel: guest.kernel,
-      initrd: guest.initrd,
-      append,
+    ...guestBootArgs(guest, {
+      append: guestCommandLine(run.verboseKernel, pingParameters(run)),
       memoryMiB: run.memoryMiB,
     }),
-    "-object",
-    `memory-backend-memfd,id=mem,size=${run.memoryMiB}M,share=on`,
-    "-numa",
-    "node,memdev=mem",
-    "-chardev",
-    `socket,id=c0,path=${run.socket}`,
-    "-netdev",
-    `vhost-user,id=n0,chardev=c0${mq ? `,queues=${run.queues}` : ""}`,
-    "-device",
-    `virtio-net-pci,netdev=n0,vectors=0,mac=52:54:00:12:34:56${mq ? ",mq=on" : ""}`,
+    ...vhostUserNicArgs({ ...run, multiqueue: run.queues > 1, vectors: 0 }),
   ];
 }
 

@@ -15,8 +15,6 @@
  */
 
 import type { QueueStats, VhostMdevDevice } from "@vhost-mdev/sdk";
-import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
-import { GUEST_TOOLS, installHostTools, requireHostTools } from "./host_tools.ts";
 import {
   COUNTERS_MARKER,
   parsePingReport,
@@ -24,8 +22,9 @@ import {
   type PingGuestReport,
   preparePingGuest,
 } from "./ping_guest.ts";
-import { QemuVm, withMemoryHotplug } from "./qemu.ts";
+import { type QemuVm, withMemoryHotplug } from "./qemu.ts";
 import type { QmpClient } from "./qmp.ts";
+import { GuestVmRun } from "./vm_run.ts";
 
 /** Options of {@linkcode runPingVm}. */
 export interface PingVmOptions {
@@ -147,120 +146,85 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
   const count = options.count ?? 20;
   const interval = options.interval ?? 0.2;
   const log = options.log ?? (() => {});
-  const timings: Record<string, number> = {};
-  const t0 = performance.now();
-  let t = t0;
-  const lap = (name: string) => {
-    const now = performance.now();
-    timings[name] = Math.round(now - t);
-    t = now;
-  };
-
-  if (options.setup) await installHostTools(GUEST_TOOLS, log);
-  const tools = await requireHostTools(GUEST_TOOLS);
-  const guest = await preparePingGuest(tools.get("busybox")!, (l) => log(`image: ${l}`));
-  lap("image_ms");
-  log(`image: kernel ${guest.release}, initramfs ${guest.initrd}`);
-  signal?.throwIfAborted();
-
-  const dir = await Deno.makeTempDir({ prefix: "vhost-mdev-vm-" });
-  const socket = `${dir}/vhost-net.sock`;
-  let server: VhostUserServer | null = null;
-  let vm: QemuVm | null = null;
-  let qmp: QmpClient | null = null;
-  const onAbort = () => void vm?.close();
-  signal?.addEventListener("abort", onAbort);
-  try {
-    server = VhostUserServer.listen(device, socket);
-    log(`device: ${device.driver.name} serving ${queues} queue pair(s) on ${socket}`);
-    vm = QemuVm.launch({
-      qemu: tools.get("qemu-system-x86_64"),
-      args: withMemoryHotplug(
-        pingGuestArgs(guest, {
-          socket,
-          queues,
-          ip: guestIp,
-          prefix: 24,
-          peer: ip,
-          count,
-          interval,
-          memoryMiB: 256,
-          verboseKernel: verbose,
-        }),
-        { hotplugSlots: options.hotplugSlots, maxMemMiB: options.maxMemMiB ?? 2048 },
-      ),
-      log,
-      onConsoleLine: verbose ? (l) => log(`  console| ${l}`) : undefined,
-      qmp: options.during ? `${dir}/qmp.sock` : undefined,
-    });
-    if (signal?.aborted) onAbort();
-    log(`guest: QEMU started (pid ${vm.pid}), booting ${guest.release} under TCG`);
-    if (options.during) qmp = await vm.connectQmp();
-    await vm.waitFor(/vm-init: userspace up/, {
-      timeoutMs: 90_000,
-      what: "the guest kernel to boot",
-    });
-    lap("boot_ms");
-    await vm.waitFor(/vm-init: modules loaded/, { timeoutMs: 30_000, what: "the virtio modules" });
-    await vm.waitFor(/vm-init: eth0 up/, { timeoutMs: 30_000, what: "eth0 to come up" });
-    let beforeHook = 0;
-    if (options.during && qmp) {
-      lap("ping_ms");
-      beforeHook = timings.ping_ms;
-      await options.during({ qmp, vm, device });
-      lap("during_ms");
-    }
-    const m = await vm.waitFor(COUNTERS_MARKER, {
-      timeoutMs: 40_000 + count * (interval * 1000 + 100),
-      what: `the guest's ${count} pings and its counters`,
-    });
-    lap("ping_ms");
-    timings.ping_ms += beforeHook;
-    const report = parsePingReport(m[1]);
-    const rings = device.stats();
-    const inUse = rings.filter((r) => r.queue < 2 * queues);
-    const sum = (odd: number) =>
-      inUse.filter((r) => r.queue % 2 === odd).reduce((s, r) => s + r.packets, 0);
-    const txRingPackets = sum(1);
-    const rxRingPackets = sum(0);
-    await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 10_000))]);
-    lap("shutdown_ms");
-    timings.total_ms = Math.round(performance.now() - t0);
-
-    const c = report.counters;
-    const reasons: string[] = [];
-    if (
-      report.pingExit !== 0 || report.received !== report.transmitted || report.lossPercent !== 0
-    ) {
-      reasons.push(
-        `ping lost packets: ${report.transmitted} sent, ${report.received} received ` +
-          `(${report.lossPercent}% loss, exit ${report.pingExit})`,
-      );
-    }
-    if (report.transmitted !== count) reasons.push(`ping sent ${report.transmitted}, not ${count}`);
-    if (rings.length === 0) {
-      reasons.push(`driver ${device.driver.name} reports no ring counters (ops.stats)`);
-    }
-    if (c.tx_packets !== txRingPackets) {
-      reasons.push(`guest tx_packets ${c.tx_packets} != device TX-ring packets ${txRingPackets}`);
-    }
-    if (c.rx_packets !== rxRingPackets) {
-      reasons.push(`guest rx_packets ${c.rx_packets} != device RX-ring packets ${rxRingPackets}`);
-    }
-    return {
-      pass: reasons.length === 0,
-      reasons,
-      guest: report,
-      device: { txRingPackets, rxRingPackets, rings },
-      timings,
-    };
-  } finally {
-    signal?.removeEventListener("abort", onAbort);
-    await qmp?.close();
-    await vm?.close();
-    await server?.close();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await using run = await GuestVmRun.start({
+    prepare: preparePingGuest,
+    setup: options.setup,
+    verbose,
+    log,
+    signal,
+  });
+  const { guest, timings } = run;
+  const socket = await run.serve(device, `${queues} queue pair(s)`);
+  const vm = run.launch(
+    withMemoryHotplug(
+      pingGuestArgs(guest, {
+        socket,
+        queues,
+        ip: guestIp,
+        prefix: 24,
+        peer: ip,
+        count,
+        interval,
+        memoryMiB: 256,
+        verboseKernel: verbose,
+      }),
+      { hotplugSlots: options.hotplugSlots, maxMemMiB: options.maxMemMiB ?? 2048 },
+    ),
+    { qmp: options.during ? `${await run.tempDir()}/qmp.sock` : undefined },
+  );
+  const qmp = options.during ? await run.connectQmp() : null;
+  await run.waitForBoot();
+  await vm.waitFor(/vm-init: modules loaded/, { timeoutMs: 30_000, what: "the virtio modules" });
+  await vm.waitFor(/vm-init: eth0 up/, { timeoutMs: 30_000, what: "eth0 to come up" });
+  let beforeHook = 0;
+  if (options.during && qmp) {
+    run.lap("ping_ms");
+    beforeHook = timings.ping_ms;
+    await options.during({ qmp, vm, device });
+    run.lap("during_ms");
   }
+  const m = await vm.waitFor(COUNTERS_MARKER, {
+    timeoutMs: 40_000 + count * (interval * 1000 + 100),
+    what: `the guest's ${count} pings and its counters`,
+  });
+  run.lap("ping_ms");
+  timings.ping_ms += beforeHook;
+  const report = parsePingReport(m[1]);
+  const rings = device.stats();
+  const inUse = rings.filter((r) => r.queue < 2 * queues);
+  const sum = (odd: number) =>
+    inUse.filter((r) => r.queue % 2 === odd).reduce((s, r) => s + r.packets, 0);
+  const txRingPackets = sum(1);
+  const rxRingPackets = sum(0);
+  await run.waitForExit();
+  run.lap("shutdown_ms");
+  run.total();
+
+  const c = report.counters;
+  const reasons: string[] = [];
+  if (report.pingExit !== 0 || report.received !== report.transmitted || report.lossPercent !== 0) {
+    reasons.push(
+      `ping lost packets: ${report.transmitted} sent, ${report.received} received ` +
+        `(${report.lossPercent}% loss, exit ${report.pingExit})`,
+    );
+  }
+  if (report.transmitted !== count) reasons.push(`ping sent ${report.transmitted}, not ${count}`);
+  if (rings.length === 0) {
+    reasons.push(`driver ${device.driver.name} reports no ring counters (ops.stats)`);
+  }
+  if (c.tx_packets !== txRingPackets) {
+    reasons.push(`guest tx_packets ${c.tx_packets} != device TX-ring packets ${txRingPackets}`);
+  }
+  if (c.rx_packets !== rxRingPackets) {
+    reasons.push(`guest rx_packets ${c.rx_packets} != device RX-ring packets ${rxRingPackets}`);
+  }
+  return {
+    pass: reasons.length === 0,
+    reasons,
+    guest: report,
+    device: { txRingPackets, rxRingPackets, rings },
+    timings,
+  };
 }
 
 /**

@@ -28,9 +28,8 @@
 
 import { exists } from "./cache_dir.ts";
 import { GUEST_NIC_MAC } from "./frames.ts";
-import { prepareGuestKernel } from "./guest_kernel.ts";
-import { buildInitramfs, initScript } from "./initramfs.ts";
-import { kernelBootArgs } from "./qemu.ts";
+import { guestBootArgs, type GuestImage, prepareGuestImage } from "./guest_image.ts";
+import { guestCommandLine } from "./guest_script.ts";
 
 /** PCI address the NIC gets in the guest (slot 3 of the root bus). */
 export const GUEST_NIC_PCI = "0000:00:03.0";
@@ -80,28 +79,20 @@ export const VFIO_GUEST_MODULES: readonly string[] = [
 ];
 
 /** A built VFIO guest. */
-export interface VfioGuest {
-  /** Kernel image path. */
-  kernel: string;
-  /** Initramfs path. */
-  initrd: string;
-  /** Kernel release. */
-  release: string;
-}
+export type VfioGuest = GuestImage;
 
 /** Fetch the generic kernel and build the initramfs (both cached). */
-export async function prepareVfioGuest(
+export function prepareVfioGuest(
   busybox: string,
   log: (line: string) => void,
 ): Promise<VfioGuest> {
-  const kernel = await prepareGuestKernel({ flavour: "generic", modules: VFIO_GUEST_MODULES, log });
-  const initrd = await buildInitramfs({
-    init: initScript({ modules: kernel.modules.map((m) => m.name), body: BODY }),
-    modules: kernel.modules,
+  return prepareGuestImage({
+    flavour: "generic",
+    modules: VFIO_GUEST_MODULES,
+    body: BODY,
     busybox,
     log,
   });
-  return { kernel: kernel.image, initrd, release: kernel.release };
 }
 
 /** What the guest runs and how it is wired. */
@@ -160,8 +151,7 @@ export function vfioGuestArgs(guest: VfioGuest, run: VfioGuestRun): string[] {
       );
     }
   }
-  const append = [
-    run.verboseKernel ? "" : "quiet",
+  const append = guestCommandLine(run.verboseKernel, [
     "intel_iommu=on",
     `vm_mode=${run.mode}`,
     `vm_nic=${GUEST_NIC_PCI}`,
@@ -171,11 +161,9 @@ export function vfioGuestArgs(guest: VfioGuest, run: VfioGuestRun): string[] {
     `vm_frames=${run.frames}`,
     `vm_seed=${run.seed}`,
     `vm_scratch=${run.scratch}`,
-  ].filter((s) => s !== "").join(" ");
+  ]);
   return [
-    ...kernelBootArgs({
-      kernel: guest.kernel,
-      initrd: guest.initrd,
+    ...guestBootArgs(guest, {
       append,
       memoryMiB: run.memoryMiB,
       machine: "q35",

@@ -26,10 +26,10 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { firstDifference, identifyFrame, testFrame } from "./frames.ts";
-import { GUEST_TOOLS, installHostTools, requireHostTools } from "./host_tools.ts";
-import { QemuVm } from "./qemu.ts";
+import type { QemuVm } from "./qemu.ts";
 import { UdpPeer } from "./udp_peer.ts";
-import { prepareVfioGuest, scratchDirFor, vfioGuestArgs } from "./vfio_guest.ts";
+import { prepareVfioGuest, scratchDirFor, type VfioGuest, vfioGuestArgs } from "./vfio_guest.ts";
+import { GuestVmRun } from "./vm_run.ts";
 
 /** Options of {@linkcode runVfioVm}. */
 export interface VfioVmOptions {
@@ -119,105 +119,51 @@ export async function runVfioVm(options: VfioVmOptions = {}): Promise<VfioVmResu
     throw new Error(`the VFIO guest runs the kit from local files, not from ${import.meta.url}`);
   }
   const here = dirname(fileURLToPath(import.meta.url));
-  const timings: Record<string, number> = {};
-  const t0 = performance.now();
-  let t = t0;
-  const lap = (name: string) => {
-    const now = performance.now();
-    timings[name] = Math.round(now - t);
-    t = now;
-  };
-
-  if (options.setup) await installHostTools(GUEST_TOOLS, log);
-  const tools = await requireHostTools(GUEST_TOOLS);
-  const guest = await prepareVfioGuest(tools.get("busybox")!, (l) => log(`image: ${l}`));
-  lap("image_ms");
-  log(`image: kernel ${guest.release}, initramfs ${guest.initrd}`);
-
-  const cwd = options.cwd ?? await workspaceRoot(here);
-  const deno = Deno.execPath();
-  const scratch = await scratchDirFor([cwd, here, deno]);
-  const peer = await UdpPeer.bind();
-  const qemuPort = await UdpPeer.freePort();
   const reasons: string[] = [];
   const counts = { toHost: 0, toGuest: 0 };
-  let vm: QemuVm | null = null;
-  const onAbort = () => void vm?.close();
-  signal?.addEventListener("abort", onAbort);
+  const run = await GuestVmRun.start({
+    prepare: prepareVfioGuest,
+    setup: options.setup,
+    verbose,
+    log,
+    signal,
+  });
   try {
-    signal?.throwIfAborted();
-    vm = QemuVm.launch({
-      qemu: tools.get("qemu-system-x86_64"),
-      args: vfioGuestArgs(guest, {
+    const cwd = options.cwd ?? await workspaceRoot(here);
+    const deno = Deno.execPath();
+    const scratch = await scratchDirFor([cwd, here, deno]);
+    const peer = await UdpPeer.bind();
+    run.defer(() => peer.close());
+    const qemuPort = await UdpPeer.freePort();
+    try {
+      await followGuest(run, {
+        args: vfioGuestArgs(run.guest, {
+          mode,
+          deno,
+          cwd,
+          script: join(here, "vfio_guest_main.ts"),
+          frames,
+          seed,
+          hostPort: peer.port,
+          qemuPort,
+          memoryMiB: options.memoryMiB ?? 2048,
+          cpus: options.cpus ?? 2,
+          scratch,
+          verboseKernel: verbose,
+        }),
         mode,
-        deno,
-        cwd,
-        script: join(here, "vfio_guest_main.ts"),
-        frames,
-        seed,
-        hostPort: peer.port,
-        qemuPort,
-        memoryMiB: options.memoryMiB ?? 2048,
-        cpus: options.cpus ?? 2,
-        scratch,
-        verboseKernel: verbose,
-      }),
-      log,
-      onConsoleLine: verbose ? (l) => log(`  console| ${l}`) : undefined,
-    });
-    log(
-      `guest: QEMU started (pid ${vm.pid}): q35 + intel-iommu, NIC on udp 127.0.0.1:${qemuPort} ` +
-        `<-> 127.0.0.1:${peer.port}, seed ${seed}`,
-    );
-    const failed =
-      /vm-init: (FAILED[^\n]*|no PCI[^\n]*|[^\n]*did not appear[^\n]*|[^\n]*no IOMMU group[^\n]*)/;
-    const step = async (re: RegExp, timeoutMs: number, what: string) => {
-      const m = await vm!.waitFor(new RegExp(`${re.source}|${failed.source}`), { timeoutMs, what });
-      if (m[0].startsWith("vm-init: ") && failed.test(m[0]) && !re.test(m[0])) {
-        throw new Error(`the guest failed: ${m[0]}`);
-      }
-      return m;
-    };
-    await step(/vm-init: userspace up/, 120_000, "the guest kernel to boot (generic kernel, TCG)");
-    lap("boot_ms");
-    await step(/vm-init: modules loaded/, 60_000, "vfio, vfio-pci, virtio-pci and 9p modules");
-    lap("modules_ms");
-    const bound = await step(
-      /vm-init: vfio bound[^\n]*(?=\r?\n)/,
-      30_000,
-      "the NIC to bind to vfio-pci",
-    );
-    log(`guest: ${bound[0].replace("vm-init: ", "")}`);
-    lap("vfio_bind_ms");
-    await step(/vm-init: host root mounted/, 30_000, "the host root over 9p");
-    lap("mount_ms");
-    if (mode === "infra") {
-      const up = await step(
-        /vfio-guest: deno up[^\n]*(?=\r?\n)/,
-        180_000,
-        "Deno to start inside the guest",
-      );
-      lap("deno_start_ms");
-      log(`guest: ${up[0]}`);
-      await step(/vm-init: done/, 60_000, "the guest to finish");
-    } else {
-      await step(/vfio-guest: started[^\n]*(?=\r?\n)/, 180_000, "Deno to start the guest program");
-      lap("deno_start_ms");
-      await followRounds({ vm, peer, qemuPort, frames, seed, reasons, log, timings, counts });
-      lap("rounds_ms");
+        rounds: { peer, qemuPort, frames, seed, reasons, log, timings: run.timings, counts },
+      });
+    } catch (e) {
+      reasons.push((e as Error).message);
     }
-    await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 10_000))]);
-  } catch (e) {
-    reasons.push((e as Error).message);
   } finally {
-    signal?.removeEventListener("abort", onAbort);
-    await vm?.close();
-    await peer.close();
+    await run[Symbol.asyncDispose]();
   }
-  timings.total_ms = Math.round(performance.now() - t0);
+  run.total();
   const shown = verbose || reasons.some((r) => r.includes("--- guest console"));
-  if (reasons.length > 0 && vm && !shown) {
-    log(`--- guest console (last lines) ---\n${vm.consoleTail(30)}\n--- end of console ---`);
+  if (reasons.length > 0 && run.vm && !shown) {
+    log(`--- guest console (last lines) ---\n${run.vm.consoleTail(30)}\n--- end of console ---`);
   }
   return {
     pass: reasons.length === 0,
@@ -225,8 +171,69 @@ export async function runVfioVm(options: VfioVmOptions = {}): Promise<VfioVmResu
     reasons,
     framesToHost: counts.toHost,
     framesToGuest: counts.toGuest,
-    timings,
+    timings: run.timings,
   };
+}
+
+/** What {@linkcode followGuest} launches and follows. */
+interface GuestPhases {
+  /** QEMU's arguments. */
+  args: string[];
+  /** What the guest runs. */
+  mode: "infra" | "program";
+  /** What {@linkcode followRounds} works on, but QEMU. */
+  rounds: Omit<Rounds, "vm">;
+}
+
+/**
+ * Launch QEMU and follow the guest through its phases: boot, modules, the
+ * vfio-pci bind, the 9p mount, then Deno's start and (`program` mode) the
+ * guest program's rounds; a phase the guest reports failed throws.
+ */
+async function followGuest(run: GuestVmRun<VfioGuest>, phases: GuestPhases): Promise<void> {
+  const { peer, qemuPort, seed, log } = phases.rounds;
+  const vm = run.launch(phases.args, {
+    started: `: q35 + intel-iommu, NIC on udp 127.0.0.1:${qemuPort} ` +
+      `<-> 127.0.0.1:${peer.port}, seed ${seed}`,
+  });
+  const failed =
+    /vm-init: (FAILED[^\n]*|no PCI[^\n]*|[^\n]*did not appear[^\n]*|[^\n]*no IOMMU group[^\n]*)/;
+  const step = async (re: RegExp, timeoutMs: number, what: string) => {
+    const m = await vm.waitFor(new RegExp(`${re.source}|${failed.source}`), { timeoutMs, what });
+    if (m[0].startsWith("vm-init: ") && failed.test(m[0]) && !re.test(m[0])) {
+      throw new Error(`the guest failed: ${m[0]}`);
+    }
+    return m;
+  };
+  await step(/vm-init: userspace up/, 120_000, "the guest kernel to boot (generic kernel, TCG)");
+  run.lap("boot_ms");
+  await step(/vm-init: modules loaded/, 60_000, "vfio, vfio-pci, virtio-pci and 9p modules");
+  run.lap("modules_ms");
+  const bound = await step(
+    /vm-init: vfio bound[^\n]*(?=\r?\n)/,
+    30_000,
+    "the NIC to bind to vfio-pci",
+  );
+  log(`guest: ${bound[0].replace("vm-init: ", "")}`);
+  run.lap("vfio_bind_ms");
+  await step(/vm-init: host root mounted/, 30_000, "the host root over 9p");
+  run.lap("mount_ms");
+  if (phases.mode === "infra") {
+    const up = await step(
+      /vfio-guest: deno up[^\n]*(?=\r?\n)/,
+      180_000,
+      "Deno to start inside the guest",
+    );
+    run.lap("deno_start_ms");
+    log(`guest: ${up[0]}`);
+    await step(/vm-init: done/, 60_000, "the guest to finish");
+  } else {
+    await step(/vfio-guest: started[^\n]*(?=\r?\n)/, 180_000, "Deno to start the guest program");
+    run.lap("deno_start_ms");
+    await followRounds({ vm, ...phases.rounds });
+    run.lap("rounds_ms");
+  }
+  await run.waitForExit();
 }
 
 /** A run's summary as lines: timings, frame counts, and `PASS` or `FAIL: <reasons>`. */

@@ -1,0 +1,46 @@
+/**
+ * The QEMU arguments of a guest NIC on a vhost-user socket, as the ping and
+ * channels guests have it: virtio-net on a `vhost-user` netdev, with the
+ * guest RAM shared with the backend (`memory-backend-memfd,share=on` and a
+ * NUMA node using it), which vhost-user needs so the backend can map it.
+ *
+ * @module
+ */
+
+/** The MAC address of the vhost-user NIC. */
+export const VHOST_USER_NIC_MAC = "52:54:00:12:34:56";
+
+/** Options of {@linkcode vhostUserNicArgs}. */
+export interface VhostUserNicOptions {
+  /** The vhost-user socket the backend listens on. */
+  socket: string;
+  /** Guest RAM in MiB, all of it shared with the backend. */
+  memoryMiB: number;
+  /** Queue pairs of the NIC. */
+  queues: number;
+  /** Multiqueue (`queues=N` on the netdev, `mq=on` on the device). */
+  multiqueue: boolean;
+  /**
+   * MSI-X vectors of the NIC; 0 gives INTx, as QEMU 7.2 under TCG crashes in
+   * `vhost_net_start` with MSI-X vectors.
+   */
+  vectors: number;
+}
+
+/** QEMU arguments for shared guest RAM and a virtio-net NIC on the vhost-user socket. */
+export function vhostUserNicArgs(nic: VhostUserNicOptions): string[] {
+  return [
+    "-object",
+    `memory-backend-memfd,id=mem,size=${nic.memoryMiB}M,share=on`,
+    "-numa",
+    "node,memdev=mem",
+    "-chardev",
+    `socket,id=c0,path=${nic.socket}`,
+    "-netdev",
+    `vhost-user,id=n0,chardev=c0${nic.multiqueue ? `,queues=${nic.queues}` : ""}`,
+    "-device",
+    `virtio-net-pci,netdev=n0${
+      nic.multiqueue ? ",mq=on" : ""
+    },vectors=${nic.vectors},mac=${VHOST_USER_NIC_MAC}`,
+  ];
+}
