@@ -34,6 +34,7 @@ import assert from "node:assert/strict";
 import { type DeviceEvent, type MemoryRegionSpec, VhostMdevDevice } from "@vhost-mdev/sdk";
 import { driver } from "@vhost-mdev/sim";
 import { type PingVmRun, pingVmSummary, runPingVm } from "@vhost-mdev/testing/guest";
+import { until } from "@vhost-mdev/testing";
 import { skipGuestTest } from "./example_process.ts";
 
 const IP = "10.0.0.1";
@@ -136,6 +137,9 @@ Deno.test({
         while (vm.status === null && !/packets transmitted/.test(vm.console)) await sleep(10);
         marks.pingDone = step("mark", "the guest's ping finished");
       })();
+      // The first sim Worker of a process can take seconds to load under
+      // load: the hot-plug is about a running device, so wait for it.
+      await until("the device to run", () => device.running, 15_000);
       await sleep(SETTLE_MS);
       regions.before = device.memory.regions.length;
 

@@ -31,6 +31,7 @@ import assert from "node:assert/strict";
 import { type DeviceEvent, VhostMdevDevice, type VringState } from "@vhost-mdev/sdk";
 import { driver } from "@vhost-mdev/sim";
 import { type PingVmRun, pingVmSummary, runPingVm } from "@vhost-mdev/testing/guest";
+import { until } from "@vhost-mdev/testing";
 import { skipGuestTest } from "./example_process.ts";
 
 const IP = "10.0.0.1";
@@ -119,6 +120,9 @@ Deno.test({
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     const during = async ({ qmp, vm }: PingVmRun) => {
       const status = async () => (await qmp.execute<{ status: string }>("query-status")).status;
+      // The first sim Worker of a process can take seconds to load under
+      // load: pausing is about a running device, so wait for it.
+      await until("the device to run", () => device.running, 15_000);
       await sleep(RUNNING_MS);
       for (let i = 0; i < PAUSES; i++) {
         const stopAt = log.length;
