@@ -40,16 +40,8 @@ import { ProtocolError, RequestRefused } from "./errors.ts";
 import { type IoctlArgs, type IoctlResults, vhostIoctl } from "./ioctl.ts";
 import { DeviceEventHub, type DeviceEventListener } from "./events.ts";
 import { hex } from "../uapi/hex.ts";
-import {
-  checkRingFd,
-  checkRingPosition,
-  closeQuietly,
-  decodeRingBase,
-  encodeRingBase,
-  RingState,
-} from "./ring.ts";
-import { KickRelay, type WatchedKick } from "./kick_relay.ts";
-import { checkDoorbell, type Doorbell } from "./doorbell.ts";
+import { checkRingFd, closeQuietly, decodeRingBase, encodeRingBase, RingState } from "./ring.ts";
+import { DeviceLifecycle } from "./lifecycle.ts";
 import { MemoryTable } from "./memory_table.ts";
 import { notReadyReason, shouldRun } from "./run_state.ts";
 
@@ -152,14 +144,11 @@ export class VhostMdevDevice {
   #featuresSet = false;
   #status = 0;
   #statusDriven = false;
-  #running = false;
-  #suspended = false;
   #parked = false;
   #unparkTimer: ReturnType<typeof setTimeout> | undefined;
   #owner: DeviceOwner | null = null;
   #closed = false;
-  #relay: KickRelay | null = null;
-  #rung: number[];
+  readonly #life: DeviceLifecycle;
   #lock: Promise<unknown> = Promise.resolve();
   #log: DeviceLog;
   #errors = 0;
@@ -183,7 +172,15 @@ export class VhostMdevDevice {
     this.#log = log;
     this.#ops = description.ops;
     this.#rings = Array.from({ length: description.numQueues }, (_, i) => new RingState(i));
-    this.#rung = new Array(description.numQueues).fill(0);
+    this.#life = new DeviceLifecycle({
+      ops: this.#ops,
+      rings: this.#rings,
+      events,
+      owner: () => this.#owner,
+      packed: () => this.#packed,
+      reportError: (text, queue) => this.#reportError(text, queue),
+      park: () => this.#setParked(true),
+    });
   }
 
   /**
@@ -269,17 +266,22 @@ export class VhostMdevDevice {
 
   /** Whether the device is RUNNING (the driver's `start` returned and no `stop` since). */
   get running(): boolean {
-    return this.#running;
+    return this.#life.running;
   }
 
   /** Whether the device is suspended: running, but no ring is processed until `resume`. */
   get suspended(): boolean {
-    return this.#suspended;
+    return this.#life.suspended;
   }
 
   /** The attached frontend, if any. */
   get owner(): DeviceOwner | null {
     return this.#owner;
+  }
+
+  /** Kicks that rang ring `q`'s doorbell from the relay Worker since the device was created. */
+  doorbellsRung(q: number): number {
+    return this.#life.doorbellsRung(q);
   }
 
   /** Current memory table. */
@@ -438,13 +440,13 @@ export class VhostMdevDevice {
       const r = this.#ring(index, "GET_VRING_BASE");
       if (r.running) {
         if (this.#perRing) {
-          await this.#stopRing(r, "GET_VRING_BASE");
+          await this.#life.stopRing(r, "GET_VRING_BASE");
         } else {
           this.#setParked(true);
-          await this.#suspend(`frontend stopped ring ${index}`);
+          await this.#life.suspend(`frontend stopped ring ${index}`);
         }
       }
-      await this.#saveState(r);
+      await this.#life.saveState(r);
       // The ring is stopped: its kick fd is no longer watched, as in vhost.
       r.setKick(-1);
       r.kickSet = false;
@@ -458,7 +460,7 @@ export class VhostMdevDevice {
    * `resume`). For migration and embedders.
    */
   suspend(): Promise<void> {
-    return this.#serialize(() => this.#suspend("suspend requested"));
+    return this.#serialize(() => this.#life.suspend("suspend requested"));
   }
 
   /** Continue after {@linkcode VhostMdevDevice.suspend}, each ring where it paused. */
@@ -515,11 +517,11 @@ export class VhostMdevDevice {
           throw new RequestRefused(`cannot start: ${why}; configure the rings first`);
         }
         this.#setParked(false);
-        return await this.#start();
+        return await this.#life.start();
       }
       if (state === VhostMdevState.STOPPED) {
         this.#setParked(true);
-        return await this.#stop("VHOST_MDEV_SET_STATE(STOPPED)");
+        return await this.#life.stop("VHOST_MDEV_SET_STATE(STOPPED)");
       }
       throw new ProtocolError(`VHOST_MDEV_SET_STATE: unknown state ${state}`);
     });
@@ -566,7 +568,7 @@ export class VhostMdevDevice {
         this.#status = 0;
         this.#setParked(false);
         if (previous !== 0) this.events.emit("status", "status 0: device reset by the frontend");
-        await this.#stop("status reset to 0");
+        await this.#life.stop("status reset to 0");
         return;
       }
       if ((status & VirtioStatus.FEATURES_OK) && !this.#featuresSet) {
@@ -796,19 +798,19 @@ export class VhostMdevDevice {
     const old = this.#table.memory;
     const removed = old.regions.filter((r) => !holds(next, r));
     const added = next.regions.filter((r) => !holds(old, r));
-    const incremental = this.#running && this.#ops.mapMemory !== undefined &&
+    const incremental = this.#life.running && this.#ops.mapMemory !== undefined &&
       this.#ops.unmapMemory !== undefined;
     try {
       if (!incremental) {
         await this.#quiesce("memory table changed");
       } else {
         const eventIdx = hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX);
-        for (const r of this.#runningRings()) {
+        for (const r of this.#life.runningRings()) {
           const under = [r.descAddr, r.availAddr, r.usedAddr].some((gpa) =>
             removed.some((m) => gpa >= m.gpa && gpa < m.gpa + m.size)
           );
           if (under || !r.sameIn(next, eventIdx)) {
-            await this.#stopRing(r, "memory under it changed");
+            await this.#life.stopRing(r, "memory under it changed");
           }
         }
       }
@@ -829,7 +831,7 @@ export class VhostMdevDevice {
         removed: removed.length,
       },
     );
-    if (incremental && this.#running) {
+    if (incremental && this.#life.running) {
       // The table is the new one now: what left it stays mapped in this
       // process while leases hold it, so the driver unmaps it from its
       // device, then maps what joined.
@@ -839,7 +841,7 @@ export class VhostMdevDevice {
         for (const r of added) await this.#ops.mapMemory!(range(r));
       } catch (e) {
         this.#reportError(`updating the device's memory mappings failed: ${message(e)}`);
-        await this.#stop("memory mapping failed");
+        await this.#life.stop("memory mapping failed");
         throw new RequestRefused(`the driver failed to update its memory mappings: ${message(e)}`);
       }
     }
@@ -902,7 +904,7 @@ export class VhostMdevDevice {
   }
 
   get #perRing(): boolean {
-    return this.#ops.startRing !== undefined && this.#ops.stopRing !== undefined;
+    return this.#life.perRing;
   }
 
   get #packed(): boolean {
@@ -936,274 +938,34 @@ export class VhostMdevDevice {
       status: this.#status,
     });
     if (!want) {
-      if (this.#running) await this.#stop("configuration no longer complete");
+      if (this.#life.running) await this.#life.stop("configuration no longer complete");
       return;
     }
-    if (!this.#running) return await this.#start();
+    if (!this.#life.running) return await this.#life.start();
     const wanted = this.#rings.filter((r) => r.enabled && r.ready);
-    if (this.#suspended) {
+    if (this.#life.suspended) {
       // Resume only what was suspended; a different set of rings starts afresh.
-      const same = wanted.length === this.#runningRings().length && wanted.every((r) => r.running);
-      if (same && this.#ops.resume) return await this.#resume();
-      await this.#stop("rings changed while suspended");
-      return await this.#start();
+      const same = wanted.length === this.#life.runningRings().length &&
+        wanted.every((r) => r.running);
+      if (same && this.#ops.resume) return await this.#life.resume();
+      await this.#life.stop("rings changed while suspended");
+      return await this.#life.start();
     }
-    for (const r of wanted) if (!r.running) await this.#startRing(r);
+    for (const r of wanted) if (!r.running) await this.#life.startRing(r);
   }
 
   /** Stop ring `r` while the frontend reconfigures it, if it runs. */
   async #quiesceRing(r: RingState, reason: string): Promise<void> {
-    if (r.running) await this.#stopRing(r, reason);
+    if (r.running) await this.#life.stopRing(r, reason);
   }
 
   async #quiesce(reason: string): Promise<void> {
-    if (this.#running) await this.#stop(reason);
-  }
-
-  #runningRings(): RingState[] {
-    return this.#rings.filter((r) => r.running);
-  }
-
-  async #start(): Promise<void> {
-    if (this.#running) return;
-    const rings = this.#rings.filter((r) => r.enabled && r.ready);
-    for (const r of rings) r.running = true;
-    try {
-      await this.#ops.start();
-    } catch (e) {
-      for (const r of rings) r.running = false;
-      this.#setParked(true);
-      this.#reportError(`driver start failed: ${message(e)}`);
-      throw new RequestRefused(`the driver failed to start the device: ${message(e)}`);
-    }
-    this.#running = true;
-    this.#suspended = false;
-    this.events.emit(
-      "start",
-      `start: ${rings.length} ring(s) ` + rings.map((r) => `${r.index}:${r.num}`).join(" "),
-      { rings: rings.map((r) => r.describe()) },
-    );
-    await this.#startRelay();
-    this.#offerHostNotifiers(rings, true);
-  }
-
-  async #stop(reason: string): Promise<void> {
-    if (!this.#running) return;
-    const rings = this.#runningRings();
-    this.#running = false;
-    this.#offerHostNotifiers(rings, false);
-    await this.#stopRelay();
-    try {
-      await this.#ops.stop();
-    } catch (e) {
-      this.events.emit("error", `driver stop failed (device considered stopped): ${message(e)}`);
-    }
-    this.#suspended = false;
-    // Carry each ring's progress into its state, so a restart resumes there.
-    for (const r of rings) {
-      r.running = false;
-      await this.#saveState(r);
-    }
-    this.events.emit("stop", `stop: ${reason}`, {
-      bases: Object.fromEntries(rings.map((r) => [r.index, r.state.availIdx])),
-      states: Object.fromEntries(rings.map((r) => [r.index, r.state])),
-    });
-  }
-
-  /** Start ring `r` on a running device: `startRing`, or a whole restart. */
-  async #startRing(r: RingState): Promise<void> {
-    if (!this.#perRing) {
-      await this.#restart(`ring ${r.index} became ready`);
-      return;
-    }
-    r.running = true;
-    try {
-      await this.#ops.startRing!(r.index);
-    } catch (e) {
-      r.running = false;
-      this.#reportError(`driver startRing(${r.index}) failed: ${message(e)}`, r.index);
-      throw new RequestRefused(`the driver failed to start ring ${r.index}: ${message(e)}`);
-    }
-    this.events.emit("ring-start", `ring ${r.index} started (${r.num} entries)`, r.describe());
-    await this.#startRelay();
-    this.#offerHostNotifiers([r], true);
-  }
-
-  /** Stop ring `r` on a running device: `stopRing`, or a whole stop. */
-  async #stopRing(r: RingState, reason: string): Promise<void> {
-    if (!r.running) return;
-    if (!this.#perRing || this.#suspended) {
-      this.events.emit(
-        "debug",
-        `ring ${r.index} ${reason}: the driver stops whole devices only, so the device stops`,
-      );
-      await this.#stop(`ring ${r.index} ${reason}`);
-      return;
-    }
-    this.#offerHostNotifiers([r], false);
-    r.running = false;
-    await this.#startRelay();
-    try {
-      await this.#ops.stopRing!(r.index);
-    } catch (e) {
-      this.events.emit(
-        "error",
-        `driver stopRing(${r.index}) failed (ring considered stopped): ${message(e)}`,
-      );
-    }
-    await this.#saveState(r);
-    this.events.emit("ring-stop", `ring ${r.index} stopped: ${reason}`, {
-      queue: r.index,
-      state: r.state,
-    });
-  }
-
-  /** Restart the whole device (a driver without per-ring ops), saying so. */
-  async #restart(reason: string): Promise<void> {
-    this.events.emit(
-      "info",
-      `${reason}: the driver has no startRing/stopRing, so the whole device restarts`,
-    );
-    await this.#stop(reason);
-    await this.#start();
-  }
-
-  /** Pause every ring (`suspend`, or `stop` for a driver without it). */
-  async #suspend(reason: string): Promise<void> {
-    if (!this.#running || this.#suspended) return;
-    if (!this.#ops.suspend || !this.#ops.resume) {
-      this.#setParked(true);
-      await this.#stop(reason);
-      return;
-    }
-    const rings = this.#runningRings();
-    this.#offerHostNotifiers(rings, false);
-    await this.#stopRelay();
-    try {
-      await this.#ops.suspend();
-    } catch (e) {
-      this.events.emit("error", `driver suspend failed (device stopped instead): ${message(e)}`);
-      this.#setParked(true);
-      await this.#stop(reason);
-      return;
-    }
-    this.#suspended = true;
-    for (const r of rings) await this.#saveState(r);
-    this.events.emit("suspend", `suspend: ${reason}`, {
-      rings: Object.fromEntries(rings.map((r) => [r.index, r.state])),
-    });
-  }
-
-  async #resume(): Promise<void> {
-    try {
-      await this.#ops.resume!();
-    } catch (e) {
-      this.#reportError(`driver resume failed: ${message(e)}`);
-      throw new RequestRefused(`the driver failed to resume the device: ${message(e)}`);
-    }
-    this.#suspended = false;
-    const rings = this.#runningRings();
-    this.events.emit("resume", `resume: ${rings.length} ring(s)`);
-    await this.#startRelay();
-    this.#offerHostNotifiers(rings, true);
-  }
-
-  /** Ask the driver where ring `r` got to and keep it as the ring's state. */
-  async #saveState(r: RingState): Promise<void> {
-    try {
-      const state = await this.#ops.getVringState(r.index);
-      const why = checkRingPosition(state, this.#packed);
-      if (why !== null) {
-        this.events.emit(
-          "warn",
-          `driver getVringState(${r.index}): ${why}; ring ${r.index} keeps its last state`,
-        );
-        return;
-      }
-      r.state = {
-        availIdx: state.availIdx,
-        usedIdx: state.usedIdx,
-        availWrap: state.availWrap,
-        usedWrap: state.usedWrap,
-      };
-    } catch (e) {
-      this.events.emit("warn", `getVringState(${r.index}) failed: ${message(e)}`);
-    }
-  }
-
-  /**
-   * (Re)start the kick relay for the running rings: each kick rings the
-   * driver's doorbell from the relay Worker, or reaches `notify` on this
-   * thread. No relay when no ring needs one.
-   */
-  async #startRelay(): Promise<void> {
-    await this.#stopRelay();
-    if (!this.#running || this.#suspended) return;
-    const ops = this.#ops;
-    const notify = ops.notify?.bind(ops);
-    const watched: WatchedKick[] = [];
-    for (const r of this.#runningRings()) {
-      if (r.kickFd < 0) continue;
-      let doorbell: Doorbell | null = null;
-      try {
-        doorbell = ops.doorbell?.(r.index) ?? null;
-        if (doorbell) checkDoorbell(doorbell, r.index);
-      } catch (e) {
-        this.events.emit("warn", `ring ${r.index}: ${message(e)}; its kicks go to notify`);
-        doorbell = null;
-      }
-      if (doorbell) watched.push({ queue: r.index, fd: r.kickFd, doorbell });
-      else if (notify) watched.push({ queue: r.index, fd: r.kickFd });
-    }
-    if (watched.length === 0) return;
-    this.#relay = new KickRelay(watched, (q) => {
-      try {
-        const done = notify?.(q) as unknown;
-        if (done instanceof Promise) {
-          done.catch((e) => this.events.emit("error", `driver notify(${q}) failed: ${message(e)}`));
-        }
-      } catch (e) {
-        this.events.emit("error", `driver notify(${q}) failed: ${message(e)}`);
-      }
-    }, (why) => this.#reportError(`kick relay: ${why}`));
-  }
-
-  /** Kicks that rang ring `q`'s doorbell from the relay Worker since the device was created. */
-  doorbellsRung(q: number): number {
-    return (this.#rung[q] ?? 0) + (this.#relay ? relayCount(this.#relay, q) : 0);
-  }
-
-  async #stopRelay(): Promise<void> {
-    const relay = this.#relay;
-    if (!relay) return;
-    this.#relay = null;
-    const stopped = await relay.stop();
-    for (let q = 0; q < this.#rings.length; q++) this.#rung[q] += relayCount(relay, q);
-    if (!stopped) {
-      this.#reportError(
-        "the kick relay Worker did not stop and was terminated: doorbell mappings it used " +
-          "must stay mapped",
-      );
-    }
-  }
-
-  #offerHostNotifiers(rings: RingState[], on: boolean): void {
-    const owner = this.#owner;
-    if (!owner?.setHostNotifier || !this.#ops.getNotifyAddr) return;
-    for (const r of rings) {
-      try {
-        const area = on ? this.#ops.getNotifyAddr(r.index) : null;
-        if (on && !area) continue;
-        owner.setHostNotifier(r.index, area);
-      } catch (e) {
-        this.events.emit("warn", `host notifier for ring ${r.index}: ${message(e)}`);
-      }
-    }
+    if (this.#life.running) await this.#life.stop(reason);
   }
 
   async #reset(): Promise<void> {
     this.#setParked(false);
-    await this.#stop("device reset");
+    await this.#life.stop("device reset");
     for (const r of this.#rings) r.reset();
     this.#table.clear();
     this.#retranslate();
@@ -1246,15 +1008,6 @@ function validateDescription(name: string, d: DeviceDescription): void {
   }
   if (typeof d.ops?.getVringState !== "function") {
     throw new RangeError(`driver ${name}: ops.getVringState is required`);
-  }
-}
-
-/** Doorbells `relay` rang for ring `q` (0 when it does not watch the ring). */
-function relayCount(relay: KickRelay, q: number): number {
-  try {
-    return relay.doorbellsRung(q);
-  } catch {
-    return 0;
   }
 }
 
