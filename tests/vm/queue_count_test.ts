@@ -116,10 +116,14 @@ Deno.test({
       }
     }
 
-    // Everything crossed pair 0: guest rx == RX ring 0, guest tx == TX ring 1.
-    const packets = (q: number) => result.rings.find((r) => r.queue === q)?.packets;
-    assert.equal(packets(0), g.counters.rx_packets);
-    assert.equal(packets(1), g.counters.tx_packets);
+    // Every frame the guest counted crossed a ring the device counted. The
+    // guest steers its transmissions to pair 0 once the first change has run,
+    // but a frame or two can leave on pair 1 before that (the socket's cached
+    // queue), and its reply comes back on pair 1: so the sums over the pairs.
+    const packets = (q: number) => result.rings.find((r) => r.queue === q)?.packets ?? 0;
+    assert.equal(packets(0) + packets(2), g.counters.rx_packets, "guest rx vs RX rings 0 + 2");
+    assert.equal(packets(1) + packets(3), g.counters.tx_packets, "guest tx vs TX rings 1 + 3");
+    assert.ok(packets(3) <= 3, `${packets(3)} frames left on pair 1, expected pair 0`);
     assert.ok(g.counters.tx_packets >= g.transmitted + 1, `guest tx ${g.counters.tx_packets}`);
   },
 });
