@@ -75,6 +75,7 @@
  */
 
 import type { GuestMemory } from "./memory/guest_memory.ts";
+import type { DirtyLog } from "./memory/dirty_log.ts";
 import type { Doorbell } from "./core/doorbell.ts";
 
 /** A PCI vendor/device pair (and optional subsystem pair) a driver matches. */
@@ -338,6 +339,36 @@ export interface DeviceOps {
    * Called before `mapMemory` of what joined in the same change.
    */
   unmapMemory?(range: MemoryRange): void | Promise<void>;
+  /**
+   * Live migration's dirty-page log. The SDK calls it with the log when the
+   * frontend turns logging on (`VHOST_F_LOG_ALL` acked and a log given by
+   * `SET_LOG_BASE`), with a new log when the frontend replaces it, and with
+   * `null` when logging ends; running or not (a device started later logs
+   * into the last log it was given). Once the returned promise resolves,
+   * every byte the device writes into guest memory, from any thread, is
+   * marked in `log` ({@linkcode DirtyLog.mark}; a Worker views it through
+   * {@linkcode DirtyLog.share} and `DirtyLog.fromShared`), and the previous
+   * log is no longer touched: the SDK unmaps it then. A software device's
+   * `SplitQueue.setLog` marks used entries and the buffers written through
+   * it.
+   *
+   * The SDK itself marks the whole used ring of every logging ring each
+   * time the ring stops or the device suspends, so a device that logs only
+   * its buffer writes (hardware that logs DMA to buffers) still hands over
+   * a consistent ring.
+   *
+   * A driver without `setLog` is not offered `VHOST_F_LOG_ALL` nor
+   * `LOG_SHMFD`: QEMU then refuses to migrate the guest rather than migrate
+   * it wrong.
+   */
+  setLog?(log: DirtyLog | null): void | Promise<void>;
+  /**
+   * The guest moved here (`SEND_RARP`, after a live migration to a guest
+   * without `VIRTIO_NET_F_GUEST_ANNOUNCE`): announce `mac` to the network,
+   * as a RARP broadcast from it, so switches learn where the guest is now.
+   * Offered (protocol feature `RARP`) only to a driver with this op.
+   */
+  announce?(mac: Uint8Array): void | Promise<void>;
   /** The frontend accepted `features` (`SET_FEATURES`). */
   featuresChanged?(features: bigint): void | Promise<void>;
   /**

@@ -27,6 +27,7 @@
 import {
   DescriptorChain,
   DescriptorChainError,
+  DirtyLog,
   type GuestMemory,
   SplitQueue,
   VIRTIO_NET_HDR_LEGACY_SIZE,
@@ -145,6 +146,10 @@ export class QueuePairDatapath {
   readonly #reply: Uint8Array;
   /** Source mode's frame, behind a header with `num_buffers` = 1. */
   readonly #packet: Uint8Array;
+  /** The dirty log every write into guest memory is marked in, or null. */
+  readonly #log: DirtyLog | null;
+  /** Marks that fell past the log's end, as last reported. */
+  #logMisses = 0;
   /** Head of the transmit chain whose frame is being delivered, or -1. */
   #txPending = -1;
   #rxBroken = false;
@@ -160,11 +165,14 @@ export class QueuePairDatapath {
    */
   constructor(memory: GuestMemory, setup: DatapathSetup, report: DatapathReport) {
     const f = setup.features;
+    const log = setup.log === null ? null : DirtyLog.fromShared(setup.log);
+    this.#log = log;
     const ring = (r: DatapathSetup["rx"]) =>
       r === null ? null : new SplitQueue(memory, r, {
         lastAvailIdx: r.base,
         eventIdx: f.eventIdx,
         indirect: f.indirect,
+        log,
       });
     this.rx = ring(setup.rx);
     this.tx = ring(setup.tx);
@@ -195,6 +203,7 @@ export class QueuePairDatapath {
     this.#rxd = this.rx === null ? null : new ReceiveDelivery(this.rx, {
       headerSize: h,
       mergeable: f.mrgRxbuf,
+      log: setup.logBuffers ? log : null,
       onChainError: (e) => this.#rxChainError(e),
       onMalformed: (head, room) =>
         this.#report(
@@ -562,6 +571,17 @@ export class QueuePairDatapath {
       }
     }
     this.#writeBases();
+    const log = this.#log;
+    if (log !== null && log.outOfRange !== this.#logMisses) {
+      // A write the log cannot record would be lost by a migration: an error.
+      stats[rxAt + STAT_ERRORS] += log.outOfRange - this.#logMisses;
+      this.#logMisses = log.outOfRange;
+      this.#report(
+        this.rxRing,
+        `${log.outOfRange} write(s) past the dirty log's ${log.coverage} bytes of coverage ` +
+          `(a migration would lose them)`,
+      );
+    }
     const rx = this.rx, tx = this.tx;
     if (this.#txPushed > 0 && tx !== null) {
       this.#txPushed = 0;

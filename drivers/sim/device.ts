@@ -18,9 +18,11 @@
 import {
   type DeviceContext,
   type DeviceOps,
+  type DirtyLog,
   hasBit,
   type QueueStats,
   type RingPosition,
+  type SharedDirtyLog,
   VirtioFeatureBit,
   VirtioNetFeatureBit,
 } from "@vhost-mdev/sdk";
@@ -81,6 +83,10 @@ export class SimDevice implements DeviceOps {
   readonly #pairs = new Map<number, RunningPair>();
   /** Workers that stopped cleanly, kept to run their pair again without starting a Worker. */
   readonly #idle = new Map<number, Worker>();
+  /** The dirty log the Workers mark (live migration), or null. */
+  #log: SharedDirtyLog | null = null;
+  /** RARP announcements made (`SEND_RARP`). */
+  #announcements = 0;
 
   /**
    * Make the device's counters; no Worker runs until `start`.
@@ -171,6 +177,7 @@ export class SimDevice implements DeviceOps {
    */
   resetStats(): void {
     new Float64Array(this.#stats).fill(0);
+    this.#announcements = 0;
   }
 
   /** Stop the Workers, if running, and end them. */
@@ -178,6 +185,33 @@ export class SimDevice implements DeviceOps {
     await this.stop();
     for (const w of this.#idle.values()) w.terminate();
     this.#idle.clear();
+  }
+
+  /**
+   * Live migration's dirty log: each running pair's Worker moves to it (as
+   * for a memory change: a pause of about a millisecond per pair). Once this
+   * resolves no Worker touches the previous log.
+   */
+  async setLog(log: DirtyLog | null): Promise<void> {
+    this.#log = log?.share() ?? null;
+    await this.#remap();
+  }
+
+  /**
+   * The guest moved here by migration: announce its MAC. The sim's network
+   * is the device itself, so the announcement is counted
+   * (`announcements` in {@linkcode SimDevice.deviceStats}) and logged.
+   */
+  announce(mac: Uint8Array): void {
+    this.#announcements++;
+    this.#ctx.log.info(
+      `RARP announcement for ${[...mac].map((b) => b.toString(16).padStart(2, "0")).join(":")}`,
+    );
+  }
+
+  /** Device-wide counters: RARP announcements made. */
+  deviceStats(): Record<string, number> {
+    return { announcements: this.#announcements };
   }
 
   /**
@@ -240,6 +274,8 @@ export class SimDevice implements DeviceOps {
       stats: this.#stats,
       control,
       stopFd: resources.stopFd,
+      log: this.#log,
+      logBuffers: this.#options.logBuffers,
     };
     const worker = this.#idle.get(pair) ??
       new Worker(new URL("./datapath_worker.ts", import.meta.url).href, { type: "module" });

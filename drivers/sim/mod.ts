@@ -98,7 +98,10 @@ export const driver: Driver = {
       numQueues: 2 * queues,
       maxQueueSize: SIM_MAX_QUEUE_SIZE,
       config: simConfigSpace(options, queues),
-      counters: { ring: NET_RING_COUNTERS },
+      counters: {
+        ring: NET_RING_COUNTERS,
+        device: [{ name: "announcements", description: "RARP announcements (SEND_RARP)" }],
+      },
       ops: new SimDevice(ctx, options, queues),
     };
   },

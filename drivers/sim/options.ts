@@ -40,6 +40,12 @@ export interface SimOptions {
   eventIdx: boolean;
   /** Offer `VIRTIO_F_INDIRECT_DESC`. */
   indirect: boolean;
+  /**
+   * Log the receive buffers it writes while a migration logs (default). A
+   * device with this off is deliberately broken: it marks used rings but not
+   * the frames it delivers, so a migration check can show it catches that.
+   */
+  logBuffers: boolean;
 }
 
 /** Defaults of the options. */
@@ -52,6 +58,7 @@ export const SIM_DEFAULTS: Readonly<Record<string, string>> = {
   "mrg-rxbuf": "true",
   "event-idx": "true",
   indirect: "true",
+  "log-buffers": "true",
 };
 
 /** The options as the CLI lists them (`--driver sim --help`). */
@@ -95,6 +102,13 @@ export const SIM_OPTIONS: readonly DriverOption[] = [
     description: "offer indirect descriptors",
     values: ["true", "false"],
     default: SIM_DEFAULTS.indirect,
+  },
+  {
+    name: "log-buffers",
+    description: "mark delivered frames in the migration dirty log (false: a deliberately " +
+      "broken device, to show a migration check catches lost writes)",
+    values: ["true", "false"],
+    default: SIM_DEFAULTS["log-buffers"],
   },
 ];
 
@@ -170,5 +184,6 @@ export function parseSimOptions(options: Readonly<Record<string, string>>): SimO
     mrgRxbuf: parseBoolOption("mrg-rxbuf", get("mrg-rxbuf")),
     eventIdx: parseBoolOption("event-idx", get("event-idx")),
     indirect: parseBoolOption("indirect", get("indirect")),
+    logBuffers: parseBoolOption("log-buffers", get("log-buffers")),
   };
 }

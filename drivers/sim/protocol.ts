@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { SharedRegion } from "@vhost-mdev/sdk";
+import type { SharedDirtyLog, SharedRegion } from "@vhost-mdev/sdk";
 import type { SimMode } from "./options.ts";
 
 /** Counters per ring in the stats buffer (Float64 each). */
@@ -88,6 +88,10 @@ export interface DatapathSetup {
   control: SharedArrayBuffer;
   /** Eventfd written once to wake every Worker for stopping (never read). */
   stopFd: number;
+  /** The dirty log to mark every guest write in (live migration), or null. */
+  log: SharedDirtyLog | null;
+  /** Whether delivered frames are marked in the log (`false`: deliberately broken). */
+  logBuffers: boolean;
 }
 
 /** What a Worker posts. */

@@ -33,8 +33,17 @@ import type {
 } from "../ops.ts";
 import { NET_RING_COUNTERS } from "../ops.ts";
 import type { GuestMemory, GuestRegion, MemoryRegionSpec } from "../memory/guest_memory.ts";
+import { DirtyLog } from "../memory/dirty_log.ts";
+import { usedRingSize } from "../virtqueue/layout.ts";
 import { eventfdSignal } from "../sys/mod.ts";
-import { hasBit, statusNames, VirtioFeatureBit, VirtioStatus } from "../uapi/virtio.ts";
+import {
+  bit,
+  hasBit,
+  statusNames,
+  VHOST_F_LOG_ALL,
+  VirtioFeatureBit,
+  VirtioStatus,
+} from "../uapi/virtio.ts";
 import { VhostMdevState } from "../uapi/vhost.ts";
 import { ProtocolError, RequestRefused } from "./errors.ts";
 import { type IoctlArgs, type IoctlResults, vhostIoctl } from "./ioctl.ts";
@@ -152,6 +161,13 @@ export class VhostMdevDevice {
   #lock: Promise<unknown> = Promise.resolve();
   #log: DeviceLog;
   #errors = 0;
+  /** The features offered: the driver's, with `VHOST_F_LOG_ALL` when it logs. */
+  readonly #offered: bigint;
+  readonly #allowUnsealed: boolean;
+  /** The dirty log the frontend gave (`SET_LOG_BASE`), mapped, or null. */
+  #dirtyLog: DirtyLog | null = null;
+  /** The log the driver was given by `setLog` and may be writing, or null. */
+  #driverLog: DirtyLog | null = null;
 
   private constructor(
     driver: Driver,
@@ -171,6 +187,9 @@ export class VhostMdevDevice {
     this.context = context;
     this.#log = log;
     this.#ops = description.ops;
+    this.#allowUnsealed = options.allowUnsealedMemory ?? false;
+    this.#offered = description.features |
+      (description.ops.setLog !== undefined ? bit(VHOST_F_LOG_ALL) : 0n);
     this.#rings = Array.from({ length: description.numQueues }, (_, i) => new RingState(i));
     this.#life = new DeviceLifecycle({
       ops: this.#ops,
@@ -180,6 +199,7 @@ export class VhostMdevDevice {
       packed: () => this.#packed,
       reportError: (text, queue) => this.#reportError(text, queue),
       park: () => this.#setParked(true),
+      halted: (r) => this.#logUsedRing(r),
     });
   }
 
@@ -374,9 +394,70 @@ export class VhostMdevDevice {
   // serialized), throws ProtocolError for a malformed argument and
   // RequestRefused for one the device refuses.
 
-  /** `GET_FEATURES`: what the device offers. */
+  /**
+   * `GET_FEATURES`: what the device offers: the driver's features, and
+   * `VHOST_F_LOG_ALL` when the driver logs dirty pages (`ops.setLog`).
+   */
   getFeatures(): bigint {
-    return this.description.features;
+    return this.#offered;
+  }
+
+  /** Whether the driver logs dirty pages (`ops.setLog`), so the device can be migrated. */
+  get canLog(): boolean {
+    return this.#ops.setLog !== undefined;
+  }
+
+  /**
+   * `SET_LOG_BASE`: the dirty log is `size` bytes at `offset` of `fd`
+   * (live migration). It replaces any earlier log; the earlier one is
+   * unmapped once the driver has moved to the new one. The fd stays the
+   * caller's.
+   *
+   * @throws RequestRefused when the driver cannot log; GuestMemoryError for
+   *   a log file that is too short, could shrink, or a size past the limit.
+   */
+  setLogBase(fd: number, size: number, offset: number): Promise<void> {
+    return this.#serialize(async () => {
+      if (!this.canLog) {
+        throw new RequestRefused(
+          `SET_LOG_BASE: driver ${this.driver.name} cannot log dirty pages (no setLog), ` +
+            `so it offers no VHOST_F_LOG_ALL`,
+        );
+      }
+      const next = DirtyLog.map(fd, size, offset, { allowUnsealed: this.#allowUnsealed });
+      const previous = this.#dirtyLog;
+      this.#dirtyLog = next;
+      this.events.emit(
+        "info",
+        `dirty log: ${size} bytes covering ${(next.coverage / 1048576).toFixed(0)} MiB of ` +
+          `guest memory${previous ? " (replaces the previous log)" : ""}`,
+        { size, offset },
+      );
+      this.#checkLogCoverage();
+      await this.#applyLog();
+      if (previous !== null && previous !== this.#driverLog) previous.close();
+    });
+  }
+
+  /**
+   * `SEND_RARP`: the guest arrived here by live migration; the driver
+   * announces `mac` (`ops.announce`).
+   *
+   * @throws RequestRefused when the driver has no `announce` or it fails.
+   */
+  announce(mac: Uint8Array): Promise<void> {
+    return this.#serialize(async () => {
+      const text = [...mac].map((b) => b.toString(16).padStart(2, "0")).join(":");
+      if (!this.#ops.announce) {
+        throw new RequestRefused(`SEND_RARP ${text}: driver ${this.driver.name} cannot announce`);
+      }
+      try {
+        await this.#ops.announce(mac);
+      } catch (e) {
+        throw new RequestRefused(`SEND_RARP ${text}: the driver failed: ${message(e)}`);
+      }
+      this.events.emit("info", `announced ${text} (SEND_RARP)`, { mac: text });
+    });
   }
 
   /** `SET_FEATURES`: the features the frontend acks (only offered bits). */
@@ -768,20 +849,78 @@ export class VhostMdevDevice {
     if (typeof features !== "bigint" || features < 0n || features >= 1n << 64n) {
       throw new ProtocolError(`SET_FEATURES: ${features} is not a u64`);
     }
-    const extra = features & ~this.description.features;
+    const extra = features & ~this.#offered;
     if (extra !== 0n) {
       throw new RequestRefused(
         `SET_FEATURES ${hex(features)} refused: bits ${hex(extra)} are not offered ` +
-          `(the device offers ${hex(this.description.features)})`,
+          `(the device offers ${hex(this.#offered)})`,
       );
     }
     if (this.#featuresSet && features === this.#acked) return;
-    await this.#quiesce("features changed");
+    // VHOST_F_LOG_ALL "can be changed while device is active": turning
+    // logging on or off changes no ring, so nothing stops.
+    const onlyLogging = this.#featuresSet && (features ^ this.#acked) === bit(VHOST_F_LOG_ALL);
+    if (!onlyLogging) await this.#quiesce("features changed");
     this.#acked = features;
     this.#featuresSet = true;
     this.events.emit("features", `features acked ${hex(features)}`, { features: hex(features) });
     await this.#ops.featuresChanged?.(features);
-    await this.#evaluate();
+    await this.#applyLog();
+    if (!onlyLogging) await this.#evaluate();
+  }
+
+  /**
+   * Give the driver the log it should write now: the frontend's log while
+   * `VHOST_F_LOG_ALL` is acked, else none. A driver that fails to switch
+   * keeps its previous log mapped (it may still write it) and the device
+   * reports the error.
+   */
+  async #applyLog(): Promise<void> {
+    const want = hasBit(this.#acked, VHOST_F_LOG_ALL) ? this.#dirtyLog : null;
+    if (want === this.#driverLog || !this.#ops.setLog) return;
+    const previous = this.#driverLog;
+    try {
+      await this.#ops.setLog(want);
+    } catch (e) {
+      this.#reportError(`the driver failed to switch its dirty log: ${message(e)}`);
+      throw new RequestRefused(`the driver failed to switch its dirty log: ${message(e)}`);
+    }
+    this.#driverLog = want;
+    this.events.emit("info", want ? "dirty logging on" : "dirty logging off");
+    if (previous !== null && previous !== this.#dirtyLog) previous.close();
+  }
+
+  /** Warn when the log does not reach the end of guest memory: writes past it are errors. */
+  #checkLogCoverage(): void {
+    const log = this.#dirtyLog;
+    if (log === null || !this.#table.isSet) return;
+    const end = this.#table.memory.regions.reduce((m, r) => Math.max(m, r.gpa + r.size), 0);
+    if (end > log.coverage) {
+      this.events.emit(
+        "warn",
+        `dirty log covers ${hex(log.coverage)} bytes of guest memory, which ends at ${hex(end)}: ` +
+          `writes past the log are device errors until the frontend sends a larger log`,
+      );
+    }
+  }
+
+  /**
+   * Mark ring `r`'s whole used ring in the log when it stops or the device
+   * suspends while logging (vhost-user: "log the used ring" for rings with
+   * `VHOST_VRING_F_LOG`), so the ring handed over is consistent whatever the
+   * device logged while running.
+   */
+  #logUsedRing(r: RingState): void {
+    const log = this.#driverLog;
+    if (log === null || !r.logging || r.num === 0) return;
+    const size = usedRingSize(r.num, hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX));
+    if (!log.mark(r.logAddr, size)) {
+      this.#ringError(
+        r.index,
+        `used ring at ${hex(r.logAddr)} (${size} bytes) is past the dirty log's ` +
+          `${hex(log.coverage)} bytes of coverage`,
+      );
+    }
   }
 
   async #setMemTable(regions: readonly MemoryRegionSpec[]): Promise<void> {
@@ -859,6 +998,15 @@ export class VhostMdevDevice {
       if (!Number.isSafeInteger(v) || v < 0) {
         throw new ProtocolError(`SET_VRING_ADDR ring ${a.index}: ${k} address ${v} is invalid`);
       }
+    }
+    const same = r.uva !== null && r.uva.desc === a.desc && r.uva.avail === a.avail &&
+      r.uva.used === a.used && r.addrValid;
+    if (same) {
+      // Only the logging flag or address changed (live migration turns
+      // logging on and off this way on running rings): nothing stops.
+      r.logging = (a.flags & 1) !== 0;
+      r.logAddr = a.log;
+      return;
     }
     await this.#quiesceRing(r, "ring addresses changed");
     r.uva = { desc: a.desc, avail: a.avail, used: a.used };
@@ -966,6 +1114,14 @@ export class VhostMdevDevice {
   async #reset(): Promise<void> {
     this.#setParked(false);
     await this.#life.stop("device reset");
+    this.#acked &= ~bit(VHOST_F_LOG_ALL);
+    try {
+      await this.#applyLog();
+    } catch {
+      // Reported; the driver keeps its log mapped.
+    }
+    if (this.#dirtyLog !== null && this.#dirtyLog !== this.#driverLog) this.#dirtyLog.close();
+    this.#dirtyLog = null;
     for (const r of this.#rings) r.reset();
     this.#table.clear();
     this.#retranslate();
@@ -1005,6 +1161,12 @@ function validateDescription(name: string, d: DeviceDescription): void {
       }
       names.add(c.name);
     }
+  }
+  if (hasBit(d.features, VHOST_F_LOG_ALL) && typeof d.ops?.setLog !== "function") {
+    throw new RangeError(
+      `driver ${name}: offers VHOST_F_LOG_ALL but has no ops.setLog; the SDK offers it ` +
+        `for drivers that log`,
+    );
   }
   if (typeof d.ops?.getVringState !== "function") {
     throw new RangeError(`driver ${name}: ops.getVringState is required`);

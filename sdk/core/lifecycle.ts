@@ -35,6 +35,8 @@ export interface LifecycleHost {
   reportError(text: string, queue?: number): void;
   /** Keep the device stopped until the frontend enables or kicks a ring, or sets status. */
   park(): void;
+  /** Ring `r` stopped or was suspended (its state is saved): log its used ring. */
+  halted(r: RingState): void;
 }
 
 /** The running state of one device's rings; see the module doc. */
@@ -226,6 +228,7 @@ export class DeviceLifecycle {
 
   /** Ask the driver where ring `r` got to and keep it as the ring's state. */
   async saveState(r: RingState): Promise<void> {
+    this.#host.halted(r);
     try {
       const state = await this.#host.ops.getVringState(r.index);
       const why = checkRingPosition(state, this.#host.packed());

@@ -14,10 +14,24 @@
  */
 
 import { MAP_SHARED, type Mapping, mmap, PROT_READ, PROT_WRITE, viewOf } from "../sys/mod.ts";
-import { GuestMemoryError } from "./guest_memory.ts";
+import { checkMemoryFile, GuestMemoryError } from "./guest_memory.ts";
 
 /** Bytes of guest memory one bit of the log stands for. */
 export const DIRTY_LOG_PAGE_SIZE = 4096;
+
+/**
+ * Largest log {@linkcode DirtyLog.map} takes by default, in bytes: 128 MiB,
+ * the log of 4 TiB of guest memory (the largest table the SDK maps).
+ */
+export const MAX_DIRTY_LOG_BYTES = 128 * 1024 * 1024;
+
+/** How {@linkcode DirtyLog.map} checks the frontend's log file. */
+export interface DirtyLogMapOptions {
+  /** Take a file that could shrink (see `MapOptions.allowUnsealed`). */
+  allowUnsealed?: boolean;
+  /** Largest log in bytes (default {@linkcode MAX_DIRTY_LOG_BYTES}). */
+  maxBytes?: number;
+}
 
 /** Where a log lives in this process, to view it from a Worker. */
 export interface SharedDirtyLog {
@@ -61,19 +75,28 @@ export class DirtyLog {
 
   /**
    * Map the log the frontend sent with `SET_LOG_BASE`: `size` bytes at
-   * `offset` of `fd` (the offset need not be page aligned). The fd is not
-   * closed; {@linkcode DirtyLog.close} unmaps.
+   * `offset` of `fd` (the offset need not be page aligned). The file must
+   * hold them and be unable to shrink, as guest memory must (a log that
+   * shrank under the device would kill the process with SIGBUS). The fd is
+   * not closed; {@linkcode DirtyLog.close} unmaps.
    *
-   * @throws GuestMemoryError for a zero or unsafe size or offset; SysError
-   *   when `mmap` fails.
+   * @throws GuestMemoryError for a zero, unsafe or too large size or offset,
+   *   or a file that is too short or could shrink; SysError when `mmap` fails.
    */
-  static map(fd: number, size: number, offset = 0): DirtyLog {
+  static map(fd: number, size: number, offset = 0, options: DirtyLogMapOptions = {}): DirtyLog {
+    const max = options.maxBytes ?? MAX_DIRTY_LOG_BYTES;
     if (!Number.isSafeInteger(size) || size <= 0) {
       throw new GuestMemoryError(`dirty log: size ${size} is not a positive integer`);
     }
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset + size > Number.MAX_SAFE_INTEGER) {
+    if (size > max) {
+      throw new GuestMemoryError(
+        `dirty log: size ${size} is more than the ${max} bytes that log the largest guest memory`,
+      );
+    }
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > max) {
       throw new GuestMemoryError(`dirty log: offset ${offset} is invalid`);
     }
+    checkMemoryFile(fd, offset + size, "dirty log", options.allowUnsealed ?? false);
     const mapping = mmap(fd, size + offset, { prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED });
     return new DirtyLog(new Uint8Array(mapping.buffer, offset, size), mapping);
   }
@@ -94,6 +117,11 @@ export class DirtyLog {
   /** Pages the bitmap covers. */
   get pages(): number {
     return this.#pages;
+  }
+
+  /** Guest-physical bytes the bitmap covers, from address 0. */
+  get coverage(): number {
+    return this.#pages * DIRTY_LOG_PAGE_SIZE;
   }
 
   /**

@@ -312,6 +312,39 @@ function checkCannotShrink(fd: number, where: string, allowUnsealed: boolean): v
 }
 
 /**
+ * Check that `fd` may be mapped shared for its first `needed` bytes without
+ * risking SIGBUS: touching a page of a shared file beyond its end raises
+ * SIGBUS and kills the process, so the file must be a regular one (memfd,
+ * hugetlbfs), long enough, and unable to shrink (sealed here where it still
+ * accepts seals). Guest memory regions and the dirty log both go through it.
+ *
+ * Returns the file's status.
+ *
+ * @throws GuestMemoryError naming `where`, the fd and what is wrong with it.
+ */
+export function checkMemoryFile(
+  fd: number,
+  needed: number,
+  where: string,
+  allowUnsealed: boolean,
+): ReturnType<typeof fstat> {
+  const st = fstat(fd);
+  if ((st.mode & S_IFMT) !== S_IFREG) {
+    throw new GuestMemoryError(
+      `${where}: fd ${fd} (${nameOf(fd)}) is not a memory file; send a memfd or a ` +
+        `hugetlbfs file`,
+    );
+  }
+  if (st.size < needed) {
+    throw new GuestMemoryError(
+      `${where}: fd ${fd} is only ${st.size} bytes long; ${where} needs ${needed}`,
+    );
+  }
+  checkCannotShrink(fd, where, allowUnsealed);
+  return st;
+}
+
+/**
  * Map one region's pages: from the page that holds `mmapOffset` to the page
  * that holds its last byte, viewed at the offset's place in that page.
  */
@@ -326,22 +359,7 @@ function mapRegion(spec: MemoryRegionSpec, index: number, options: MapOptions): 
   if (!Number.isInteger(fd) || fd < 0) {
     throw new GuestMemoryError(`${where}: fd ${fd} is invalid`);
   }
-  // Touching a page of a shared file beyond its end raises SIGBUS and kills
-  // the process, so the file must be a regular one (memfd, hugetlbfs),
-  // long enough, and unable to shrink.
-  const st = fstat(fd);
-  if ((st.mode & S_IFMT) !== S_IFREG) {
-    throw new GuestMemoryError(
-      `${where}: fd ${fd} (${nameOf(fd)}) is not a memory file; send a memfd or a ` +
-        `hugetlbfs file`,
-    );
-  }
-  if (st.size < mmapOffset + size) {
-    throw new GuestMemoryError(
-      `${where}: fd ${fd} is only ${st.size} bytes long, the region needs ${mmapOffset + size}`,
-    );
-  }
-  checkCannotShrink(fd, where, options.allowUnsealed ?? false);
+  const st = checkMemoryFile(fd, mmapOffset + size, where, options.allowUnsealed ?? false);
   const page = pageSize();
   const skip = mmapOffset % page;
   const length = skip + size;

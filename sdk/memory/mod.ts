@@ -26,4 +26,10 @@ export {
   PROCESS_MAPPED_BYTES_LIMIT,
   type SharedRegion,
 } from "./guest_memory.ts";
-export { DIRTY_LOG_PAGE_SIZE, DirtyLog, type SharedDirtyLog } from "./dirty_log.ts";
+export {
+  DIRTY_LOG_PAGE_SIZE,
+  DirtyLog,
+  type DirtyLogMapOptions,
+  MAX_DIRTY_LOG_BYTES,
+  type SharedDirtyLog,
+} from "./dirty_log.ts";

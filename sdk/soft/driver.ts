@@ -37,6 +37,7 @@ import type {
   QueueStats,
   RingPosition,
 } from "../ops.ts";
+import type { DirtyLog, SharedDirtyLog } from "../memory/dirty_log.ts";
 import { RunResources, WorkerRun } from "./worker_run.ts";
 import { isValidQueueSize } from "../virtqueue/layout.ts";
 import { hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
@@ -229,6 +230,8 @@ class SoftwareDevice implements DeviceOps {
   #suspended = false;
   #closed = false;
   #queue: Promise<unknown> = Promise.resolve();
+  /** The migration dirty log the Workers mark, or null. */
+  #log: SharedDirtyLog | null = null;
 
   constructor(
     ctx: DeviceContext,
@@ -318,6 +321,16 @@ class SoftwareDevice implements DeviceOps {
    * old leases keep the region mapped until each has stopped.
    */
   unmapMemory(_range: MemoryRange): Promise<void> {
+    return this.#switchMemory();
+  }
+
+  /**
+   * Live migration's dirty log: the running rings' Workers start again
+   * marking it (the same short pause as a memory change). Once this
+   * resolves no Worker touches the previous log.
+   */
+  setLog(log: DirtyLog | null): Promise<void> {
+    this.#log = log?.share() ?? null;
     return this.#switchMemory();
   }
 
@@ -422,6 +435,7 @@ class SoftwareDevice implements DeviceOps {
       options: this.#options,
       stats: this.#stats,
       control,
+      log: this.#log,
     };
     const ringError = (text: string) => {
       try {

@@ -8,6 +8,7 @@
  */
 
 import type { SharedRegion } from "../memory/guest_memory.ts";
+import type { SharedDirtyLog } from "../memory/dirty_log.ts";
 import { RUN_STOP } from "./worker_run.ts";
 
 /** Counters per ring in the stats buffer (one Float64 each). */
@@ -62,6 +63,8 @@ export interface QueueSetup {
   stats: SharedArrayBuffer;
   /** This ring's control words ({@linkcode CONTROL_WORDS} Int32). */
   control: SharedArrayBuffer;
+  /** The dirty log to mark guest writes in while a migration logs, or null. */
+  log: SharedDirtyLog | null;
 }
 
 /** What a Worker posts. */

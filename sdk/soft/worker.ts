@@ -17,13 +17,16 @@
  * A chain that breaks the descriptor rules (§2.7.4, §2.7.5), or a request
  * the handler throws for, goes back with used length 0, is counted as an
  * error and reported (rate-limited) to the main thread, which turns it into
- * `ctx.ringError`; the ring keeps serving. A corrupt `avail.idx` parks the
+ * `ctx.ringError`; the ring keeps serving. A request the handler answers
+ * with an error status of its own and marks with `request.countError` keeps
+ * its used length and is counted and reported the same way. A corrupt `avail.idx` parks the
  * ring until its next kick.
  *
  * @module
  */
 
 import { GuestMemory } from "../memory/guest_memory.ts";
+import { DirtyLog } from "../memory/dirty_log.ts";
 import { DescriptorChain, DescriptorChainError } from "../virtqueue/descriptor.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
 import { eventfdRead, eventfdSignal } from "../sys/eventfd.ts";
@@ -90,6 +93,15 @@ export interface SoftRequest {
    * @throws RangeError when they do not fit in {@linkcode SoftRequest.writable}.
    */
   write(bytes: Uint8Array, offset?: number): number;
+  /**
+   * Count this request as failed and report `reason` (rate-limited), while
+   * it still completes with the used length the handler returns: for a
+   * device whose requests carry their own error status (virtio-blk's
+   * `VIRTIO_BLK_S_IOERR`, virtio 1.2 §5.2.6), so a refused request is both
+   * answered and counted. It is counted in the ring's `errors`, not in its
+   * `requests` or `bytes`.
+   */
+  countError(reason: string): void;
 }
 
 /**
@@ -142,6 +154,8 @@ class ChainRequest implements SoftRequest {
   #scratch = new Uint8Array(256);
   #view: Uint8Array = new Uint8Array(0);
   #copied = false;
+  /** Why the handler counted the current request as failed, or null. */
+  failure: string | null = null;
 
   constructor(info: QueueInfo, ring: SplitQueue, chain: DescriptorChain, max: number) {
     this.queue = info.queue;
@@ -155,6 +169,11 @@ class ChainRequest implements SoftRequest {
   /** A new chain was popped into the shared chain object. */
   next(): void {
     this.#copied = false;
+    this.failure = null;
+  }
+
+  countError(reason: string): void {
+    this.failure = String(reason);
   }
 
   get readableBytes(): number {
@@ -258,6 +277,10 @@ class RingServer {
   readonly #control: Int32Array;
   /** A corrupt `avail.idx` parked the ring until its next kick. */
   #parked = false;
+  /** The migration dirty log the ring marks its writes in, or null. */
+  readonly #log: DirtyLog | null;
+  /** Marks that fell past the log's end, as last reported. */
+  #logMisses = 0;
 
   constructor(
     setup: QueueSetup,
@@ -267,10 +290,12 @@ class RingServer {
     post: (m: QueueMessage) => void,
   ) {
     this.#setup = setup;
+    this.#log = setup.log === null ? null : DirtyLog.fromShared(setup.log);
     this.#ring = new SplitQueue(GuestMemory.fromShared(setup.memory), setup, {
       lastAvailIdx: setup.availIdx,
       eventIdx: hasBit(setup.features, VirtioFeatureBit.EVENT_IDX),
       indirect: hasBit(setup.features, VirtioFeatureBit.INDIRECT_DESC),
+      log: this.#log,
     });
     this.#handler = handler;
     this.#request = new ChainRequest(info, this.#ring, this.#chain, maxReadable);
@@ -366,8 +391,13 @@ class RingServer {
               `device-writable bytes`,
           );
         }
-        requests++;
-        bytes += chain.readableBytes + len;
+        if (request.failure === null) {
+          requests++;
+          bytes += chain.readableBytes + len;
+        } else {
+          errors++;
+          this.#report(`request with head ${chain.head} failed: ${request.failure}`);
+        }
       } catch (e) {
         len = 0;
         errors++;
@@ -381,6 +411,16 @@ class RingServer {
     const stats = this.#stats, at = this.#statAt;
     if (requests !== 0) stats[at + STAT_REQUESTS] += requests;
     if (bytes !== 0) stats[at + STAT_BYTES] += bytes;
+    const log = this.#log;
+    if (log !== null && log.outOfRange !== this.#logMisses) {
+      // A write the log cannot record would be lost by a migration: an error.
+      stats[at + STAT_ERRORS] += log.outOfRange - this.#logMisses;
+      this.#logMisses = log.outOfRange;
+      this.#report(
+        `${log.outOfRange} write(s) past the dirty log's ${log.coverage} bytes of coverage ` +
+          `(a migration would lose them)`,
+      );
+    }
     if (errors !== 0) stats[at + STAT_ERRORS] += errors;
     this.#savePosition();
     if (used > 0) {

@@ -136,6 +136,8 @@ export const CONFIG_HEADER_SIZE = 12;
 export const MAX_CONFIG_SIZE = 256;
 /** Bytes of a `VhostUserVringArea` payload (index and flags, size, offset; u64 each). */
 export const VRING_AREA_SIZE = 24;
+/** Size of the "Log description" payload of `SET_LOG_BASE` (`mmap_size`, `mmap_offset`). */
+export const LOG_DESCRIPTION_SIZE = 16;
 
 /** Name of a frontend request code, for logs (`SET_MEM_TABLE`, or `request 99`). */
 export function frontendRequestName(code: number): string {

@@ -20,6 +20,7 @@ import {
   frontendRequestName,
   HEADER_SIZE,
   HeaderFlag,
+  LOG_DESCRIPTION_SIZE,
   MAX_CONFIG_SIZE,
   MAX_MEM_TABLE_REGIONS,
   MEM_REGION_SIZE,
@@ -398,4 +399,41 @@ export function decodeVringArea(m: VhostUserMessage): VringArea {
     size: safe(v, 8, m, "area size", name),
     offset: safe(v, 16, m, "area offset", name),
   };
+}
+
+/** A dirty log payload ("Log description", `SET_LOG_BASE`): the fd's bytes to map. */
+export interface LogDescription {
+  /** Size of the log in bytes (`mmap_size`). */
+  size: number;
+  /** Where the log starts in the fd (`mmap_offset`). */
+  offset: number;
+}
+
+/** Encode the "Log description" payload of `SET_LOG_BASE`. */
+export function encodeLogDescription(l: LogDescription): Uint8Array {
+  const [b, v] = payload(LOG_DESCRIPTION_SIZE);
+  v.setBigUint64(0, BigInt(l.size), true);
+  v.setBigUint64(8, BigInt(l.offset), true);
+  return b;
+}
+
+/** Decode the "Log description" payload of `SET_LOG_BASE`. */
+export function decodeLogDescription(m: VhostUserMessage): LogDescription {
+  expectSize(m, LOG_DESCRIPTION_SIZE);
+  const v = view(m);
+  return { size: safe(v, 0, m, "log size"), offset: safe(v, 8, m, "log offset") };
+}
+
+/** Encode the `u64` payload of `SEND_RARP`: the guest's MAC in its first 6 bytes. */
+export function encodeRarpMac(mac: Uint8Array): Uint8Array {
+  if (mac.length !== 6) throw new RangeError(`a MAC address is 6 bytes, not ${mac.length}`);
+  const [b] = payload(U64_SIZE);
+  b.set(mac);
+  return b;
+}
+
+/** Decode the `u64` payload of `SEND_RARP`: the guest's MAC (its first 6 bytes). */
+export function decodeRarpMac(m: VhostUserMessage): Uint8Array {
+  expectSize(m, U64_SIZE);
+  return m.payload.slice(0, 6);
 }

@@ -30,7 +30,9 @@ import { bit, hasBit, VirtioDeviceId, VirtioFeatureBit } from "../uapi/virtio.ts
 import { MessageSocket } from "./connection.ts";
 import {
   decodeConfig,
+  decodeLogDescription,
   decodeMemTable,
+  decodeRarpMac,
   decodeSingleRegion,
   decodeU64,
   decodeVringAddr,
@@ -61,8 +63,9 @@ export const OFFERED_PROTOCOL_FEATURES: bigint = [
 ].reduce((m, b) => m | bit(b), 0n);
 
 /**
- * Protocol features offered for a device: the SDK's, plus those its
- * description adds, minus those it removes.
+ * Protocol features offered for a device: the SDK's, `LOG_SHMFD` when its
+ * driver logs dirty pages (`ops.setLog`) and `RARP` when it announces
+ * (`ops.announce`), plus those its description adds, minus those it removes.
  *
  * @throws RangeError for a bit number outside 0..63.
  */
@@ -75,7 +78,10 @@ export function offeredProtocolFeatures(description: DeviceDescription): bigint 
       return m | bit(b);
     }, 0n);
   const p = description.protocolFeatures;
-  return (OFFERED_PROTOCOL_FEATURES | mask(p?.add)) & ~mask(p?.remove);
+  const ops = description.ops;
+  const own = (ops.setLog ? bit(ProtocolFeatureBit.LOG_SHMFD) : 0n) |
+    (ops.announce ? bit(ProtocolFeatureBit.RARP) : 0n);
+  return (OFFERED_PROTOCOL_FEATURES | own | mask(p?.add)) & ~mask(p?.remove);
 }
 
 const KNOWN_REQUESTS = new Set<number>(Object.values(FrontendRequest));
@@ -407,6 +413,23 @@ export class VhostUserSession {
         dev.setConfig(c.offset, c.data.slice());
         return false;
       }
+      case R.SET_LOG_BASE: {
+        expectFds(m, 1);
+        const { size, offset } = decodeLogDescription(m);
+        // The fd stays in the message, which closes it: the mapping outlives it.
+        await dev.setLogBase(m.fds[0], size, offset);
+        // QEMU waits for a reply with no payload (it sends no NEED_REPLY).
+        this.#reply(m.request, new Uint8Array(0));
+        return true;
+      }
+      case R.SET_LOG_FD:
+        // A log eventfd the SDK never signals: taken and closed.
+        expectFds(m, 1);
+        return false;
+      case R.SEND_RARP:
+        expectFds(m, 0);
+        await dev.announce(decodeRarpMac(m));
+        return false;
       case R.SET_BACKEND_REQ_FD: {
         expectFds(m, 1);
         // Until the channel is made, the fd stays in the message, which

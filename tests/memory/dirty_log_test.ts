@@ -36,7 +36,7 @@ Deno.test("mark: past the end of the log marks what fits and counts", () => {
 });
 
 Deno.test("map: the frontend sees marks through its own mapping of the log fd", () => {
-  const fd = memfdCreate("dirty-log-test");
+  const fd = memfdCreate("dirty-log-test", { allowSealing: true });
   ftruncate(fd, 8192);
   const frontend = mmap(fd, 8192);
   const log = DirtyLog.map(fd, 64, 100); // unaligned offset
@@ -52,5 +52,23 @@ Deno.test("map: the frontend sees marks through its own mapping of the log fd", 
     log.close();
     frontend.unmap();
     close(fd);
+  }
+});
+
+Deno.test("map: a log file that could shrink, is too short, or is too large is refused", () => {
+  const unsealable = memfdCreate("dirty-log-unsealable");
+  const short = memfdCreate("dirty-log-short", { allowSealing: true });
+  try {
+    ftruncate(unsealable, 4096);
+    ftruncate(short, 4096);
+    assert.throws(() => DirtyLog.map(unsealable, 64), /cannot be sealed.*SIGBUS/);
+    // Allowed when the frontend is trusted, as for guest memory.
+    DirtyLog.map(unsealable, 64, 0, { allowUnsealed: true }).close();
+    assert.throws(() => DirtyLog.map(short, 4096, 1), /only 4096 bytes long.*needs 4097/);
+    assert.throws(() => DirtyLog.map(short, 2 ** 40), /more than the \d+ bytes/);
+    assert.throws(() => DirtyLog.map(short, 0), /not a positive integer/);
+  } finally {
+    close(unsealable);
+    close(short);
   }
 });
