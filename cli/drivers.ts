@@ -20,6 +20,7 @@ export const BUNDLED_DRIVERS: Readonly<Record<string, () => Promise<Driver>>> = 
     const { openEmulatedIfcvf } = await import("@vhost-mdev/ifcvf/emulated");
     return makeIfcvfDriver((p) => p.pci === "emulated" ? openEmulatedIfcvf(p) : openIfcvfTarget(p));
   },
+  blk: async () => (await import("@vhost-mdev/blk")).driver,
 };
 
 /** A bundled driver by name, or a plugin loaded from a path or URL. */

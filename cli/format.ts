@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { DeviceEvent, QueueStats } from "@vhost-mdev/sdk";
+import type { DeviceEvent, Driver, QueueStats } from "@vhost-mdev/sdk";
 
 /** Reserved flags of the CLIs; anything else is a driver option. */
 const RESERVED = new Set([
@@ -27,11 +27,14 @@ const RESERVED = new Set([
 
 /**
  * Split `--name value` / `--name=value` / `--switch` arguments into the CLI's
- * own flags and driver options. Names in `switches` take no value.
+ * own flags and driver options. Names in `switches` take no value. Names in
+ * `booleans` (driver options whose values are `true` and `false`) take
+ * `true` or `false` when one follows, and are `true` alone (`--readonly`).
  */
 export function parseFlags(
   args: readonly string[],
   switches: readonly string[],
+  booleans: readonly string[] = [],
 ): { flags: Record<string, string>; options: Record<string, string> } {
   const flags: Record<string, string> = {};
   const options: Record<string, string> = {};
@@ -50,6 +53,9 @@ export function parseFlags(
       name = name.slice(0, eq);
     } else if (switches.includes(name)) {
       value = "";
+    } else if (booleans.includes(name)) {
+      const next = args[i + 1];
+      value = next === "true" || next === "false" ? args[++i] : "true";
     } else {
       if (i + 1 >= args.length) throw new Error(`--${name} needs a value`);
       value = args[++i];
@@ -57,6 +63,25 @@ export function parseFlags(
     (RESERVED.has(name) ? flags : options)[name] = value;
   }
   return { flags, options };
+}
+
+/**
+ * The driver options that are switches on the command line: those whose
+ * values are exactly `false` and `true`.
+ */
+export function booleanOptions(driver: Driver | undefined): string[] {
+  return (driver?.options ?? []).filter((o) =>
+    o.values?.length === 2 && o.values.includes("true") && o.values.includes("false")
+  ).map((o) => o.name);
+}
+
+/** The value of `--name` (or `--name=value`) in `args`, looked up before parsing them. */
+export function peekFlag(args: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === `--${name}`) return args[i + 1];
+    if (args[i].startsWith(`--${name}=`)) return args[i].slice(name.length + 3);
+  }
+  return undefined;
 }
 
 /** One event as a line of text (`12:00:01.234 sim start: 2 ring(s) ...`) or JSON. */

@@ -11,7 +11,7 @@
 import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
 import { VhostUserClient, VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { BUNDLED_DRIVERS, findDriver } from "./drivers.ts";
-import { formatEvent, formatStats, parseFlags } from "./format.ts";
+import { booleanOptions, formatEvent, formatStats, parseFlags, peekFlag } from "./format.ts";
 
 const HELP = `Usage: deno task serve --driver <name|module> --socket <path> [options]
 
@@ -23,7 +23,7 @@ Options:
 }) or a plugin module path/URL
   --socket <path>         vhost-user socket path
   --client                connect to a listening frontend (reconnects) instead of listening
-  --queues <N>            queue pairs (default 1)
+  --queues <N>            queue pairs (net) or request queues (blk) (default 1)
   --pci <addr|emulated>   PCI device for PCI drivers (0000:03:00.0, or "emulated")
   --log <text|json>       event output format (default text)
   --debug                 also print debug events
@@ -39,6 +39,7 @@ options are listed with --driver <name> --help.
 Examples:
   deno task serve --driver sim --mode loopback --socket /tmp/vhost-net0.sock
   deno task serve --driver ifcvf --pci emulated --socket /tmp/vhost-ifc.sock
+  deno task serve --driver blk --file disk.img --readonly --queues 2 --socket /tmp/vhost-blk.sock
   deno task serve --driver ./my_driver.ts --socket /tmp/vhost-x.sock --client
 `;
 
@@ -47,17 +48,19 @@ Examples:
  * with the exit code.
  */
 export async function main(args: string[]): Promise<number> {
-  const { flags, options } = parseFlags(args, [
-    "client",
-    "debug",
-    "help",
-    "allow-unsealed-memory",
-  ]);
+  // The driver comes first: its true/false options are switches (`--readonly`).
+  const named = peekFlag(args, "driver");
+  const found = named ? await findDriver(named) : undefined;
+  const { flags, options } = parseFlags(
+    args,
+    ["client", "debug", "help", "allow-unsealed-memory"],
+    booleanOptions(found),
+  );
   const driverName = flags.driver;
   if (flags.help !== undefined) {
     console.log(HELP);
     if (driverName) {
-      const d = await findDriver(driverName);
+      const d = found ?? await findDriver(driverName);
       console.log(`Driver ${d.name}: ${d.description}`);
       for (const o of d.options ?? []) {
         const values = o.values ? ` (${o.values.join("|")})` : "";
@@ -82,7 +85,7 @@ export async function main(args: string[]): Promise<number> {
     console.error(`error: --queues ${flags.queues} must be an integer from 1 to 64`);
     return 2;
   }
-  const driver = await findDriver(driverName);
+  const driver = found ?? await findDriver(driverName);
   const known = new Set((driver.options ?? []).map((o) => o.name));
   for (const [k, v] of Object.entries(options)) {
     const o = driver.options?.find((o) => o.name === k);

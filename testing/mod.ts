@@ -1,7 +1,8 @@
 /**
  * What vendors test drivers with: a vhost-user frontend, a generic virtio
- * guest and a minimal virtio-net guest driver on it in TypeScript, frame builders, a typed runner for
- * DPDK's testpmd, and emulated PCI hardware behind the VFIO interfaces.
+ * guest and minimal virtio-net and virtio-blk guest drivers on it in
+ * TypeScript, frame builders, a typed runner for DPDK's testpmd, and
+ * emulated PCI hardware behind the VFIO interfaces.
  *
  * @example Attach the TypeScript frontend to a served device
  * ```ts
@@ -24,3 +25,4 @@ export * from "./frames.ts";
 export * from "./vhost_user_frontend.ts";
 export * from "./virtio_guest.ts";
 export * from "./virtio_net_driver.ts";
+export * from "./virtio_blk_driver.ts";

@@ -26,6 +26,19 @@ export const O_TRUNC = 0o1000;
 export const O_NONBLOCK = 0o4000;
 /** `open` flag: close the fd in programs started with exec. */
 export const O_CLOEXEC = 0o2000000;
+/**
+ * `open` flag (x86-64): transfer straight between the buffer and the device,
+ * bypassing the page cache; buffers, offsets and lengths must be aligned to
+ * the device's logical block size.
+ */
+export const O_DIRECT = 0o40000;
+
+/** `fallocate` mode: keep the file size even when the range extends past it. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+/** `fallocate` mode: deallocate the range (it reads as zeros); needs `FALLOC_FL_KEEP_SIZE`. */
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+/** `fallocate` mode: make the range read as zeros, keeping it allocated. */
+export const FALLOC_FL_ZERO_RANGE = 0x10;
 
 /** `fcntl` command: read the fd flags (`FD_CLOEXEC`). */
 export const F_GETFD = 1;
@@ -170,6 +183,49 @@ export function pwrite(fd: number, buf: Uint8Array, offset: number): number {
     if (n >= 0) return n;
     const errno = lastErrno();
     if (errno !== Errno.EINTR) throw new SysError("pwrite", errno, `fd ${fd} offset ${offset}`);
+  }
+}
+
+/**
+ * Write the file's data (and the metadata needed to read it back) to
+ * stable storage. Retries on EINTR.
+ *
+ * @throws SysError EIO when writeback failed, ENOSPC, EROFS or EINVAL for a
+ *   file that cannot be synced.
+ */
+export function fdatasync(fd: number): void {
+  const c = libc();
+  for (;;) {
+    if (c.fdatasync(fd) === 0) return;
+    const errno = lastErrno();
+    if (errno !== Errno.EINTR) throw new SysError("fdatasync", errno, `fd ${fd}`);
+  }
+}
+
+/**
+ * `fallocate(fd, mode, offset, length)`: allocate, deallocate
+ * ({@linkcode FALLOC_FL_PUNCH_HOLE}) or zero ({@linkcode FALLOC_FL_ZERO_RANGE})
+ * a byte range of a file or block device. Retries on EINTR.
+ *
+ * @throws SysError EOPNOTSUPP when the file system does not support `mode`,
+ *   ENOSPC, EINVAL for a bad range.
+ */
+export function fallocate(fd: number, mode: number, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length)) {
+    throw new SysError("fallocate", Errno.EINVAL, `fd ${fd} (offset ${offset} length ${length})`);
+  }
+  const c = libc();
+  for (;;) {
+    if (c.fallocate(fd, mode, BigInt(offset), BigInt(length)) === 0) return;
+    const errno = lastErrno();
+    if (errno !== Errno.EINTR) {
+      throw new SysError(
+        "fallocate",
+        errno,
+        `fd ${fd} mode 0x${mode.toString(16)} ` +
+          `offset ${offset} length ${length}`,
+      );
+    }
   }
 }
 

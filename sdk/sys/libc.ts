@@ -22,6 +22,8 @@ const SYMBOLS = {
   write: { parameters: ["i32", "buffer", "usize"], result: "i32" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "i32" },
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "i32" },
+  fdatasync: { parameters: ["i32"], result: "i32" },
+  fallocate: { parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },

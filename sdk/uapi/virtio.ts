@@ -104,6 +104,50 @@ export const VirtioBlkFeatureBit = {
   WRITE_ZEROES: 14,
 } as const;
 
+/** virtio-blk request types, the `type` of `struct virtio_blk_req` (virtio 1.2 §5.2.6). */
+export const VirtioBlkRequestType = {
+  /** Read sectors into the device-writable data buffers. */
+  IN: 0,
+  /** Write the device-readable data buffers to sectors. */
+  OUT: 1,
+  /** Flush the device's write cache (`VIRTIO_BLK_F_FLUSH`). */
+  FLUSH: 4,
+  /** Read the device ID string, up to {@linkcode VIRTIO_BLK_ID_BYTES} bytes. */
+  GET_ID: 8,
+  /** Read the device lifetime (`VIRTIO_BLK_F_LIFETIME`). */
+  GET_LIFETIME: 10,
+  /** Discard sector ranges (`VIRTIO_BLK_F_DISCARD`). */
+  DISCARD: 11,
+  /** Write zeroes to sector ranges (`VIRTIO_BLK_F_WRITE_ZEROES`). */
+  WRITE_ZEROES: 13,
+  /** Securely erase sector ranges (`VIRTIO_BLK_F_SECURE_ERASE`). */
+  SECURE_ERASE: 14,
+} as const;
+
+/** virtio-blk request status, the last byte of a request (virtio 1.2 §5.2.6). */
+export const VirtioBlkStatus = {
+  /** Success. */
+  OK: 0,
+  /** The request failed (an I/O error, or sectors outside the device). */
+  IOERR: 1,
+  /** The request type or a flag is not supported. */
+  UNSUPP: 2,
+} as const;
+
+/** Bytes of the virtio-blk request header: le32 `type`, le32 `reserved`, le64 `sector`. */
+export const VIRTIO_BLK_REQ_HEADER_SIZE = 16;
+/** Bytes of a sector: `sector` and `capacity` count in these, whatever `blk_size` is. */
+export const VIRTIO_BLK_SECTOR_SIZE = 512;
+/** Bytes of the ID string `VIRTIO_BLK_T_GET_ID` returns (NUL-padded when shorter). */
+export const VIRTIO_BLK_ID_BYTES = 20;
+/**
+ * Bytes of one discard / write-zeroes segment, `struct
+ * virtio_blk_discard_write_zeroes`: le64 `sector`, le32 `num_sectors`, le32 `flags`.
+ */
+export const VIRTIO_BLK_DISCARD_SEGMENT_SIZE = 16;
+/** Segment flag of a write-zeroes request: the device may deallocate the sectors. */
+export const VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1;
+
 /** Byte offsets in the virtio-blk config space (virtio 1.2 §5.2.4). */
 export const VirtioBlkConfig = {
   /** le64 `capacity`, in 512-byte sectors. */

@@ -41,6 +41,7 @@
 
 export * from "./ping_vm.ts";
 export * from "./channels_vm.ts";
+export * from "./blk_vm.ts";
 export * from "./vfio_vm.ts";
 export * from "./host_tools.ts";
 export * from "./qemu.ts";
