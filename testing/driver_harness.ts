@@ -10,6 +10,7 @@
  */
 
 import {
+  bit,
   type DeviceOptions,
   type Driver,
   GuestMemory,
@@ -17,6 +18,7 @@ import {
   type ProbeParams,
   SplitQueueDriver,
   type SplitQueueDriverLayout,
+  VHOST_F_LOG_ALL,
   VhostMdevDevice,
   VirtioFeatureBit,
   VirtioStatus,
@@ -34,6 +36,7 @@ import {
   pollAsync,
   POLLIN,
 } from "@vhost-mdev/sdk/sys";
+import { VRING_F_LOG } from "@vhost-mdev/sdk/vhost-user";
 
 /** Options of {@linkcode DriverHarness.create}. */
 export interface DriverHarnessOptions {
@@ -46,7 +49,11 @@ export interface DriverHarnessOptions {
   gpa?: number;
   /** Entries per ring (default 256). */
   ringSize?: number;
-  /** Features to ack, of those the device offers (default: all it offers). */
+  /**
+   * Features to ack, of those the device offers (default: all it offers);
+   * `VHOST_F_LOG_ALL` never, as a frontend acks it only when a migration
+   * starts (then `device.setFeatures`).
+   */
   features?: bigint;
   /**
    * Descriptors kept out of every ring's free list, for chains the test
@@ -154,7 +161,9 @@ export class DriverHarness {
       throw new RangeError(`gpa ${gpa} is not a page-aligned guest-physical address`);
     }
     const device = await VhostMdevDevice.create(driver, params, options.device ?? {});
-    const features = (options.features ?? device.getFeatures()) & device.getFeatures();
+    // LOG_ALL is acked when a migration starts, not at start-up (see `logRing`).
+    const features = (options.features ?? device.getFeatures()) & device.getFeatures() &
+      ~bit(VHOST_F_LOG_ALL);
     const memfd = memfdCreate("driver-harness", { allowSealing: true });
     ftruncate(memfd, size);
     const mapping = mmap(memfd, size);
@@ -248,6 +257,24 @@ export class DriverHarness {
       VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK |
         VirtioStatus.DRIVER_OK,
     );
+  }
+
+  /**
+   * Turn used-ring logging on or off for ring `q`, keeping its addresses:
+   * `SET_VRING_ADDR` with `VHOST_VRING_F_LOG` and the used ring's
+   * guest-physical address as the log address, as QEMU sends it when a
+   * migration starts and ends.
+   */
+  async logRing(q: number, on: boolean): Promise<void> {
+    const r = this.ring(q);
+    await this.device.setVringAddr({
+      index: q,
+      flags: on ? VRING_F_LOG : 0,
+      desc: r.layout.descAddr + UVA_OFFSET,
+      avail: r.layout.availAddr + UVA_OFFSET,
+      used: r.layout.usedAddr + UVA_OFFSET,
+      log: on ? r.layout.usedAddr : 0,
+    });
   }
 
   /** Stop the device as a frontend resetting it does (`SET_STATUS 0`). */
