@@ -54,8 +54,10 @@ import {
   decodeU64,
   decodeVringState,
   encodeConfig,
+  encodeLogDescription,
   encodeMemTable,
   encodeMessage,
+  encodeRarpMac,
   encodeSingleRegion,
   encodeU64,
   encodeVringAddr,
@@ -71,6 +73,7 @@ import {
   MAX_CONFIG_SIZE,
   ProtocolFeatureBit,
   U64_SIZE,
+  VRING_F_LOG,
   VRING_STATE_SIZE,
 } from "@vhost-mdev/sdk/vhost-user";
 import { bit, hasBit, VirtioFeatureBit } from "@vhost-mdev/sdk";
@@ -577,6 +580,8 @@ export class VhostUserFrontend {
    * message carries this frontend's virtual addresses of them.
    */
   async setVringAddr(q: number, layout: FrontendRingLayout, flags = 0): Promise<void> {
+    // With VHOST_VRING_F_LOG the used ring's guest-physical address is the log address.
+    const log = (flags & VRING_F_LOG) !== 0 ? layout.usedAddr : 0;
     const n = layout.num;
     const addr = encodeVringAddr({
       index: q,
@@ -584,7 +589,7 @@ export class VhostUserFrontend {
       desc: this.frontendAddress(layout.descAddr, descTableSize(n)),
       used: this.frontendAddress(layout.usedAddr, usedRingSize(n)),
       avail: this.frontendAddress(layout.availAddr, availRingSize(n)),
-      log: 0,
+      log,
     });
     await this.request(FrontendRequest.SET_VRING_ADDR, addr);
   }
@@ -627,6 +632,25 @@ export class VhostUserFrontend {
       );
     }
     return s.num;
+  }
+
+  /**
+   * `SET_LOG_BASE` (with `LOG_SHMFD`): the dirty log is `size` bytes at
+   * `offset` of `fd` (a memfd; the backend maps it). Waits for the
+   * backend's reply, which has no payload, as QEMU does.
+   */
+  async setLogBase(fd: number, size: number, offset = 0): Promise<void> {
+    await this.request(
+      FrontendRequest.SET_LOG_BASE,
+      encodeLogDescription({ size, offset }),
+      [fd],
+      true,
+    );
+  }
+
+  /** `SEND_RARP` (with `RARP`): ask the backend to announce `mac` after a migration. */
+  async sendRarp(mac: Uint8Array): Promise<void> {
+    await this.request(FrontendRequest.SEND_RARP, encodeRarpMac(mac));
   }
 
   /** `SET_STATUS` (needs `STATUS`): the virtio device status byte. */

@@ -16,7 +16,12 @@
  *   use them: from offset 0x20, 0x40 bytes per queue pair, one 32-bit word
  *   per queue (`last_avail_idx` in bits 0-15, `last_used_idx` in bits
  *   16-31). The driver writes it before DRIVER_OK to resume a ring where it
- *   stopped and reads it after stopping to learn where that was.
+ *   stopped and reads it after stopping to learn where that was. The
+ *   logging registers at 0x0-0x1c: with logging on, the device sets the
+ *   dirty-log bit of every page it writes into a receive buffer, in the log
+ *   at the IOVA range the driver gave, through its DMA mappings; like the
+ *   hardware it does not log its used-ring writes (the SDK marks used rings
+ *   when rings stop).
  *
  * The datapath is a loopback wire: a frame the driver puts on TX queue
  * `2p+1` comes back on RX queue `2p`. Rings are real split rings in the
@@ -61,7 +66,18 @@ import {
 } from "@vhost-mdev/sdk/pci";
 import type { ProbeParams } from "@vhost-mdev/sdk";
 import type { IfcvfTarget } from "./ifcvf.ts";
-import { LM_BAR, LM_CFG_SIZE, LM_RING_STATE_OFFSET } from "./lm.ts";
+import {
+  LM_BAR,
+  LM_BASE_ADDR_HIGH,
+  LM_BASE_ADDR_LOW,
+  LM_CFG_SIZE,
+  LM_END_ADDR_HIGH,
+  LM_END_ADDR_LOW,
+  LM_LOGGING_CTRL,
+  LM_LOGGING_DISABLE,
+  LM_LOGGING_ENABLE_VF,
+  LM_RING_STATE_OFFSET,
+} from "./lm.ts";
 
 /** BAR 0 layout of the emulated device. */
 export const EmulatedIfcvfLayout = {
@@ -207,6 +223,8 @@ export class EmulatedIfcvf {
   deviceResets = 0;
   /** Single-queue resets (`queue_reset`) since creation. */
   queueResets = 0;
+  /** Pages marked in the dirty log (one per page per write), since creation. */
+  loggedPages = 0;
   readonly #pairs: number;
   readonly #maxQueueSize: number;
   readonly #multiplier: number;
@@ -230,6 +248,10 @@ export class EmulatedIfcvf {
   #frame = new Uint8Array(NET_HDR + MAX_FRAME);
   #packet = new Uint8Array(NET_HDR + MAX_FRAME);
   #processing = false;
+  /** The logging registers: control word, log start and end (IOVA, in 32-bit halves). */
+  #logRegs = new Map<number, number>();
+  /** The log writer while logging is on. */
+  #logWriter: { mark(gpa: number, length: number): boolean } | null = null;
 
   /** Build the device; see {@linkcode EmulatedIfcvfOptions} for the defaults. */
   constructor(options: EmulatedIfcvfOptions = {}) {
@@ -529,6 +551,9 @@ export class EmulatedIfcvf {
   }
 
   #readLm(off: number, width: 1 | 2 | 4): number {
+    if (off < EmulatedIfcvfLayout.LM_RING_STATE) {
+      return width === 4 ? this.#logRegs.get(off) ?? 0 : 0;
+    }
     const slot = this.#lmSlot(off);
     if (!slot || width === 1 || (width === 4 && slot.half !== 0)) return 0;
     const { lastAvail, lastUsed } = this.ringState(slot.q);
@@ -537,6 +562,7 @@ export class EmulatedIfcvf {
   }
 
   #writeLm(off: number, width: 1 | 2 | 4, value: number): void {
+    if (off < EmulatedIfcvfLayout.LM_RING_STATE) return this.#writeLogging(off, width, value);
     const slot = this.#lmSlot(off);
     if (!slot || width === 1 || (width === 4 && slot.half !== 0)) {
       this.#bad(`write${width * 8} to LM BAR offset 0x${off.toString(16)}`);
@@ -552,6 +578,79 @@ export class EmulatedIfcvf {
       q.lmUsed = value >>> 16;
     } else if (slot.half === 0) q.lmAvail = value & 0xffff;
     else q.lmUsed = value & 0xffff;
+  }
+
+  /** A write to the logging registers; the control word turns logging on or off. */
+  #writeLogging(off: number, width: 1 | 2 | 4, value: number): void {
+    const known = [
+      LM_LOGGING_CTRL,
+      LM_BASE_ADDR_LOW,
+      LM_BASE_ADDR_HIGH,
+      LM_END_ADDR_LOW,
+      LM_END_ADDR_HIGH,
+    ];
+    if (width !== 4 || !known.includes(off)) {
+      this.#bad(`write${width * 8} to LM BAR offset 0x${off.toString(16)}`);
+      return;
+    }
+    this.#logRegs.set(off, value >>> 0);
+    if (off !== LM_LOGGING_CTRL) return;
+    if (value === LM_LOGGING_DISABLE) {
+      this.#setLogWriter(null);
+    } else if (value === LM_LOGGING_ENABLE_VF) {
+      const r = this.#logRegs;
+      const base = (r.get(LM_BASE_ADDR_LOW) ?? 0) + (r.get(LM_BASE_ADDR_HIGH) ?? 0) * TWO_32;
+      const end = (r.get(LM_END_ADDR_LOW) ?? 0) + (r.get(LM_END_ADDR_HIGH) ?? 0) * TWO_32;
+      if (end <= base) {
+        this.#bad(
+          `logging enabled with an empty log (IOVA 0x${base.toString(16)} to 0x${
+            end.toString(16)
+          })`,
+        );
+        return;
+      }
+      this.#setLogWriter(this.#logInto(base, end));
+    } else {
+      this.#bad(`logging control 0x${value.toString(16)} is neither disable (0) nor enable VF (1)`);
+    }
+  }
+
+  /**
+   * The device's own log writer: the bit of page `p` is bit `p % 8` of the
+   * byte at IOVA `base + p / 8`, reached through the DMA mappings, set with
+   * an atomic OR (the frontend clears bits concurrently). A page past the
+   * log, or a log byte the mappings do not reach, is a device error.
+   */
+  #logInto(base: number, end: number): { mark(gpa: number, length: number): boolean } {
+    const page = 4096;
+    return {
+      mark: (gpa, length) => {
+        if (length <= 0) return true;
+        const first = Math.floor(gpa / page), last = Math.floor((gpa + length - 1) / page);
+        for (let p = first; p <= last; p++) {
+          const at = base + Math.floor(p / 8);
+          if (at >= end) {
+            this.#fail(`dirty log: page 0x${p.toString(16)} is past the log's end`);
+            return false;
+          }
+          let byte: Uint8Array;
+          try {
+            byte = this.dma.memory().bytes(at, 1);
+          } catch {
+            this.#fail(`dirty log: IOVA 0x${at.toString(16)} is not mapped (IOMMU fault)`);
+            return false;
+          }
+          Atomics.or(byte, 0, 1 << (p % 8));
+          this.loggedPages++;
+        }
+        return true;
+      },
+    };
+  }
+
+  #setLogWriter(writer: { mark(gpa: number, length: number): boolean } | null): void {
+    this.#logWriter = writer;
+    for (const q of this.#queues) q.receive?.setLog(writer);
   }
 
   // --- datapath ------------------------------------------------------------
@@ -614,6 +713,7 @@ export class EmulatedIfcvf {
         mergeable: hasBit(f, VirtioNetFeatureBit.MRG_RXBUF),
         counters: s.stats,
         onChainError: (e) => this.#chainError(s, e),
+        log: this.#logWriter,
       });
       s.ring = ring;
     } catch (e) {
@@ -796,6 +896,9 @@ export class EmulatedIfcvf {
     this.#queueSelect = 0;
     this.#isr = 0;
     for (const b of this.#backlog) b.length = 0;
+    // A reset turns logging off; the driver turns it on again.
+    this.#logRegs.clear();
+    this.#logWriter = null;
   }
 
   #fail(why: string): void {

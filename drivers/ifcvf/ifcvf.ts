@@ -14,6 +14,7 @@ import {
   type DeviceContext,
   type DeviceDescription,
   type DeviceOps,
+  type DirtyLog,
   type MemoryRange,
   type NotifyArea,
   type ProbeParams,
@@ -43,7 +44,7 @@ import {
 import { VfioPciIrq } from "@vhost-mdev/sdk/vfio";
 import { close, pageSize } from "@vhost-mdev/sdk/sys";
 import { describeIds, isVirtioNet, matchIfcvf } from "./ids.ts";
-import { IfcvfLiveMigration, LM_BAR } from "./lm.ts";
+import { IFCVF_LOG_IOVA, IfcvfLiveMigration, LM_BAR } from "./lm.ts";
 import { type FanoutSource, InterruptFanout, planVectors, type VectorPlan } from "./interrupts.ts";
 
 /** A PCI function and its DMA space, as the driver gets them. */
@@ -142,6 +143,8 @@ class IfcvfDevice {
   #running: Running | null = null;
   /** Where each ring stopped, until the next start. */
   #saved = new Map<number, RingPosition>();
+  /** The migration dirty log the VF writes, mapped for its DMA, or null. */
+  #log: { mapping: DmaMapping; base: number; size: number } | null = null;
 
   constructor(ctx: DeviceContext, params: ProbeParams, target: IfcvfTarget) {
     this.#ctx = ctx;
@@ -274,6 +277,10 @@ class IfcvfDevice {
         this.#target.dma.unmap(m.iova, m.size);
       },
       getVringState: (q) => this.#saved.get(q) ?? this.#ctx.vring(q).state,
+      // Only an IFC VF logs its own writes (the LM BAR's logging registers);
+      // without them the SDK offers no LOG_ALL and QEMU refuses to migrate
+      // rather than migrate wrong.
+      setLog: this.#lm ? (log) => this.#setLog(log) : undefined,
       featuresChanged: (f) => {
         this.#features = f;
       },
@@ -292,9 +299,41 @@ class IfcvfDevice {
       stats: this.#target.stats ? () => this.#target.stats!() : undefined,
       close: async () => {
         if (this.#running) await this.#stop();
+        this.#setLog(null);
         this.#target.close();
       },
     };
+  }
+
+  /**
+   * Log into `log` from now on (or stop logging): map it for the VF's DMA
+   * at {@linkcode IFCVF_LOG_IOVA} and point the LM BAR's logging registers
+   * at it. The previous log is unlogged and unmapped first, so the VF never
+   * writes a log the SDK is about to release.
+   */
+  #setLog(log: DirtyLog | null): void {
+    const lm = this.#lm!;
+    const dma = this.#target.dma;
+    if (this.#log) {
+      lm.disableLogging();
+      dma.unmap(this.#log.mapping.iova, this.#log.mapping.size);
+      this.#log = null;
+    }
+    if (!log) return;
+    const { address, size } = log.share();
+    const page = dma.pageSize;
+    const skip = address % page;
+    const mapping: DmaMapping = {
+      iova: IFCVF_LOG_IOVA,
+      size: Math.ceil((skip + size) / page) * page,
+      vaddr: address - skip,
+    };
+    dma.map(mapping);
+    this.#log = { mapping, base: IFCVF_LOG_IOVA + skip, size };
+    lm.enableLogging(this.#log.base, size);
+    this.#ctx.log.debug(
+      `the VF logs its writes into ${size} bytes at IOVA 0x${this.#log.base.toString(16)}`,
+    );
   }
 
   /** Device config as the frontend sees it (queue pairs capped to what is exposed). */
@@ -355,6 +394,9 @@ class IfcvfDevice {
         throw new Error(`the device refused MSI-X vector ${plan.config} for config changes`);
       }
       for (const q of rings) this.#programRing(ctx.vring(q), plan.queue(q));
+      // The reset cleared the logging registers: a device started during a
+      // migration logs from its first write.
+      if (this.#log) this.#lm!.enableLogging(this.#log.base, this.#log.size);
       t.addStatus(VirtioStatus.DRIVER_OK);
       const status = t.status;
       if (status & VirtioStatus.NEEDS_RESET || !(status & VirtioStatus.DRIVER_OK)) {

@@ -36,9 +36,17 @@ import { type IfcvfTarget, probeIfcvf } from "./ifcvf.ts";
 
 export { describeIds, IFCVF_PCI_IDS, type IfcvfId, isVirtioNet, matchIfcvf } from "./ids.ts";
 export {
+  IFCVF_LOG_IOVA,
   IfcvfLiveMigration,
   LM_BAR,
+  LM_BASE_ADDR_HIGH,
+  LM_BASE_ADDR_LOW,
   LM_CFG_SIZE,
+  LM_END_ADDR_HIGH,
+  LM_END_ADDR_LOW,
+  LM_LOGGING_CTRL,
+  LM_LOGGING_DISABLE,
+  LM_LOGGING_ENABLE_VF,
   LM_RING_STATE_OFFSET,
   type RingState,
 } from "./lm.ts";

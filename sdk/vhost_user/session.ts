@@ -270,7 +270,7 @@ export class VhostUserSession {
     switch (m.request) {
       case R.GET_FEATURES:
         expectSize(m, 0);
-        this.#reply(m.request, encodeU64(dev.description.features | vhostUser));
+        this.#reply(m.request, encodeU64(dev.getFeatures() | vhostUser));
         return true;
       case R.SET_FEATURES: {
         expectFds(m, 0);

@@ -10,6 +10,7 @@ import {
   bit,
   type GuestMemory,
   type SplitQueueDriver,
+  VHOST_F_LOG_ALL,
   VhostIoctl,
   VhostMdevDevice,
   VIRTIO_NET_HDR_SIZE,
@@ -24,13 +25,14 @@ import {
   eventfdWrite,
   ftruncate,
   memfdCreate,
+  mmap,
   pollAsync,
   POLLIN,
   SysError,
 } from "@vhost-mdev/sdk/sys";
 import { DriverHarness, until } from "@vhost-mdev/testing";
 import { EmulatedIfcvf, type EmulatedIfcvfOptions } from "@vhost-mdev/ifcvf/emulated";
-import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
+import { IFCVF_LOG_IOVA, makeIfcvfDriver } from "@vhost-mdev/ifcvf";
 import type { PciFunction } from "@vhost-mdev/sdk/pci";
 
 const MiB = 1 << 20;
@@ -518,6 +520,88 @@ Deno.test("ifcvf without RING_RESET: a ring change restarts the function, and th
     assert.ok(events.some((e) => /no startRing\/stopRing, so the whole device restarts/.test(e)));
   } finally {
     off();
+    await tearDown(g);
+  }
+});
+
+/** A sealed memfd dirty log covering guest memory, and the frontend's view of it. */
+function frontendLog(): { fd: number; size: number; bytes: Uint8Array; take(): Set<number> } {
+  const size = Math.ceil((GPA + MEMORY) / 4096 / 8);
+  const fd = memfdCreate("ifcvf-log", { allowSealing: true });
+  ftruncate(fd, size);
+  const bytes = new Uint8Array(mmap(fd, size).buffer);
+  return {
+    fd,
+    size,
+    bytes,
+    take() {
+      const pages = new Set<number>();
+      for (let i = 0; i < bytes.length; i++) {
+        const v = Atomics.exchange(bytes, i, 0);
+        for (let k = 0; k < 8; k++) if (v & (1 << k)) pages.add(i * 8 + k);
+      }
+      return pages;
+    },
+  };
+}
+
+Deno.test("ifcvf: the IFC VF logs its own DMA writes through the LM BAR, exactly the pages it wrote", async () => {
+  const g = await bringUp();
+  const log = frontendLog();
+  try {
+    assert.ok(g.device.canLog, "an IFC VF with the LM BAR can log");
+    const resets = g.emu.deviceResets;
+    await g.device.setLogBase(log.fd, log.size, 0);
+    await g.device.setFeatures(g.features | bit(VHOST_F_LOG_ALL));
+    assert.ok(g.device.running);
+    assert.equal(g.emu.deviceResets, resets, "turning logging on reset the function");
+    const logMapping = g.emu.dma.mappings().find((m) => m.iova === IFCVF_LOG_IOVA);
+    assert.ok(logMapping, "the log is mapped for the VF's DMA at IFCVF_LOG_IOVA");
+    log.take();
+
+    eventfdWrite(g.kick[0], 1);
+    for (let i = 0; i < 5; i++) {
+      transmit(g, frame(i), i);
+      assert.deepEqual((await receive(g)).frame, frame(i));
+    }
+    await reclaimTxAll(g, 5);
+    // Receive slots 0..4 were written (the device uses buffers in order).
+    const written = new Set<number>();
+    for (let slot = 0; slot < 5; slot++) {
+      const gpa = g.rxBufs + slot * BUF;
+      for (let p = Math.floor(gpa / 4096); p <= Math.floor((gpa + BUF - 1) / 4096); p++) {
+        written.add(p);
+      }
+    }
+    const marked = log.take();
+    assert.deepEqual([...marked].sort(), [...written].sort(), "logged pages = pages written");
+    assert.ok(g.emu.loggedPages >= 5);
+
+    // Rings stopped while logging: the SDK marks their whole used rings.
+    await g.harness.logRing(0, true);
+    await g.device.ioctl(VhostIoctl.GET_VRING_BASE, { index: 0 });
+    const usedAddr = g.harness.ring(0).layout.usedAddr;
+    assert.ok(log.take().has(Math.floor(usedAddr / 4096)), "used ring of a stopped ring logged");
+
+    // Logging off: the log is unmapped from the VF and nothing more is marked.
+    await g.device.setFeatures(g.features);
+    assert.equal(g.emu.dma.mappings().find((m) => m.iova === IFCVF_LOG_IOVA), undefined);
+    assert.deepEqual(g.emu.errors, []);
+    assert.deepEqual(g.emu.badAccesses, []);
+  } finally {
+    await tearDown(g);
+    close(log.fd);
+  }
+});
+
+Deno.test("ifcvf: a device without the LM BAR (generic mode) cannot log, so LOG_ALL is not offered", async () => {
+  const plain = { subsystemVendor: 0x1af4, subsystemDevice: 0x0001, liveMigrationBar: false };
+  const g = await bringUp(plain, { generic: "true" });
+  try {
+    assert.equal(g.device.canLog, false);
+    assert.equal(g.device.getFeatures() & bit(VHOST_F_LOG_ALL), 0n);
+    await assert.rejects(g.device.setFeatures(g.features | bit(VHOST_F_LOG_ALL)), /not offered/);
+  } finally {
     await tearDown(g);
   }
 });
