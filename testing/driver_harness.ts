@@ -15,6 +15,8 @@ import {
   type Driver,
   GuestMemory,
   hasBit,
+  PackedQueueDriver,
+  type PackedQueueDriverLayout,
   type ProbeParams,
   SplitQueueDriver,
   type SplitQueueDriverLayout,
@@ -22,6 +24,7 @@ import {
   VhostMdevDevice,
   VirtioFeatureBit,
   VirtioStatus,
+  type VirtqueueDriver,
 } from "@vhost-mdev/sdk";
 import {
   close,
@@ -62,6 +65,11 @@ export interface DriverHarnessOptions {
   reserved?: number;
   /** Options for the device core (name, listener, memory policy). */
   device?: DeviceOptions;
+  /**
+   * Run packed rings (`VIRTIO_F_RING_PACKED` acked, when the device offers
+   * it; default false: split rings, and the bit is not acked).
+   */
+  packed?: boolean;
 }
 
 /** Options of {@linkcode DriverHarness.start}. */
@@ -77,10 +85,18 @@ export interface HarnessStartOptions {
 export interface HarnessRing {
   /** Ring index. */
   readonly index: number;
-  /** The guest side of the ring, over the harness's memory. */
+  /**
+   * The guest side of a split ring, with its raw-descriptor tools.
+   *
+   * @throws TypeError for a packed ring: use {@linkcode HarnessRing.queue}.
+   */
   readonly driver: SplitQueueDriver;
-  /** Where the ring lies in guest memory. */
-  readonly layout: SplitQueueDriverLayout;
+  /** The guest side of the ring, split or packed. */
+  readonly queue: VirtqueueDriver;
+  /** The packed ring's guest side, or null for a split ring. */
+  readonly packed: PackedQueueDriver | null;
+  /** Where the ring lies in guest memory (packed: avail/used are the event areas). */
+  readonly layout: SplitQueueDriverLayout | PackedQueueDriverLayout;
   /** The guest's end of the kick eventfd (the device holds its own). */
   readonly kick: number;
   /** The guest's end of the call eventfd. */
@@ -162,8 +178,12 @@ export class DriverHarness {
     }
     const device = await VhostMdevDevice.create(driver, params, options.device ?? {});
     // LOG_ALL is acked when a migration starts, not at start-up (see `logRing`).
+    const packedBit = bit(VirtioFeatureBit.RING_PACKED);
     const features = (options.features ?? device.getFeatures()) & device.getFeatures() &
-      ~bit(VHOST_F_LOG_ALL);
+      ~bit(VHOST_F_LOG_ALL) & (options.packed ? ~0n : ~packedBit);
+    if (options.packed && (features & packedBit) === 0n) {
+      throw new RangeError(`driver ${driver.name} does not offer VIRTIO_F_RING_PACKED`);
+    }
     const memfd = memfdCreate("driver-harness", { allowSealing: true });
     ftruncate(memfd, size);
     const mapping = mmap(memfd, size);
@@ -175,19 +195,33 @@ export class DriverHarness {
     const rings: HarnessRing[] = [];
     let next = gpa + 0x1000;
     for (let q = 0; q < device.numQueues; q++) {
-      const layout = SplitQueueDriver.layout(num, next, { indirectSegments: indirect ? 4 : 0 });
+      const segments = { indirectSegments: indirect ? 4 : 0 };
+      const kick = eventfd(0, { nonBlocking: true }), call = eventfd(0, { nonBlocking: true });
+      if (options.packed) {
+        const layout = PackedQueueDriver.layout(num, next, segments);
+        next = Math.ceil((next + layout.bytes) / 0x1000) * 0x1000;
+        const packed = new PackedQueueDriver(memory, layout, { eventIdx, indirect });
+        rings.push({
+          index: q,
+          get driver(): SplitQueueDriver {
+            throw new TypeError(`ring ${q} is packed: use its queue (or packed) driver`);
+          },
+          queue: packed,
+          packed,
+          layout,
+          kick,
+          call,
+        });
+        continue;
+      }
+      const layout = SplitQueueDriver.layout(num, next, segments);
       next = Math.ceil((next + layout.bytes) / 0x1000) * 0x1000;
-      rings.push({
-        index: q,
-        driver: new SplitQueueDriver(memory, layout, {
-          eventIdx,
-          indirect,
-          reserved: options.reserved ?? 0,
-        }),
-        layout,
-        kick: eventfd(0, { nonBlocking: true }),
-        call: eventfd(0, { nonBlocking: true }),
+      const driver = new SplitQueueDriver(memory, layout, {
+        eventIdx,
+        indirect,
+        reserved: options.reserved ?? 0,
       });
+      rings.push({ index: q, driver, queue: driver, packed: null, layout, kick, call });
     }
     return new DriverHarness(device, memory, features, rings, gpa, memfd, mapping, next);
   }
@@ -235,7 +269,8 @@ export class DriverHarness {
     for (const q of rings) {
       const r = this.ring(q);
       await d.setVringNum(q, r.layout.num);
-      await d.setVringBase(q, options.bases?.[q] ?? 0);
+      // A packed ring starts with both wrap counters at 1 (virtio 1.2 §2.8.1).
+      await d.setVringBase(q, options.bases?.[q] ?? (r.packed ? 0x8000 : 0));
       await d.setVringAddr({
         index: q,
         flags: 0,

@@ -29,9 +29,10 @@ import {
   DescriptorChainError,
   DirtyLog,
   type GuestMemory,
-  SplitQueue,
+  openVirtqueue,
   VIRTIO_NET_HDR_LEGACY_SIZE,
   VIRTIO_NET_HDR_SIZE,
+  type Virtqueue,
 } from "@vhost-mdev/sdk";
 import {
   completeChecksum,
@@ -121,9 +122,9 @@ export class RingFailure extends Error {
  */
 export class QueuePairDatapath {
   /** The receive ring, or null when it does not run. */
-  readonly rx: SplitQueue | null;
+  readonly rx: Virtqueue | null;
   /** The transmit ring, or null when it does not run. */
-  readonly tx: SplitQueue | null;
+  readonly tx: Virtqueue | null;
   readonly #setup: DatapathSetup;
   readonly #report: DatapathReport;
   readonly #mode: number;
@@ -168,8 +169,9 @@ export class QueuePairDatapath {
     const log = setup.log === null ? null : DirtyLog.fromShared(setup.log);
     this.#log = log;
     const ring = (r: DatapathSetup["rx"]) =>
-      r === null ? null : new SplitQueue(memory, r, {
-        lastAvailIdx: r.base,
+      r === null ? null : openVirtqueue(memory, r, {
+        packed: f.packed,
+        position: r.position,
         eventIdx: f.eventIdx,
         indirect: f.indirect,
         log,
@@ -304,13 +306,16 @@ export class QueuePairDatapath {
   }
 
   #rxBase(): number {
-    if (this.rx === null) return this.#setup.rx?.base ?? 0;
-    return (this.rx.lastAvailIdx - this.#rxd!.held) & 0xffff;
+    if (this.rx === null) return 0;
+    // A frame begun and not finished gives its buffers back.
+    return this.rx.availBefore(this.#rxd!.heldDescriptors());
   }
 
   #txBase(): number {
-    if (this.tx === null) return this.#setup.tx?.base ?? 0;
-    return (this.tx.lastAvailIdx - (this.#txPending >= 0 ? 1 : 0)) & 0xffff;
+    if (this.tx === null) return 0;
+    // A held transmit frame is taken again by whoever runs the ring next.
+    const tx = this.tx;
+    return tx.availBefore(this.#txPending >= 0 ? tx.descriptorsOf(this.#txPending) : 0);
   }
 
   // ---- modes ----
@@ -507,7 +512,7 @@ export class QueuePairDatapath {
    * Pop a transmit chain: 1 popped, 0 none, -1 a hostile chain was handled
    * (returned and counted), -2 the ring is corrupt (stopped until its next kick).
    */
-  #pop(queue: SplitQueue, chain: DescriptorChain): number {
+  #pop(queue: Virtqueue, chain: DescriptorChain): number {
     try {
       return queue.pop(chain) ? 1 : 0;
     } catch (e) {

@@ -20,7 +20,7 @@
 import { GuestMemory } from "@vhost-mdev/sdk";
 import { eventfdRead, POLLERR, POLLIN, POLLNVAL, PollSet } from "@vhost-mdev/sdk/sys";
 import { QueuePairDatapath, RingFailure, WAIT_RX, WAIT_TX } from "./datapath.ts";
-import { CONTROL_STOP, type DatapathMessage, type DatapathSetup } from "./protocol.ts";
+import { CONTROL_STOP, type DatapathMessage, type DatapathSetup, encodeBase } from "./protocol.ts";
 
 /** How long the Worker polls idle rings before it sleeps in `poll`, in ms. */
 const SPIN_MS = 0.05;
@@ -134,11 +134,12 @@ function runOnce(setup: DatapathSetup): void {
     dp = new QueuePairDatapath(GuestMemory.fromShared(setup.memory), setup, rateLimited(pair));
   } catch (err) {
     worker.postMessage({ type: "fatal", pair, message: `queue pair ${pair}: ${message(err)}` });
+    const packed = setup.features.packed;
     worker.postMessage({
       type: "stopped",
       pair,
-      rxBase: setup.rx?.base ?? 0,
-      txBase: setup.tx?.base ?? 0,
+      rxBase: setup.rx ? encodeBase(setup.rx.position, packed) : 0,
+      txBase: setup.tx ? encodeBase(setup.tx.position, packed) : 0,
     });
     return;
   }

@@ -32,6 +32,8 @@ import {
   CONTROL_BASES,
   type DatapathFeatures,
   type DatapathSetup,
+  decodeBase,
+  encodeBase,
   type RingSetup,
   STAT_BYTES,
   STAT_DROPS,
@@ -247,6 +249,7 @@ export class SimDevice implements DeviceOps {
       version1: hasBit(acked, VirtioFeatureBit.VERSION_1),
       csum: hasBit(acked, VirtioNetFeatureBit.CSUM),
       guestCsum: hasBit(acked, VirtioNetFeatureBit.GUEST_CSUM),
+      packed: hasBit(acked, VirtioFeatureBit.RING_PACKED),
     };
     if (!ctx.vring(2 * pair).running && !ctx.vring(2 * pair + 1).running) return;
     const resources = new RunResources(ctx.memory.lease());
@@ -260,7 +263,9 @@ export class SimDevice implements DeviceOps {
     }
     const control = new SharedArrayBuffer(4 * (CONTROL_BASES + this.#numQueues));
     const words = new Int32Array(control);
-    for (const r of [rx, tx]) if (r !== null) words[CONTROL_BASES + r.index] = r.base;
+    for (const r of [rx, tx]) {
+      if (r !== null) words[CONTROL_BASES + r.index] = encodeBase(r.position, features.packed);
+    }
     const setup: DatapathSetup = {
       pair,
       mode: this.#options.mode,
@@ -309,9 +314,9 @@ export class SimDevice implements DeviceOps {
     const confirmed = await p.run.stop(STOP_TIMEOUT_MS);
     if (confirmed && !p.run.dead) this.#idle.set(pair, p.run.worker);
     else p.run.worker.terminate();
+    const packed = hasBit(this.#ctx.ackedFeatures, VirtioFeatureBit.RING_PACKED);
     for (const q of p.rings) {
-      const idx = Atomics.load(p.control, CONTROL_BASES + q) & 0xffff;
-      this.#saved[q] = { availIdx: idx, usedIdx: idx, availWrap: true, usedWrap: true };
+      this.#saved[q] = decodeBase(Atomics.load(p.control, CONTROL_BASES + q), packed);
     }
   }
 
@@ -328,7 +333,7 @@ export class SimDevice implements DeviceOps {
       usedAddr: v.usedAddr,
       // A ring this device stopped and restarted on its own (its pair's
       // other ring started or stopped) goes on from where it stopped.
-      base: (this.#saved[q] ?? v.state).availIdx,
+      position: this.#saved[q] ?? v.state,
       kickFd: hold(v.kickFd),
       callFd: hold(v.callFd),
     };

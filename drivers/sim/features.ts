@@ -16,6 +16,8 @@
  * No segmentation offload is offered, so every transmitted header must have
  * `gso_type` NONE. The datapath completes chains in order, so `IN_ORDER` is
  * offered. There is no control queue: `numQueues` is two per queue pair.
+ * Split and packed rings (`VIRTIO_F_RING_PACKED`) both work in every mode;
+ * the frontend picks.
  *
  * @module
  */
@@ -44,7 +46,8 @@ export function simFeatures(options: SimOptions): bigint {
   let f = bit(VirtioFeatureBit.VERSION_1) | bit(VirtioFeatureBit.IN_ORDER) |
     bit(VirtioNetFeatureBit.MQ) | bit(VirtioNetFeatureBit.MAC) |
     bit(VirtioNetFeatureBit.STATUS) | bit(VirtioNetFeatureBit.MTU) |
-    bit(VirtioNetFeatureBit.CSUM) | bit(VirtioNetFeatureBit.GUEST_CSUM);
+    bit(VirtioNetFeatureBit.CSUM) | bit(VirtioNetFeatureBit.GUEST_CSUM) |
+    bit(VirtioFeatureBit.RING_PACKED);
   if (options.mrgRxbuf) f |= bit(VirtioNetFeatureBit.MRG_RXBUF);
   if (options.eventIdx) f |= bit(VirtioFeatureBit.EVENT_IDX);
   if (options.indirect) f |= bit(VirtioFeatureBit.INDIRECT_DESC);

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { SharedDirtyLog, SharedRegion } from "@vhost-mdev/sdk";
+import type { RingPosition, SharedDirtyLog, SharedRegion } from "@vhost-mdev/sdk";
 import type { SimMode } from "./options.ts";
 
 /** Counters per ring in the stats buffer (Float64 each). */
@@ -23,7 +23,10 @@ export const STAT_ERRORS = 3;
 
 /** Int32 word of the control buffer set to 1 to stop the Worker (`RUN_STOP`, set by `WorkerRun.stop`). */
 export const CONTROL_STOP = 0;
-/** Int32 word of the control buffer holding ring `q`'s next available index: `CONTROL_BASES + q`. */
+/**
+ * Int32 word of the control buffer holding ring `q`'s next available index
+ * (packed rings: position and wrap counter in bit 15): `CONTROL_BASES + q`.
+ */
 export const CONTROL_BASES = 1;
 
 /** One ring as a Worker gets it (guest-physical addresses, fds owned by the SDK core). */
@@ -38,8 +41,8 @@ export interface RingSetup {
   availAddr: number;
   /** Used ring GPA. */
   usedAddr: number;
-  /** Next available index to process. */
-  base: number;
+  /** Where the ring goes on from (next available and used, wrap counters). */
+  position: RingPosition;
   /** Kick eventfd, or -1 (then the Worker polls the ring every millisecond). */
   kickFd: number;
   /** Call eventfd, or -1 (no interrupts). */
@@ -60,6 +63,8 @@ export interface DatapathFeatures {
   csum: boolean;
   /** `VIRTIO_NET_F_GUEST_CSUM`: received frames may carry a partial checksum. */
   guestCsum: boolean;
+  /** `VIRTIO_F_RING_PACKED`: the rings are packed (virtio 1.2 §2.8). */
+  packed: boolean;
 }
 
 /** The message that starts a Worker: one queue pair. */
@@ -100,3 +105,28 @@ export type DatapathMessage =
   | { type: "warn"; pair: number; message: string }
   | { type: "fatal"; pair: number; message: string; ring?: number }
   | { type: "stopped"; pair: number; rxBase: number; txBase: number };
+
+/**
+ * A ring's next available index as its control word holds it: the 16-bit
+ * index of a split ring, or a packed ring's position with its wrap counter
+ * in bit 15.
+ */
+export function encodeBase(position: RingPosition, packed: boolean): number {
+  return packed
+    ? (position.availIdx & 0x7fff) | (position.availWrap ? 0x8000 : 0)
+    : position.availIdx & 0xffff;
+}
+
+/**
+ * Where a ring stopped, from its control word. The datapath completes chains
+ * in order and gives back the ones it had not completed, so the used
+ * position is the available one.
+ */
+export function decodeBase(word: number, packed: boolean): RingPosition {
+  if (!packed) {
+    const idx = word & 0xffff;
+    return { availIdx: idx, usedIdx: idx, availWrap: true, usedWrap: true };
+  }
+  const idx = word & 0x7fff, wrap = (word & 0x8000) !== 0;
+  return { availIdx: idx, usedIdx: idx, availWrap: wrap, usedWrap: wrap };
+}

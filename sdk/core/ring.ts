@@ -8,6 +8,7 @@
 import type { RingPosition, VringInfo } from "../ops.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
+import { EVENT_SUPPRESS_SIZE, packedRingSize } from "../virtqueue/packed_layout.ts";
 import {
   close,
   describeFd,
@@ -76,6 +77,20 @@ export function checkRingPosition(state: unknown, packed: boolean): string | nul
   return null;
 }
 
+/**
+ * Bytes of a ring's three areas: split (descriptor table, available ring,
+ * used ring; the event fields with `EVENT_IDX`, virtio 1.2 §2.7) or packed
+ * (descriptor ring, driver and device event areas, §2.8).
+ */
+export function ringAreaSizes(
+  num: number,
+  eventIdx: boolean,
+  packed: boolean,
+): [desc: number, avail: number, used: number] {
+  if (packed) return [packedRingSize(num), EVENT_SUPPRESS_SIZE, EVENT_SUPPRESS_SIZE];
+  return [descTableSize(num), availRingSize(num, eventIdx), usedRingSize(num, eventIdx)];
+}
+
 /** One virtqueue's configuration and file descriptors. Owns its fds. */
 export class RingState implements VringInfo {
   num = 0;
@@ -115,14 +130,14 @@ export class RingState implements VringInfo {
    * current size, each lie inside one region (the event fields count only
    * with `EVENT_IDX`, virtio 1.2 §2.7).
    */
-  translate(memory: GuestMemory, eventIdx: boolean): void {
+  translate(memory: GuestMemory, eventIdx: boolean, packed = false): void {
     this.addrValid = false;
     if (!this.uva) return;
-    const num = Math.max(this.num, 1);
+    const [desc, avail, used] = ringAreaSizes(Math.max(this.num, 1), eventIdx, packed);
     try {
-      this.descAddr = memory.uvaToGpa(this.uva.desc, descTableSize(num));
-      this.availAddr = memory.uvaToGpa(this.uva.avail, availRingSize(num, eventIdx));
-      this.usedAddr = memory.uvaToGpa(this.uva.used, usedRingSize(num, eventIdx));
+      this.descAddr = memory.uvaToGpa(this.uva.desc, desc);
+      this.availAddr = memory.uvaToGpa(this.uva.avail, avail);
+      this.usedAddr = memory.uvaToGpa(this.uva.used, used);
       this.addrValid = true;
     } catch {
       this.descAddr = this.availAddr = this.usedAddr = 0;
@@ -134,13 +149,13 @@ export class RingState implements VringInfo {
    * guest-physical addresses, inside regions at the same host addresses:
    * a ring that runs on through a memory table change.
    */
-  sameIn(memory: GuestMemory, eventIdx: boolean): boolean {
+  sameIn(memory: GuestMemory, eventIdx: boolean, packed = false): boolean {
     if (!this.uva || !this.addrValid) return false;
-    const num = Math.max(this.num, 1);
+    const [desc, avail, used] = ringAreaSizes(Math.max(this.num, 1), eventIdx, packed);
     const parts: [number, number, number][] = [
-      [this.uva.desc, descTableSize(num), this.descAddr],
-      [this.uva.avail, availRingSize(num, eventIdx), this.availAddr],
-      [this.uva.used, usedRingSize(num, eventIdx), this.usedAddr],
+      [this.uva.desc, desc, this.descAddr],
+      [this.uva.avail, avail, this.availAddr],
+      [this.uva.used, used, this.usedAddr],
     ];
     for (const [uva, size, gpa] of parts) {
       let now: number;

@@ -19,7 +19,7 @@
  */
 
 import { DescriptorChain, DescriptorChainError } from "../virtqueue/descriptor.ts";
-import type { SplitQueue } from "../virtqueue/split_queue.ts";
+import type { Virtqueue } from "../virtqueue/queue.ts";
 import { VIRTIO_NET_HDR_LEGACY_SIZE, VIRTIO_NET_HDR_SIZE } from "../uapi/virtio.ts";
 import { VirtioNetHdr } from "./header.ts";
 
@@ -147,7 +147,7 @@ function defaultChainError(error: unknown): boolean {
 export class ReceiveDelivery {
   /** What was delivered, dropped and refused. */
   readonly counters: ReceiveCounters;
-  readonly #queue: SplitQueue;
+  readonly #queue: Virtqueue;
   readonly #first: DescriptorChain = new DescriptorChain();
   readonly #next: DescriptorChain = new DescriptorChain();
   readonly #hdr: number;
@@ -174,7 +174,7 @@ export class ReceiveDelivery {
    * @throws RangeError for a header size other than 10 or 12, or
    *   `mergeable` with the 10-byte header (which has no `num_buffers`).
    */
-  constructor(queue: SplitQueue, options: ReceiveDeliveryOptions) {
+  constructor(queue: Virtqueue, options: ReceiveDeliveryOptions) {
     const h = options.headerSize;
     if (h !== VIRTIO_NET_HDR_SIZE && h !== VIRTIO_NET_HDR_LEGACY_SIZE) {
       throw new RangeError(`header size ${h} is not 10 or 12`);
@@ -208,6 +208,18 @@ export class ReceiveDelivery {
    */
   get held(): number {
     return this.#bufs + this.#deferredCount + (this.#firstTaken ? 1 : 0);
+  }
+
+  /**
+   * Ring descriptors the held chains took (a packed ring's chain may take
+   * several): give them back with `queue.availBefore(heldDescriptors())`.
+   */
+  heldDescriptors(): number {
+    const q = this.#queue;
+    let n = this.#firstTaken ? q.descriptorsOf(this.#first.head) : 0;
+    for (let i = 0; i < this.#bufs; i++) n += q.descriptorsOf(this.#heads[i]);
+    for (let i = 0; i < this.#deferredCount; i++) n += q.descriptorsOf(this.#deferred[i]);
+    return n;
   }
 
   /** Start or stop marking written buffers in a dirty log. */

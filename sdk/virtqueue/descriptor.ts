@@ -24,6 +24,10 @@
  * - `write-before-read`: a device-readable descriptor after a writable one.
  * - `bad-avail-idx`: `avail.idx` moved more than the queue size past the
  *   device's last available index; the ring as a whole is corrupt.
+ * - `bad-wrap` (packed rings): a descriptor the chain continues into is not
+ *   available: its `AVAIL`/`USED` flags do not match the driver's wrap
+ *   counter (virtio 1.2 §2.8.1), so the driver published the head before
+ *   the rest of its chain.
  */
 export type DescriptorChainErrorKind =
   | "loop"
@@ -33,7 +37,8 @@ export type DescriptorChainErrorKind =
   | "nested-indirect"
   | "bad-index"
   | "write-before-read"
-  | "bad-avail-idx";
+  | "bad-avail-idx"
+  | "bad-wrap";
 
 /** Every {@linkcode DescriptorChainErrorKind}, e.g. to initialise counters. */
 export const DESCRIPTOR_CHAIN_ERROR_KINDS: readonly DescriptorChainErrorKind[] = [
@@ -45,6 +50,7 @@ export const DESCRIPTOR_CHAIN_ERROR_KINDS: readonly DescriptorChainErrorKind[] =
   "bad-index",
   "write-before-read",
   "bad-avail-idx",
+  "bad-wrap",
 ];
 
 /**

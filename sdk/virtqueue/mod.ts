@@ -1,8 +1,12 @@
 /**
- * Split virtqueues (virtio 1.2 §2.7): {@linkcode SplitQueue} is the device
- * side a software device runs, {@linkcode SplitQueueDriver} the driver side
- * the test frontend runs, {@linkcode DescriptorChain} the reusable chain
- * container, and `layout.ts` the ring layout and flag constants.
+ * Virtqueues: split (virtio 1.2 §2.7) and packed (§2.8).
+ * {@linkcode SplitQueue} and {@linkcode PackedQueue} are the device sides a
+ * software device runs, both behind the {@linkcode Virtqueue} interface that
+ * {@linkcode openVirtqueue} picks from the negotiated features;
+ * {@linkcode SplitQueueDriver} and {@linkcode PackedQueueDriver} the driver
+ * sides the test kit's guests run; {@linkcode DescriptorChain} the reusable
+ * chain container; `layout.ts` and `packed_layout.ts` the ring layouts and
+ * flag constants.
  *
  * @example A round trip over one memory
  * ```ts
@@ -63,3 +67,31 @@ export {
   type SplitQueueDriverOptions,
   type UsedBuffer,
 } from "./split_driver.ts";
+export {
+  encodePackedIndex,
+  EVENT_SUPPRESS_ALIGN,
+  EVENT_SUPPRESS_SIZE,
+  isValidPackedQueueSize,
+  MAX_PACKED_QUEUE_SIZE,
+  type PackedQueueLayout,
+  packedRingSize,
+  type PackedRingViews,
+  packedRingViews,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+} from "./packed_layout.ts";
+export { PackedQueue, type PackedQueueOptions } from "./packed_queue.ts";
+export {
+  PackedQueueDriver,
+  type PackedQueueDriverLayout,
+  type PackedQueueDriverOptions,
+} from "./packed_driver.ts";
+export {
+  openVirtqueue,
+  type Virtqueue,
+  type VirtqueueDriver,
+  type VirtqueueOptions,
+} from "./queue.ts";

@@ -98,6 +98,8 @@ function align(n: number, a: number): number {
 export class SplitQueueDriver {
   /** The ring's size. */
   readonly num: number;
+  /** Always false: the ring is split. */
+  readonly packed = false;
   readonly #memory: GuestMemory;
   readonly #desc: Uint32Array;
   readonly #avail: Uint16Array;

@@ -42,6 +42,7 @@
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { hex } from "../uapi/hex.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
+import type { RingPosition } from "../ops.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
   type DescriptorChain,
@@ -144,6 +145,8 @@ function hex64(lo: number, hi: number): string {
 export class SplitQueue {
   /** The ring's size. */
   readonly num: number;
+  /** Always false: the ring is split. */
+  readonly packed = false;
   /** What the queue has seen. */
   readonly counters: SplitQueueCounters;
   readonly #memory: GuestMemory;
@@ -247,6 +250,21 @@ export class SplitQueue {
     return this.#usedIdx;
   }
 
+  /** Where the queue is (split rings have no wrap counters: both true). */
+  position(): RingPosition {
+    return { availIdx: this.#lastAvail, usedIdx: this.#usedIdx, availWrap: true, usedWrap: true };
+  }
+
+  /** `lastAvailIdx` as it was `chains` chains ago (each took one available entry). */
+  availBefore(chains: number): number {
+    return (this.#lastAvail - chains) & 0xffff;
+  }
+
+  /** Available entries a chain takes: always 1 in a split ring. */
+  descriptorsOf(_head: number): number {
+    return 1;
+  }
+
   /** Start or stop marking writes in a dirty log. */
   setLog(log: DirtyLog | null): void {
     this.#log = log;
@@ -299,6 +317,35 @@ export class SplitQueue {
         `head index ${head} is not below the queue size ${this.num}`,
       );
     }
+    this.#walk(chain, head);
+    return true;
+  }
+
+  /**
+   * Take chain `head` into `chain` again without consuming the available
+   * ring: a head a previous backend took and did not complete (inflight
+   * tracking, resubmitted after a reconnect). The chain is checked as
+   * {@linkcode SplitQueue.pop} checks it.
+   *
+   * @throws DescriptorChainError for a head out of range or a hostile
+   *   chain (counted).
+   */
+  popHead(head: number, chain: DescriptorChain): void {
+    chain.reset(-1);
+    if (!Number.isInteger(head) || head < 0 || head >= this.num) {
+      this.#fail(
+        chain,
+        "bad-index",
+        head,
+        false,
+        `head index ${head} is not below the queue size ${this.num}`,
+      );
+    }
+    this.#walk(chain, head);
+  }
+
+  /** Walk chain `head` into `chain` (the head is known to be in range). */
+  #walk(chain: DescriptorChain, head: number): void {
     chain.head = head;
     const stamp = this.#nextStamp();
     const desc = this.#desc, seen = this.#seen;
@@ -341,7 +388,6 @@ export class SplitQueue {
       i = next;
     }
     this.counters.chains++;
-    return true;
   }
 
   /**

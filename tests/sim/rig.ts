@@ -43,6 +43,8 @@ export interface RigOptions {
   refuse?: bigint;
   /** Descriptors kept out of the free list of every ring, for hand-made chains. */
   reserved?: number;
+  /** Run packed rings. */
+  packed?: boolean;
 }
 
 /** The sim device, under the real device core, over an in-process guest. */
@@ -93,6 +95,7 @@ export class SimRig {
         features: ALL_FEATURES & ~(options.refuse ?? 0n),
         reserved: options.reserved ?? 0,
         device: { listener },
+        packed: options.packed ?? false,
       },
     );
     return new SimRig(harness, warnings, reported);
@@ -133,7 +136,7 @@ export class SimRig {
 
   /** Kick ring `q` if the device asked for it. */
   kickIfNeeded(q: number): void {
-    if (this.rings[q].driver.kickNeeded()) eventfdWrite(this.rings[q].kick, 1);
+    if (this.rings[q].queue.kickNeeded()) eventfdWrite(this.rings[q].kick, 1);
   }
 
   /** Post `count` receive buffers of `size` bytes on pair `pair`. */
@@ -141,11 +144,11 @@ export class SimRig {
     const r = this.rings[2 * pair];
     for (let i = 0; i < count; i++) {
       const gpa = this.alloc(size);
-      if (!r.driver.add([{ gpa, len: size, write: true }], gpa)) {
+      if (!r.queue.add([{ gpa, len: size, write: true }], gpa)) {
         throw new Error(`receive ring ${r.index} is full`);
       }
     }
-    r.driver.publish();
+    r.queue.publish();
     this.kickIfNeeded(r.index);
   }
 
@@ -165,8 +168,8 @@ export class SimRig {
         { gpa: gpa + hdr.length, len: frame.length, write: false },
       ]
       : [{ gpa, len: hdr.length + frame.length, write: false }];
-    if (!r.driver.add(segments, gpa)) throw new Error(`transmit ring ${r.index} is full`);
-    r.driver.publish();
+    if (!r.queue.add(segments, gpa)) throw new Error(`transmit ring ${r.index} is full`);
+    r.queue.publish();
     this.kickIfNeeded(r.index);
   }
 
@@ -180,11 +183,11 @@ export class SimRig {
     const out: { token: number; len: number }[] = [];
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      while (out.length < count && r.driver.nextUsed()) {
-        out.push({ token: r.driver.usedToken, len: r.driver.usedLen });
+      while (out.length < count && r.queue.nextUsed()) {
+        out.push({ token: r.queue.usedToken, len: r.queue.usedLen });
       }
       if (out.length >= count) return out;
-      if (r.driver.enableInterrupts()) continue;
+      if (r.queue.enableInterrupts()) continue;
       if (Date.now() > deadline) {
         throw new Error(`ring ${q}: ${out.length} of ${count} chains came back in ${timeoutMs} ms`);
       }

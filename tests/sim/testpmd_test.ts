@@ -1,7 +1,8 @@
 // The sim device end to end over vhost-user: DPDK testpmd's virtio_user as
 // the frontend (counts, with and without mrg_rxbuf and in_order, 1 and 2
-// queue pairs), and the SDK's own TypeScript virtio-net driver for byte
-// identity (testpmd forwards what it receives but cannot compare bytes).
+// queue pairs, split and packed rings), and the SDK's own TypeScript
+// virtio-net driver for byte identity (testpmd forwards what it receives but
+// cannot compare bytes).
 
 import assert from "node:assert/strict";
 import { type QueueStats, VhostIoctl, VhostMdevDevice, VhostMdevState } from "@vhost-mdev/sdk";
@@ -57,113 +58,127 @@ function start(sock: string, queues: number, mode: "io" | "txonly" | "rxonly", e
   });
 }
 
-for (const queues of [1, 2]) {
-  for (const mrg of [0, 1]) {
-    for (const inOrder of [0, 1]) {
-      Deno.test({
-        name:
-          `testpmd loopback: every frame sent comes back (queues=${queues} mrg_rxbuf=${mrg} in_order=${inOrder})`,
-        ignore: testpmd === null,
-        async fn() {
-          await serve(queues, { mode: "loopback" }, async (device, sock) => {
-            const tp = await start(sock, queues, "io", `,mrg_rxbuf=${mrg},in_order=${inOrder}`);
-            try {
-              await tp.waitForLinkUp(0, 15000);
-              // One burst per queue goes out, then testpmd sends back all it receives:
-              // the frames circle between testpmd and the device.
-              await tp.startForwardingTxFirst();
-              await sleep(700);
-              await tp.stopForwarding();
-              // Drain what is still on its way back.
-              await tp.command("set fwd rxonly");
-              await tp.startForwarding();
-              await sleep(300);
-              await tp.stopForwarding();
-              const port = await tp.portStats(0);
-              assert.ok(port.txPackets > 1000, `frames circled (${port.txPackets} sent)`);
-              assert.equal(port.rxPackets, port.txPackets, "testpmd received all it sent");
-              assert.equal(port.rxBytes, port.txBytes);
-              assert.equal(port.rxErrors, 0);
-              const s = device.stats();
-              assert.equal(sum(s, 1, "packets"), port.txPackets, "device took every frame");
-              assert.equal(sum(s, 0, "packets"), port.rxPackets, "device delivered every frame");
-              assert.equal(sum(s, 1, "bytes"), port.txBytes);
-              for (let p = 0; p < queues; p++) {
-                assert.equal(s[2 * p].packets, s[2 * p + 1].packets, `pair ${p} in = out`);
-                assert.ok(s[2 * p].packets > 0, `pair ${p} carried frames`);
+for (const packed of [0, 1]) {
+  for (const queues of [1, 2]) {
+    for (const mrg of [0, 1]) {
+      for (const inOrder of [0, 1]) {
+        Deno.test({
+          name:
+            `testpmd loopback: every frame sent comes back (packed_vq=${packed} queues=${queues} mrg_rxbuf=${mrg} in_order=${inOrder})`,
+          ignore: testpmd === null,
+          async fn() {
+            await serve(queues, { mode: "loopback" }, async (device, sock) => {
+              const tp = await start(
+                sock,
+                queues,
+                "io",
+                `,mrg_rxbuf=${mrg},in_order=${inOrder},packed_vq=${packed}`,
+              );
+              try {
+                await tp.waitForLinkUp(0, 15000);
+                // One burst per queue goes out, then testpmd sends back all it receives:
+                // the frames circle between testpmd and the device.
+                await tp.startForwardingTxFirst();
+                await sleep(700);
+                await tp.stopForwarding();
+                // Drain what is still on its way back.
+                await tp.command("set fwd rxonly");
+                await tp.startForwarding();
+                await sleep(300);
+                await tp.stopForwarding();
+                const port = await tp.portStats(0);
+                assert.ok(port.txPackets > 1000, `frames circled (${port.txPackets} sent)`);
+                assert.equal(port.rxPackets, port.txPackets, "testpmd received all it sent");
+                assert.equal(port.rxBytes, port.txBytes);
+                assert.equal(port.rxErrors, 0);
+                const s = device.stats();
+                assert.equal(sum(s, 1, "packets"), port.txPackets, "device took every frame");
+                assert.equal(sum(s, 0, "packets"), port.rxPackets, "device delivered every frame");
+                assert.equal(sum(s, 1, "bytes"), port.txBytes);
+                for (let p = 0; p < queues; p++) {
+                  assert.equal(s[2 * p].packets, s[2 * p + 1].packets, `pair ${p} in = out`);
+                  assert.ok(s[2 * p].packets > 0, `pair ${p} carried frames`);
+                }
+                assert.ok(s.every((q) => q.drops === 0 && q.errors === 0), JSON.stringify(s));
+                assert.equal(
+                  (device.context.ackedFeatures >> 34n) & 1n,
+                  BigInt(packed),
+                  "the ring layout testpmd asked for",
+                );
+              } finally {
+                await tp.close();
               }
-              assert.ok(s.every((q) => q.drops === 0 && q.errors === 0), JSON.stringify(s));
-            } finally {
-              await tp.close();
-            }
-          });
-        },
-      });
+            });
+          },
+        });
+      }
     }
   }
 }
 
-Deno.test({
-  name: "testpmd txonly into the sink: counts match",
-  ignore: testpmd === null,
-  async fn() {
-    await serve(1, { mode: "sink" }, async (device, sock) => {
-      const tp = await start(sock, 1, "txonly");
-      try {
-        await tp.waitForLinkUp(0, 15000);
-        await tp.startForwarding();
-        await sleep(700);
-        await tp.stopForwarding();
-        const port = await tp.portStats(0);
-        assert.ok(port.txPackets > 1000);
-        await until(
-          "the device to take every frame",
-          () => device.stats()[1].packets >= port.txPackets,
-        );
-        const s = device.stats();
-        assert.deepEqual(s[1], {
-          queue: 1,
-          packets: port.txPackets,
-          bytes: port.txBytes,
-          drops: 0,
-          errors: 0,
-        });
-        assert.equal(s[0].packets, 0);
-      } finally {
-        await tp.close();
-      }
-    });
-  },
-});
+for (const packed of [0, 1]) {
+  Deno.test({
+    name: `testpmd txonly into the sink: counts match (packed_vq=${packed})`,
+    ignore: testpmd === null,
+    async fn() {
+      await serve(1, { mode: "sink" }, async (device, sock) => {
+        const tp = await start(sock, 1, "txonly", `,packed_vq=${packed}`);
+        try {
+          await tp.waitForLinkUp(0, 15000);
+          await tp.startForwarding();
+          await sleep(700);
+          await tp.stopForwarding();
+          const port = await tp.portStats(0);
+          assert.ok(port.txPackets > 1000);
+          await until(
+            "the device to take every frame",
+            () => device.stats()[1].packets >= port.txPackets,
+          );
+          const s = device.stats();
+          assert.deepEqual(s[1], {
+            queue: 1,
+            packets: port.txPackets,
+            bytes: port.txBytes,
+            drops: 0,
+            errors: 0,
+          });
+          assert.equal(s[0].packets, 0);
+        } finally {
+          await tp.close();
+        }
+      });
+    },
+  });
 
-Deno.test({
-  name: "testpmd rxonly from the source: counts match",
-  ignore: testpmd === null,
-  async fn() {
-    await serve(1, { mode: "source", "frame-size": "128" }, async (device, sock) => {
-      const tp = await start(sock, 1, "rxonly");
-      try {
-        await tp.waitForLinkUp(0, 15000);
-        await tp.startForwarding();
-        await sleep(700);
-        // Stop the device, so the count is final, then let testpmd take what is left.
-        await device.ioctl(VhostIoctl.MDEV_SET_STATE, VhostMdevState.STOPPED);
-        await sleep(200);
-        await tp.stopForwarding();
-        const port = await tp.portStats(0);
-        const s = device.stats();
-        assert.ok(port.rxPackets > 1000, `${port.rxPackets} frames received`);
-        assert.equal(port.rxPackets, s[0].packets);
-        assert.equal(port.rxBytes, s[0].bytes);
-        assert.equal(s[0].bytes, 128 * s[0].packets);
-        assert.equal(port.rxErrors, 0);
-        assert.equal(s[0].drops + s[0].errors, 0);
-      } finally {
-        await tp.close();
-      }
-    });
-  },
-});
+  Deno.test({
+    name: `testpmd rxonly from the source: counts match (packed_vq=${packed})`,
+    ignore: testpmd === null,
+    async fn() {
+      await serve(1, { mode: "source", "frame-size": "128" }, async (device, sock) => {
+        const tp = await start(sock, 1, "rxonly", `,packed_vq=${packed}`);
+        try {
+          await tp.waitForLinkUp(0, 15000);
+          await tp.startForwarding();
+          await sleep(700);
+          // Stop the device, so the count is final, then let testpmd take what is left.
+          await device.ioctl(VhostIoctl.MDEV_SET_STATE, VhostMdevState.STOPPED);
+          await sleep(200);
+          await tp.stopForwarding();
+          const port = await tp.portStats(0);
+          const s = device.stats();
+          assert.ok(port.rxPackets > 1000, `${port.rxPackets} frames received`);
+          assert.equal(port.rxPackets, s[0].packets);
+          assert.equal(port.rxBytes, s[0].bytes);
+          assert.equal(s[0].bytes, 128 * s[0].packets);
+          assert.equal(port.rxErrors, 0);
+          assert.equal(s[0].drops + s[0].errors, 0);
+        } finally {
+          await tp.close();
+        }
+      });
+    },
+  });
+}
 
 for (const mrgRxbuf of [false, true]) {
   for (const queuePairs of [1, 2]) {

@@ -1,0 +1,635 @@
+/**
+ * The device side of a packed virtqueue (virtio 1.2 §2.8), with the same
+ * methods as {@linkcode SplitQueue}, so a software device runs either ring
+ * layout through the {@linkcode Virtqueue} interface.
+ *
+ * The device walks the descriptor ring from its `next` position: a
+ * descriptor is available when its `AVAIL` flag equals the device's copy of
+ * the driver's wrap counter and its `USED` flag does not (§2.8.1). A chain
+ * is a run of consecutive descriptors linked by `NEXT`, its buffer ID in the
+ * last one (§2.8.6); it may wrap around the ring's end. The device returns a
+ * buffer by writing a used descriptor (ID, length, and both flags set to its
+ * own wrap counter) at its used position, which then moves on by the number
+ * of descriptors the chain took (§2.8.7).
+ *
+ * Memory ordering. The descriptor's flags are read with `Atomics.load`
+ * before its other fields (the driver writes the flags last, §2.8.21.3), and
+ * a used descriptor's flags are stored with `Atomics.store` after its ID and
+ * length. Used descriptors pushed together are published together: every
+ * flag but the first is stored, then the first (so the driver, which reads
+ * in ring order, sees all of them or none).
+ *
+ * Hostile rings are handled as for split rings: a chain that breaks the
+ * rules throws a {@linkcode DescriptorChainError}, counted, after the device
+ * has consumed the chain (up to its last `NEXT`, at most the ring's size):
+ * `head` is its buffer ID when one was read and is valid, so the device can
+ * return it with length 0 and go on.
+ *
+ * @module
+ */
+
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import type { DirtyLog } from "../memory/dirty_log.ts";
+import { hex } from "../uapi/hex.ts";
+import {
+  DESCRIPTOR_CHAIN_ERROR_KINDS,
+  type DescriptorChain,
+  DescriptorChainError,
+  type DescriptorChainErrorKind,
+} from "./descriptor.ts";
+import {
+  DESC_SIZE,
+  VIRTQ_DESC_F_INDIRECT,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+} from "./layout.ts";
+import {
+  encodePackedIndex,
+  type PackedQueueLayout,
+  packedRingViews,
+  RING_EVENT_FLAGS_DESC,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_ENABLE,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+} from "./packed_layout.ts";
+import type { SplitQueueCounters } from "./split_queue.ts";
+import type { RingPosition } from "../ops.ts";
+
+export type { PackedQueueLayout } from "./packed_layout.ts";
+
+/** How a {@linkcode PackedQueue} starts and what was negotiated. */
+export interface PackedQueueOptions {
+  /** Where the device goes on from: next available and used positions and wrap counters. */
+  position: RingPosition;
+  /** `VIRTIO_F_EVENT_IDX` was negotiated (event suppression by descriptor). */
+  eventIdx: boolean;
+  /** `VIRTIO_F_INDIRECT_DESC` was negotiated. */
+  indirect: boolean;
+  /** Most buffer descriptors one chain may have (default and maximum: the queue size). */
+  maxChainLength?: number;
+  /** Dirty log to mark written buffers and used descriptors in (live migration). */
+  log?: DirtyLog | null;
+}
+
+const TWO_32 = 4294967296;
+const MAX_HIGH_WORD = 0x1fffff;
+const SMALL_COPY = 16;
+const BOTH = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
+
+/** The chain walk failed: what to throw once the chain is consumed. */
+class ChainFault {
+  constructor(
+    readonly kind: DescriptorChainErrorKind,
+    readonly descriptor: number,
+    readonly inTable: boolean,
+    readonly why: string,
+  ) {}
+}
+
+/**
+ * The device side of one packed virtqueue over a {@linkcode GuestMemory}.
+ *
+ * @example A loopback step over either ring layout
+ * ```ts
+ * import { type DeviceContext, DescriptorChain, PackedQueue } from "@vhost-mdev/sdk";
+ *
+ * declare const ctx: DeviceContext;
+ * const queue = new PackedQueue(ctx.memory, ctx.vring(0), {
+ *   position: ctx.vring(0).state, eventIdx: true, indirect: true,
+ * });
+ * const chain = new DescriptorChain();
+ * while (queue.pop(chain)) queue.pushUsed(chain.head, 0);
+ * queue.publishUsed();
+ * if (queue.needsNotify()) ctx.signal(0);
+ * ```
+ */
+export class PackedQueue {
+  /** The ring's size. */
+  readonly num: number;
+  /** What the queue has seen. */
+  readonly counters: SplitQueueCounters;
+  /** Always true: the ring is packed. */
+  readonly packed = true;
+  readonly #memory: GuestMemory;
+  readonly #regionBytes: Uint8Array[];
+  readonly #regionViews: DataView[];
+  readonly #regionGpa: Float64Array;
+  readonly #regionSize: Float64Array;
+  readonly #desc: Uint32Array;
+  readonly #desc16: Uint16Array;
+  readonly #driverEvent: Uint16Array;
+  readonly #deviceEvent: Uint16Array;
+  readonly #eventIdx: boolean;
+  readonly #indirect: boolean;
+  readonly #maxChain: number;
+  readonly #descAddr: number;
+  readonly #deviceEventAddr: number;
+  /** Descriptors each buffer ID in flight took in the ring (0: not in flight). */
+  readonly #inFlight: Uint16Array;
+  /** Used descriptors written but not yet published: slot, flags. */
+  readonly #pendingSlot: Int32Array;
+  readonly #pendingFlags: Uint16Array;
+  #pending = 0;
+  #next: number;
+  #availWrap: boolean;
+  #used: number;
+  #usedWrap: boolean;
+  #signalled = 0;
+  #signalledValid = false;
+  #log: DirtyLog | null;
+
+  /**
+   * Validate the layout and make the views; writes the device event area
+   * (notifications on).
+   *
+   * @throws RangeError for a bad size or layout, or a position out of range.
+   */
+  constructor(memory: GuestMemory, layout: PackedQueueLayout, options: PackedQueueOptions) {
+    const views = packedRingViews(memory.regions, layout);
+    const num = layout.num;
+    this.num = num;
+    this.#memory = memory;
+    this.#regionBytes = memory.regions.map((r) => r.bytes);
+    this.#regionViews = memory.regions.map((r) => r.view);
+    this.#regionGpa = new Float64Array(memory.regions.map((r) => r.gpa));
+    this.#regionSize = new Float64Array(memory.regions.map((r) => r.size));
+    this.#desc = views.desc;
+    this.#desc16 = views.desc16;
+    this.#driverEvent = views.driverEvent;
+    this.#deviceEvent = views.deviceEvent;
+    this.#eventIdx = options.eventIdx;
+    this.#indirect = options.indirect;
+    const maxChain = options.maxChainLength ?? num;
+    if (!Number.isInteger(maxChain) || maxChain < 1 || maxChain > num) {
+      throw new RangeError(`maxChainLength ${maxChain} is not in 1..${num}`);
+    }
+    this.#maxChain = maxChain;
+    this.#descAddr = layout.descAddr;
+    this.#deviceEventAddr = layout.usedAddr;
+    const p = options.position;
+    for (const [name, v] of [["availIdx", p.availIdx], ["usedIdx", p.usedIdx]] as const) {
+      if (!Number.isInteger(v) || v < 0 || v >= num) {
+        throw new RangeError(`${name} ${v} is not a position in a ring of ${num}`);
+      }
+    }
+    this.#next = p.availIdx;
+    this.#availWrap = p.availWrap;
+    this.#used = p.usedIdx;
+    this.#usedWrap = p.usedWrap;
+    this.#inFlight = new Uint16Array(num);
+    this.#pendingSlot = new Int32Array(num);
+    this.#pendingFlags = new Uint16Array(num);
+    this.#log = options.log ?? null;
+    const kinds = {} as Record<DescriptorChainErrorKind, number>;
+    for (const k of DESCRIPTOR_CHAIN_ERROR_KINDS) kinds[k] = 0;
+    this.counters = {
+      chains: 0,
+      used: 0,
+      errors: 0,
+      byKind: kinds,
+      notifications: 0,
+      suppressed: 0,
+    };
+    Atomics.store(this.#deviceEvent, 1, RING_EVENT_FLAGS_ENABLE);
+  }
+
+  /** The memory the queue reads. */
+  get memory(): GuestMemory {
+    return this.#memory;
+  }
+
+  /** Next available position as `GET_VRING_BASE` carries it: index, wrap counter in bit 15. */
+  get lastAvailIdx(): number {
+    return encodePackedIndex(this.#next, this.#availWrap);
+  }
+
+  /** Next used position, encoded the same way. */
+  get usedIdx(): number {
+    return encodePackedIndex(this.#used, this.#usedWrap);
+  }
+
+  /** Where the queue is: positions and wrap counters. */
+  position(): RingPosition {
+    return {
+      availIdx: this.#next,
+      availWrap: this.#availWrap,
+      usedIdx: this.#used,
+      usedWrap: this.#usedWrap,
+    };
+  }
+
+  /**
+   * The available position `descriptors` back from the current one,
+   * encoded as {@linkcode PackedQueue.lastAvailIdx}: where to resume when
+   * chains taken but not completed are to be taken again.
+   */
+  availBefore(descriptors: number): number {
+    let idx = this.#next - descriptors, wrap = this.#availWrap;
+    while (idx < 0) {
+      idx += this.num;
+      wrap = !wrap;
+    }
+    return encodePackedIndex(idx, wrap);
+  }
+
+  /** Descriptors that buffer `id`, popped and not yet returned, took in the ring. */
+  descriptorsOf(id: number): number {
+    return this.#inFlight[id] ?? 0;
+  }
+
+  /** Start or stop marking writes in a dirty log. */
+  setLog(log: DirtyLog | null): void {
+    this.#log = log;
+  }
+
+  /** Whether a chain is available at the device's position (reads its flags once). */
+  available(): number {
+    return this.#isAvail(this.#next, this.#availWrap) ? 1 : 0;
+  }
+
+  #isAvail(i: number, wrap: boolean): boolean {
+    const f = Atomics.load(this.#desc16, i * 8 + 7);
+    const avail = (f & VIRTQ_DESC_F_AVAIL) !== 0, used = (f & VIRTQ_DESC_F_USED) !== 0;
+    return avail === wrap && used !== wrap;
+  }
+
+  /**
+   * Take the next available chain into `chain` (`chain.head` is its buffer
+   * ID). Returns false (with `chain` emptied) when there is none.
+   *
+   * @throws DescriptorChainError for a hostile chain, counted, the chain
+   *   consumed; `head` is its buffer ID when valid, else -1.
+   */
+  pop(chain: DescriptorChain): boolean {
+    chain.reset(-1);
+    const start = this.#next, startWrap = this.#availWrap;
+    if (!this.#isAvail(start, startWrap)) return false;
+    const num = this.num, desc = this.#desc;
+    let i = start,
+      wrap = startWrap,
+      count = 0,
+      buffers = 0,
+      id = -1,
+      fault: ChainFault | null = null;
+    for (;;) {
+      if (count > 0 && !this.#isAvail(i, wrap)) {
+        fault ??= new ChainFault(
+          "bad-wrap",
+          i,
+          false,
+          `descriptor ${i} continues the chain but is not available (flags 0x${
+            this.#desc16[i * 8 + 7].toString(16)
+          }, driver wrap counter ${wrap ? 1 : 0})`,
+        );
+        break;
+      }
+      count++;
+      const w = i << 2;
+      const lo = desc[w], hi = desc[w + 1], len = desc[w + 2], idFlags = desc[w + 3];
+      const flags = idFlags >>> 16;
+      id = idFlags & 0xffff;
+      chain.descriptors++;
+      if (++i === num) {
+        i = 0;
+        wrap = !wrap;
+      }
+      if (fault === null) {
+        if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+          fault = this.#indirectTable(chain, count - 1 + start, lo, hi, len, flags, buffers);
+        } else if (++buffers > this.#maxChain) {
+          fault = new ChainFault(
+            "too-long",
+            (start + count - 1) % num,
+            false,
+            `chain is longer than ${this.#maxChain} descriptors`,
+          );
+        } else {
+          fault = this.#buffer(chain, (start + count - 1) % num, false, lo, hi, len, flags);
+        }
+      }
+      if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
+      if (count === num) {
+        fault ??= new ChainFault(
+          "too-long",
+          (start + count - 1) % num,
+          false,
+          `chain runs around the whole ring of ${num} descriptors`,
+        );
+        break;
+      }
+    }
+    this.#next = i;
+    this.#availWrap = wrap;
+    const valid = id >= 0 && id < num;
+    if (fault === null && !valid) {
+      fault = new ChainFault(
+        "bad-index",
+        (start + count - 1) % num,
+        false,
+        `buffer ID ${id} is not below the queue size ${num}`,
+      );
+    }
+    if (valid) this.#inFlight[id] = count;
+    if (fault !== null) this.#throw(chain, valid ? id : -1, fault);
+    chain.head = id;
+    this.counters.chains++;
+    return true;
+  }
+
+  /** Copy the chain's readable bytes, from `offset` into them, to `dst`; returns bytes copied. */
+  readChain(chain: DescriptorChain, dst: Uint8Array, offset = 0): number {
+    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
+    const cap = dst.length;
+    let skip = offset, pos = 0;
+    for (let s = 0, n = chain.readable; s < n && pos < cap; s++) {
+      let len = lengths[s];
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      const from = offsets[s] + skip;
+      len -= skip;
+      skip = 0;
+      const take = len < cap - pos ? len : cap - pos;
+      const src = this.#regionBytes[regions[s]];
+      if (take <= SMALL_COPY) {
+        for (let k = 0; k < take; k++) dst[pos + k] = src[from + k];
+      } else {
+        dst.set(src.subarray(from, from + take), pos);
+      }
+      pos += take;
+    }
+    return pos;
+  }
+
+  /** Copy `src` into the chain's writable buffers from `offset`; returns bytes written. */
+  writeChain(chain: DescriptorChain, src: Uint8Array, offset = 0): number {
+    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
+    const addresses = chain.addresses;
+    const total = src.length;
+    let skip = offset, pos = 0;
+    for (let s = chain.readable, n = chain.count; s < n && pos < total; s++) {
+      let len = lengths[s];
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      const to = offsets[s] + skip;
+      len -= skip;
+      const take = len < total - pos ? len : total - pos;
+      const dst = this.#regionBytes[regions[s]];
+      if (take <= SMALL_COPY) {
+        for (let k = 0; k < take; k++) dst[to + k] = src[pos + k];
+      } else {
+        dst.set(src.subarray(pos, pos + take), to);
+      }
+      if (this.#log !== null) this.#log.mark(addresses[s] + skip, take);
+      skip = 0;
+      pos += take;
+    }
+    return pos;
+  }
+
+  /**
+   * Return buffer `id` with `len` bytes written: a used descriptor at the
+   * used position, visible to the driver at {@linkcode PackedQueue.publishUsed}.
+   *
+   * @throws RangeError when `id` is not a buffer the device holds.
+   */
+  pushUsed(id: number, len: number): void {
+    if (!((id >>> 0) < this.num) || id !== (id | 0) || this.#inFlight[id] === 0) {
+      throw new RangeError(`used buffer ID ${id} is not a buffer the device holds`);
+    }
+    const slot = this.#used;
+    const w = slot << 2;
+    this.#desc[w + 2] = len;
+    this.#desc16[slot * 8 + 6] = id;
+    this.#pendingSlot[this.#pending] = slot;
+    this.#pendingFlags[this.#pending] = (this.#usedWrap ? BOTH : 0) |
+      (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
+    this.#pending++;
+    let next = slot + this.#inFlight[id];
+    this.#inFlight[id] = 0;
+    if (next >= this.num) {
+      next -= this.num;
+      this.#usedWrap = !this.#usedWrap;
+    }
+    this.#used = next;
+    this.counters.used++;
+    if (this.#log !== null) this.#log.mark(this.#descAddr + slot * DESC_SIZE, DESC_SIZE);
+  }
+
+  /** Publish every pushed used descriptor (the first one's flags last). */
+  publishUsed(): void {
+    const n = this.#pending;
+    if (n === 0) return;
+    const d16 = this.#desc16, slots = this.#pendingSlot, flags = this.#pendingFlags;
+    for (let k = 1; k < n; k++) Atomics.store(d16, slots[k] * 8 + 7, flags[k]);
+    Atomics.store(d16, slots[0] * 8 + 7, flags[0]);
+    this.#pending = 0;
+  }
+
+  /**
+   * Whether to interrupt the driver for what was published since the last
+   * call (§2.8.10): the driver's event flags, and with `EVENT_IDX` its
+   * `desc_event_off_wrap` against the used positions passed since.
+   */
+  needsNotify(): boolean {
+    const now = this.#used, wrapNow = this.#usedWrap;
+    const old = this.#signalled;
+    const valid = this.#signalledValid;
+    this.#signalled = now;
+    this.#signalledValid = true;
+    let need: boolean;
+    const flags = Atomics.load(this.#driverEvent, 1) & 0x3;
+    if (!valid) need = flags !== RING_EVENT_FLAGS_DISABLE;
+    else if (flags === RING_EVENT_FLAGS_DISABLE) need = false;
+    else if (flags !== RING_EVENT_FLAGS_DESC || !this.#eventIdx) need = true;
+    else {
+      // Positions as one number line: the used position before and now, and
+      // the event's, each unwrapped against the current wrap counter.
+      const offWrap = this.#driverEvent[0];
+      let off = offWrap & 0x7fff;
+      if ((offWrap >> 15 !== 0) !== wrapNow) off -= this.num;
+      let before = old;
+      if (now <= before) before -= this.num;
+      need = ((now - off - 1) & 0xffff) < ((now - before) & 0xffff);
+    }
+    if (need) this.counters.notifications++;
+    else this.counters.suppressed++;
+    return need;
+  }
+
+  /** Ask the driver not to kick while the device polls. */
+  disableNotifications(): void {
+    Atomics.store(this.#deviceEvent, 1, RING_EVENT_FLAGS_DISABLE);
+    if (this.#log !== null) this.#log.mark(this.#deviceEventAddr, 4);
+  }
+
+  /**
+   * Ask the driver to kick for its next buffer (with `EVENT_IDX`: for the
+   * descriptor at the device's position). Returns true when a chain is
+   * already available, which the caller must process.
+   */
+  enableNotifications(): boolean {
+    if (this.#eventIdx) {
+      this.#deviceEvent[0] = encodePackedIndex(this.#next, this.#availWrap);
+      Atomics.store(this.#deviceEvent, 1, RING_EVENT_FLAGS_DESC);
+    } else {
+      Atomics.store(this.#deviceEvent, 1, RING_EVENT_FLAGS_ENABLE);
+    }
+    if (this.#log !== null) this.#log.mark(this.#deviceEventAddr, 4);
+    return this.#isAvail(this.#next, this.#availWrap);
+  }
+
+  #throw(chain: DescriptorChain, head: number, f: ChainFault): never {
+    this.counters.errors++;
+    this.counters.byKind[f.kind]++;
+    chain.count =
+      chain.readable =
+      chain.readableBytes =
+      chain.writableBytes =
+        0;
+    chain.head = head;
+    const where = f.inTable ? `indirect descriptor ${f.descriptor}` : `descriptor ${f.descriptor}`;
+    throw new DescriptorChainError(
+      f.kind,
+      head,
+      f.descriptor,
+      f.inTable,
+      `chain with buffer ID ${head >= 0 ? head : "(invalid)"}: ${where}: ${f.why}`,
+    );
+  }
+
+  /** Validate one buffer descriptor and add it to the chain; a fault or null. */
+  #buffer(
+    chain: DescriptorChain,
+    i: number,
+    inTable: boolean,
+    lo: number,
+    hi: number,
+    len: number,
+    flags: number,
+  ): ChainFault | null {
+    const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
+    if (!writable && chain.count > chain.readable) {
+      return new ChainFault(
+        "write-before-read",
+        i,
+        inTable,
+        "device-readable descriptor follows a device-writable one",
+      );
+    }
+    if (hi > MAX_HIGH_WORD) {
+      return new ChainFault(
+        "out-of-bounds",
+        i,
+        inTable,
+        `address beyond 2^53 (high word ${hex(hi)})`,
+      );
+    }
+    if (len === 0) return null;
+    const gpa = lo + hi * TWO_32;
+    const r = this.#memory.find(gpa, len);
+    if (r >= 0) {
+      chain.addSegment(gpa, len, r, gpa - this.#regionGpa[r], writable);
+      return null;
+    }
+    let at = gpa, left = len;
+    while (left > 0) {
+      const k = this.#memory.find(at, 1);
+      if (k < 0) {
+        return new ChainFault(
+          "out-of-bounds",
+          i,
+          inTable,
+          `buffer gpa ${hex(gpa)} length ${len}: byte ${hex(at)} is not inside guest memory`,
+        );
+      }
+      const offset = at - this.#regionGpa[k];
+      const room = this.#regionSize[k] - offset;
+      const take = left < room ? left : room;
+      chain.addSegment(at, take, k, offset, writable);
+      at += take;
+      left -= take;
+    }
+    return null;
+  }
+
+  /** Follow an indirect table (§2.8.19): its descriptors are used in order, no `NEXT`. */
+  #indirectTable(
+    chain: DescriptorChain,
+    i: number,
+    lo: number,
+    hi: number,
+    len: number,
+    flags: number,
+    buffers: number,
+  ): ChainFault | null {
+    i %= this.num;
+    if (!this.#indirect) {
+      return new ChainFault("bad-indirect", i, false, "indirect descriptor without INDIRECT_DESC");
+    }
+    if ((flags & VIRTQ_DESC_F_NEXT) !== 0) {
+      return new ChainFault("bad-indirect", i, false, "indirect descriptor also has the NEXT flag");
+    }
+    if (buffers > 0) {
+      return new ChainFault(
+        "bad-indirect",
+        i,
+        false,
+        "indirect descriptor after buffer descriptors",
+      );
+    }
+    if (len === 0 || len % DESC_SIZE !== 0) {
+      return new ChainFault(
+        "bad-indirect",
+        i,
+        false,
+        `indirect table length ${len} is not a positive multiple of 16`,
+      );
+    }
+    const entries = len / DESC_SIZE;
+    if (entries > this.#maxChain) {
+      return new ChainFault(
+        "bad-indirect",
+        i,
+        false,
+        `indirect table of ${entries} descriptors is larger than ${this.#maxChain}`,
+      );
+    }
+    const gpa = lo + hi * TWO_32;
+    const r = hi > MAX_HIGH_WORD ? -1 : this.#memory.find(gpa, len);
+    if (r < 0) {
+      return new ChainFault(
+        "out-of-bounds",
+        i,
+        false,
+        `indirect table gpa ${hex(gpa)} length ${len} is not inside one region of guest memory`,
+      );
+    }
+    chain.indirect = true;
+    const view = this.#regionViews[r];
+    const base = gpa - this.#regionGpa[r];
+    for (let j = 0; j < entries; j++) {
+      chain.descriptors++;
+      const at = base + j * DESC_SIZE;
+      const dflags = view.getUint16(at + 14, true);
+      if ((dflags & VIRTQ_DESC_F_INDIRECT) !== 0) {
+        return new ChainFault("nested-indirect", j, true, "indirect descriptor inside a table");
+      }
+      const fault = this.#buffer(
+        chain,
+        j,
+        true,
+        view.getUint32(at, true),
+        view.getUint32(at + 4, true),
+        view.getUint32(at + 8, true),
+        dflags,
+      );
+      if (fault !== null) return fault;
+    }
+    return null;
+  }
+}
