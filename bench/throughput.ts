@@ -29,6 +29,8 @@ export interface Scenario {
   direction: Direction;
   /** Frame size in bytes (Ethernet header to payload end, no virtio-net header, no CRC). */
   frameSize: number;
+  /** Packed rings (`virtio_user` with `packed_vq=1`; both backends see the same frontend). */
+  packed?: boolean;
 }
 
 /** The scenarios the benchmark knows. */
@@ -37,6 +39,8 @@ export const SCENARIOS: readonly Scenario[] = [
   { id: "b2f-64", direction: "backend->frontend", frameSize: 64 },
   { id: "f2b-1518", direction: "frontend->backend", frameSize: 1518 },
   { id: "b2f-1518", direction: "backend->frontend", frameSize: 1518 },
+  { id: "f2b-64-packed", direction: "frontend->backend", frameSize: 64, packed: true },
+  { id: "b2f-64-packed", direction: "backend->frontend", frameSize: 64, packed: true },
 ];
 
 /** How to run. */
@@ -155,7 +159,7 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
     }
     frontend = await Testpmd.start({
       binary: cfg.testpmd,
-      vdevs: `net_virtio_user0,path=${sock},queues=1`,
+      vdevs: `net_virtio_user0,path=${sock},queues=1${scenario.packed ? ",packed_vq=1" : ""}`,
       forwardMode: f2b ? "txonly" : "rxonly",
       txpkts: scenario.frameSize,
       cpu: cfg.frontendCpu,
