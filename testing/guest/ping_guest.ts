@@ -100,6 +100,8 @@ export interface PingGuestRun {
   memoryMiB: number;
   /** Print every kernel message (no `quiet`). */
   verboseKernel?: boolean;
+  /** Packed rings on the NIC (`packed=on`). */
+  packed?: boolean;
 }
 
 /** QEMU arguments that boot `guest` with its NIC on the vhost-user socket. */

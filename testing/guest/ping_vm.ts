@@ -34,6 +34,8 @@ export interface PingVmOptions {
   ip?: string;
   /** Queue pairs of the guest's NIC (default: what the device offers). */
   queues?: number;
+  /** Packed rings on the guest's NIC (`packed=on`; the device must offer them). */
+  packed?: boolean;
   /** Echo requests the guest sends (default 20). */
   count?: number;
   /** Seconds between requests (default 0.2). */
@@ -167,6 +169,7 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
         interval,
         memoryMiB: 256,
         verboseKernel: verbose,
+        packed: options.packed,
       }),
       { hotplugSlots: options.hotplugSlots, maxMemMiB: options.maxMemMiB ?? 2048 },
     ),

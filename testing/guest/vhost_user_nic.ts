@@ -16,6 +16,11 @@ export interface VhostUserNicOptions {
   socket: string;
   /** Guest RAM in MiB, all of it shared with the backend. */
   memoryMiB: number;
+  /**
+   * Guest RAM as a QEMU size with its unit (`262152K`), when it is not a
+   * whole number of MiB; replaces `memoryMiB`. QEMU's `-m` must be the same.
+   */
+  memorySize?: string;
   /** Queue pairs of the NIC. */
   queues: number;
   /** Multiqueue (`queues=N` on the netdev, `mq=on` on the device). */
@@ -25,13 +30,15 @@ export interface VhostUserNicOptions {
    * `vhost_net_start` with MSI-X vectors.
    */
   vectors: number;
+  /** Packed rings (`packed=on`: QEMU offers `VIRTIO_F_RING_PACKED` when the backend does). */
+  packed?: boolean;
 }
 
 /** QEMU arguments for shared guest RAM and a virtio-net NIC on the vhost-user socket. */
 export function vhostUserNicArgs(nic: VhostUserNicOptions): string[] {
   return [
     "-object",
-    `memory-backend-memfd,id=mem,size=${nic.memoryMiB}M,share=on`,
+    `memory-backend-memfd,id=mem,size=${nic.memorySize ?? `${nic.memoryMiB}M`},share=on`,
     "-numa",
     "node,memdev=mem",
     "-chardev",
@@ -39,8 +46,8 @@ export function vhostUserNicArgs(nic: VhostUserNicOptions): string[] {
     "-netdev",
     `vhost-user,id=n0,chardev=c0${nic.multiqueue ? `,queues=${nic.queues}` : ""}`,
     "-device",
-    `virtio-net-pci,netdev=n0${
-      nic.multiqueue ? ",mq=on" : ""
+    `virtio-net-pci,netdev=n0${nic.multiqueue ? ",mq=on" : ""}${
+      nic.packed ? ",packed=on" : ""
     },vectors=${nic.vectors},mac=${VHOST_USER_NIC_MAC}`,
   ];
 }
