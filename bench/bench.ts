@@ -5,7 +5,9 @@
  * ("dpdk"). Runs alternate ours, dpdk, ours, dpdk, ... and each side's
  * result is the median of its runs. Then the kick relay latency: kick to
  * `ops.notify` through the main thread, and kick to a doorbell the relay
- * Worker stores itself, each against a C baseline.
+ * Worker stores itself, each against a C baseline. Then the blk part
+ * (`blk.ts`): the SDK's blk device against qemu-storage-daemon's
+ * vhost-user-blk export on the same file, the same way alternating.
  *
  * @module
  */
@@ -22,6 +24,7 @@ import {
 } from "./kick_latency.ts";
 import { fixed, type Spread, spread, textTable } from "./summary.ts";
 import { type RunConfig, runOnce, type RunResult, SCENARIOS, type Side } from "./throughput.ts";
+import { BLK_WORKLOADS, blkBench, type BlkWorkloadResult } from "./blk.ts";
 
 const HELP = `Usage: deno task bench [options]
 
@@ -39,6 +42,14 @@ Options:
                           ${SCENARIOS.map((s) => s.id).join(", ")}
                         f2b = frontend->backend (virtio_user txonly vs sim sink / vhost rxonly)
                         b2f = backend->frontend (sim source / vhost txonly vs virtio_user rxonly)
+                        none = skip the throughput part
+  --blk LIST            comma-separated blk workloads (default all), none to skip:
+                          ${BLK_WORKLOADS.map((w) => w.id).join(", ")}
+                        ours (serve --driver blk) vs qemu-storage-daemon's vhost-user-blk
+                        export on the same page-cached file, both driven by the test kit's
+                        virtio-blk guest over its TypeScript frontend; --runs, --seconds,
+                        --warmup and --backend-cpu apply
+  --blk-file-mib N      size of the blk backing file (default 256)
   --sides LIST          ours,dpdk (default both)
   --latency-samples N   kicks per latency path, 0 to skip the latency part (default 5000)
   --backend-cpu C       CPU of the backend (default 0)
@@ -49,8 +60,9 @@ Options:
   --json                print one JSON document on stdout instead of tables
   --help                this text
 
-Progress goes to stderr. Needs dpdk-testpmd (apt-get install dpdk-dev) and
-taskset (util-linux).
+Progress goes to stderr. Needs dpdk-testpmd (apt-get install dpdk-dev),
+taskset (util-linux) and, for the blk part, qemu-storage-daemon
+(apt-get install qemu-system-common).
 `;
 
 interface Args {
@@ -58,6 +70,8 @@ interface Args {
   seconds: number;
   warmup: number;
   scenarios: string[];
+  blk: string[];
+  blkFileMiB: number;
   sides: Side[];
   latencySamples: number;
   backendCpu: number;
@@ -78,6 +92,8 @@ function parseArgs(argv: readonly string[]): Args {
     seconds: 4,
     warmup: 1,
     scenarios: SCENARIOS.map((s) => s.id),
+    blk: BLK_WORKLOADS.map((w) => w.id),
+    blkFileMiB: 256,
     sides: ["ours", "dpdk"],
     latencySamples: 5000,
     backendCpu: 0,
@@ -118,6 +134,10 @@ function parseArgs(argv: readonly string[]): Args {
         break;
       case "scenario": {
         const ids = value().split(",").map((s) => s.trim()).filter((s) => s);
+        if (ids.length === 1 && ids[0] === "none") {
+          a.scenarios = [];
+          break;
+        }
         for (const id of ids) {
           if (!SCENARIOS.some((s) => s.id === id)) {
             throw new UsageError(
@@ -129,6 +149,26 @@ function parseArgs(argv: readonly string[]): Args {
         a.scenarios = ids;
         break;
       }
+      case "blk": {
+        const ids = value().split(",").map((s) => s.trim()).filter((s) => s);
+        if (ids.length === 1 && ids[0] === "none") {
+          a.blk = [];
+          break;
+        }
+        for (const id of ids) {
+          if (!BLK_WORKLOADS.some((w) => w.id === id)) {
+            throw new UsageError(
+              `--blk ${id}: unknown; choose from ${BLK_WORKLOADS.map((w) => w.id).join(", ")}`,
+            );
+          }
+        }
+        if (ids.length === 0) throw new UsageError("--blk needs at least one workload, or none");
+        a.blk = ids;
+        break;
+      }
+      case "blk-file-mib":
+        a.blkFileMiB = num(name, value(), 16, true);
+        break;
       case "sides": {
         const sides = value().split(",").map((s) => s.trim());
         for (const s of sides) {
@@ -223,6 +263,8 @@ export interface BenchReport {
   scenarios: ScenarioResult[];
   /** Kick latency (to notify, to doorbell), or null when skipped. */
   latency: LatencyReport | null;
+  /** blk: ours vs qemu-storage-daemon per workload (empty when skipped). */
+  blk: BlkWorkloadResult[];
 }
 
 /** Kick latency under one CPU placement. */
@@ -289,6 +331,7 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
     },
     scenarios: [],
     latency: null,
+    blk: [],
   };
   try {
     if (args.profile) await Deno.mkdir(args.profile, { recursive: true });
@@ -334,6 +377,19 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
     }
     if (args.latencySamples > 0) {
       report.latency = await latency(args, root, dir);
+    }
+    if (args.blk.length > 0) {
+      report.blk = await blkBench({
+        runs: args.runs,
+        seconds: args.seconds,
+        warmup: args.warmup,
+        workloads: args.blk,
+        backendCpu: args.backendCpu,
+        root,
+        dir,
+        fileMiB: args.blkFileMiB,
+        progress,
+      });
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -455,6 +511,28 @@ export function formatReport(r: BenchReport): string {
       ],
     ));
   }
+  if (r.blk.length > 0) {
+    out.push("");
+    out.push(
+      `blk, median of ${c.runs} run(s) (min-max), ${c.seconds} s measured per workload after ` +
+        `${c.warmupSeconds} s warm-up; backend on CPU ${c.backendCpu}; frontend: the test ` +
+        `kit's virtio-blk guest (TypeScript vhost-user frontend)`,
+    );
+    out.push("");
+    out.push(textTable(
+      ["workload", "unit", "ours (blk)", "qemu-storage-daemon", "ours/qsd"],
+      r.blk.map((b) => {
+        const digits = b.unit === "IOPS" ? 0 : 1;
+        return [
+          b.label,
+          b.unit,
+          range(b.ours.summary, digits),
+          range(b.qsd.summary, digits),
+          fixed(b.ratio, 2),
+        ];
+      }),
+    ));
+  }
   return out.join("\n");
 }
 
@@ -480,7 +558,15 @@ async function main(argv: string[]): Promise<number> {
     }
     return 0;
   }
-  const testpmd = findExecutable(args.testpmd ?? "dpdk-testpmd");
+  const testpmd = findExecutable(args.testpmd ?? "dpdk-testpmd") ??
+    (args.scenarios.length === 0 ? "(not used)" : null);
+  if (args.blk.length > 0 && !findExecutable("qemu-storage-daemon")) {
+    console.error(
+      "bench: qemu-storage-daemon not found; install it with `apt-get install " +
+        "qemu-system-common` (or pass --blk none)",
+    );
+    return 1;
+  }
   if (!testpmd) {
     console.error(
       `bench: ${args.testpmd ?? "dpdk-testpmd"} not found; install DPDK's testpmd with ` +

@@ -32,6 +32,7 @@ export type { IoctlArgs, IoctlResults } from "./core/ioctl.ts";
 export * from "./core/errors.ts";
 export { checkDoorbell, type Doorbell } from "./core/doorbell.ts";
 export * from "./core/events.ts";
+export * from "./core/inflight.ts";
 export * from "./memory/mod.ts";
 export * from "./virtqueue/mod.ts";
 export * from "./uapi/virtio.ts";

@@ -77,6 +77,7 @@
 import type { GuestMemory } from "./memory/guest_memory.ts";
 import type { DirtyLog } from "./memory/dirty_log.ts";
 import type { Doorbell } from "./core/doorbell.ts";
+import type { SharedInflightQueue } from "./core/inflight.ts";
 
 /** A PCI vendor/device pair (and optional subsystem pair) a driver matches. */
 export interface PciId {
@@ -233,8 +234,25 @@ export interface DeviceContext {
    * status is untouched.
    */
   ringError(queue: number, message: string): void;
+  /**
+   * Ring `q`'s part of the inflight region (`INFLIGHT_SHMFD`, for devices
+   * whose description sets `inflight`), held mapped until `release`, or
+   * null when the frontend gave no region or it does not track ring `q`.
+   * The driver marks the heads it takes and completes in it
+   * (`InflightQueue`), and resubmits the ones still marked when the ring
+   * starts.
+   */
+  inflight(q: number): InflightHold | null;
   /** The device's log. */
   readonly log: DeviceLog;
+}
+
+/** A ring's queue region of the inflight region, held for a datapath ({@linkcode DeviceContext.inflight}). */
+export interface InflightHold {
+  /** Where the queue region is, to view with `InflightQueue.fromShared` (in a Worker too). */
+  readonly queue: SharedInflightQueue;
+  /** Let the region go; call it once nothing touches it any more. Idempotent. */
+  release(): void;
 }
 
 /**
@@ -462,6 +480,13 @@ export interface DeviceDescription {
    * for one that logs dirty pages.
    */
   protocolFeatures?: { add?: readonly number[]; remove?: readonly number[] };
+  /**
+   * The driver tracks in-flight requests of its split rings in the inflight
+   * region ({@linkcode DeviceContext.inflight}) and resubmits them when a
+   * ring starts on a region a previous backend left: the SDK then offers
+   * `INFLIGHT_SHMFD` and serves `GET_INFLIGHT_FD` / `SET_INFLIGHT_FD`.
+   */
+  inflight?: boolean;
   /** The operations. */
   ops: DeviceOps;
 }

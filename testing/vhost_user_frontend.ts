@@ -51,9 +51,11 @@ import { MessageSocket } from "@vhost-mdev/sdk/vhost-user";
 import {
   type ConfigPayload,
   decodeConfig,
+  decodeInflightDescription,
   decodeU64,
   decodeVringState,
   encodeConfig,
+  encodeInflightDescription,
   encodeLogDescription,
   encodeMemTable,
   encodeMessage,
@@ -63,6 +65,7 @@ import {
   encodeVringAddr,
   encodeVringFileIndex,
   encodeVringState,
+  type InflightDescription,
   type VhostUserMessage,
 } from "@vhost-mdev/sdk/vhost-user";
 import {
@@ -365,15 +368,18 @@ export class VhostUserFrontend {
   /**
    * Send one request and wait for its answer: the reply payload for requests
    * that have one (`reply: true`), otherwise the `REPLY_ACK` ack when
-   * negotiated. Returns the reply payload (empty without a reply).
+   * negotiated. Returns the reply payload (empty without a reply). The fds
+   * a reply carries are pushed to `received` (the caller then owns them),
+   * or closed without it.
    */
   request(
     request: number,
     payload: Uint8Array = new Uint8Array(0),
     fds: readonly number[] = [],
     reply = false,
+    received?: number[],
   ): Promise<Uint8Array> {
-    const run = () => this.#exchange(request, payload, fds, reply);
+    const run = () => this.#exchange(request, payload, fds, reply, received);
     const result = this.#queue.then(run, run);
     this.#queue = result.catch(() => {});
     return result;
@@ -384,6 +390,7 @@ export class VhostUserFrontend {
     payload: Uint8Array,
     fds: readonly number[],
     reply: boolean,
+    received?: number[],
   ): Promise<Uint8Array> {
     if (this.#closed || this.#socket.closed) {
       throw new VhostUserFrontendError(request, "the connection is closed");
@@ -402,7 +409,7 @@ export class VhostUserFrontend {
       throw new VhostUserFrontendError(request, `send failed: ${(e as Error).message}`);
     }
     if (!reply && !ack) return new Uint8Array(0);
-    const answer = await this.#readReply(request);
+    const answer = await this.#readReply(request, received);
     if (ack) {
       if (answer.length !== U64_SIZE) {
         throw new VhostUserFrontendError(request, `ack of ${answer.length} bytes, expected 8`);
@@ -415,7 +422,7 @@ export class VhostUserFrontend {
     return answer;
   }
 
-  async #readReply(request: number): Promise<Uint8Array> {
+  async #readReply(request: number, received?: number[]): Promise<Uint8Array> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), this.#replyTimeoutMs);
@@ -438,7 +445,8 @@ export class VhostUserFrontend {
       this.#fail();
       throw new VhostUserFrontendError(request, "the backend closed the connection");
     }
-    for (const fd of m.fds) close(fd);
+    if (received && m.request === request) received.push(...m.fds);
+    else for (const fd of m.fds) close(fd);
     if (m.request !== request || (m.flags & HeaderFlag.REPLY) === 0) {
       this.#fail();
       throw new VhostUserFrontendError(
@@ -645,6 +653,41 @@ export class VhostUserFrontend {
       encodeLogDescription({ size, offset }),
       [fd],
       true,
+    );
+  }
+
+  /**
+   * `GET_INFLIGHT_FD` (with `INFLIGHT_SHMFD`): ask the backend for an
+   * inflight region for `numQueues` rings of `queueSize`. Returns its
+   * description and fd (the caller owns it), to keep and send back with
+   * {@linkcode VhostUserFrontend.setInflightFd}, as QEMU does across reconnects.
+   */
+  async getInflightFd(
+    numQueues: number,
+    queueSize: number,
+  ): Promise<{ fd: number; description: InflightDescription }> {
+    const req = FrontendRequest.GET_INFLIGHT_FD;
+    const fds: number[] = [];
+    const ask = encodeInflightDescription({ mmapSize: 0, mmapOffset: 0, numQueues, queueSize });
+    const r = await this.request(req, ask, [], true, fds);
+    if (fds.length !== 1) {
+      for (const fd of fds) close(fd);
+      throw new VhostUserFrontendError(req, `reply carries ${fds.length} fds, expected 1`);
+    }
+    try {
+      return { fd: fds[0], description: decodeInflightDescription(replyMessage(req, r)) };
+    } catch (e) {
+      close(fds[0]);
+      throw new VhostUserFrontendError(req, `bad reply: ${(e as Error).message}`);
+    }
+  }
+
+  /** `SET_INFLIGHT_FD` (with `INFLIGHT_SHMFD`): the inflight region to use, in `fd` (still the caller's). */
+  async setInflightFd(fd: number, description: InflightDescription): Promise<void> {
+    await this.request(
+      FrontendRequest.SET_INFLIGHT_FD,
+      encodeInflightDescription(description),
+      [fd],
     );
   }
 

@@ -102,6 +102,7 @@ export const driver: Driver = {
       maxQueueSize: MAX_QUEUE_SIZE,
       config: blkConfig(config),
       options: BLK_OPTIONS,
+      inflight: options.inflight,
       worker: new URL("./blk_worker.ts", import.meta.url),
     });
     return await kit.probe(ctx, {

@@ -19,6 +19,11 @@ export interface BlkOptions {
   blockSize: number;
   /** The ID string `VIRTIO_BLK_T_GET_ID` returns, at most 20 bytes. */
   serial: string;
+  /**
+   * Track in-flight requests in the frontend's inflight region
+   * (`INFLIGHT_SHMFD`), so a restarted backend resubmits them.
+   */
+  inflight: boolean;
 }
 
 /** Defaults of the options. */
@@ -27,6 +32,7 @@ export const BLK_DEFAULTS: Readonly<Record<string, string>> = {
   direct: "false",
   "block-size": "512",
   serial: "",
+  inflight: "true",
 };
 
 /** The options as the CLI lists them (`--driver blk --help`). */
@@ -52,6 +58,13 @@ export const BLK_OPTIONS: readonly DriverOption[] = [
   {
     name: "serial",
     description: "device ID for VIRTIO_BLK_T_GET_ID, at most 20 bytes (default: the file's name)",
+  },
+  {
+    name: "inflight",
+    description: "track in-flight requests (INFLIGHT_SHMFD) so a restarted backend resubmits " +
+      "them; false withholds the feature",
+    values: ["false", "true"],
+    default: BLK_DEFAULTS.inflight,
   },
 ];
 
@@ -100,5 +113,6 @@ export function parseBlkOptions(given: Readonly<Record<string, string>>): BlkOpt
     direct: flag("direct", o.direct),
     blockSize,
     serial,
+    inflight: flag("inflight", o.inflight),
   };
 }

@@ -35,6 +35,7 @@ import { NET_RING_COUNTERS } from "../ops.ts";
 import type { GuestMemory, GuestRegion, MemoryRegionSpec } from "../memory/guest_memory.ts";
 import { DirtyLog } from "../memory/dirty_log.ts";
 import { usedRingSize } from "../virtqueue/layout.ts";
+import { EVENT_SUPPRESS_SIZE, packedRingSize } from "../virtqueue/packed_layout.ts";
 import { eventfdSignal } from "../sys/mod.ts";
 import {
   bit,
@@ -52,6 +53,7 @@ import { hex } from "../uapi/hex.ts";
 import { checkRingFd, closeQuietly, decodeRingBase, encodeRingBase, RingState } from "./ring.ts";
 import { DeviceLifecycle } from "./lifecycle.ts";
 import { MemoryTable } from "./memory_table.ts";
+import { InflightRegion, type InflightShape } from "./inflight.ts";
 import { notReadyReason, shouldRun } from "./run_state.ts";
 
 /** Options of {@linkcode VhostMdevDevice.create}. */
@@ -168,6 +170,8 @@ export class VhostMdevDevice {
   #dirtyLog: DirtyLog | null = null;
   /** The log the driver was given by `setLog` and may be writing, or null. */
   #driverLog: DirtyLog | null = null;
+  /** The inflight region (`GET_INFLIGHT_FD` / `SET_INFLIGHT_FD`), or null. */
+  #inflight: InflightRegion | null = null;
 
   private constructor(
     driver: Driver,
@@ -245,6 +249,11 @@ export class VhostMdevDevice {
       signalConfigChange: () => need().#notifyConfigChange(),
       reportError: (message, queue) => need().#reportError(message, queue),
       ringError: (queue, message) => need().#ringError(queue, message),
+      inflight: (q) => {
+        const region = need().#inflight;
+        const queue = region?.queue(q);
+        return region && queue ? { queue, release: region.lease() } : null;
+      },
       log,
     };
     const description = await driver.probe(context, params);
@@ -458,6 +467,67 @@ export class VhostMdevDevice {
       }
       this.events.emit("info", `announced ${text} (SEND_RARP)`, { mac: text });
     });
+  }
+
+  /**
+   * `GET_INFLIGHT_FD`: make a new zeroed inflight region for `numQueues`
+   * rings of `queueSize` and use it. Returns its memfd (the caller sends it
+   * and closes it) and shape.
+   *
+   * @throws RequestRefused when the driver does not track inflight requests,
+   *   rings run, or the shape is invalid.
+   */
+  getInflightFd(
+    numQueues: number,
+    queueSize: number,
+  ): Promise<{ fd: number; shape: InflightShape }> {
+    return this.#serialize(() => {
+      this.#checkInflight("GET_INFLIGHT_FD");
+      const { region, fd, shape } = InflightRegion.create(numQueues, queueSize, this.#rings.length);
+      this.#useInflight(region, "made");
+      return Promise.resolve({ fd, shape });
+    });
+  }
+
+  /**
+   * `SET_INFLIGHT_FD`: use the region `shape` describes in `fd` (a region
+   * this or an earlier backend made, kept by the frontend across a
+   * reconnect). The fd stays the caller's.
+   *
+   * @throws RequestRefused when the driver does not track inflight requests,
+   *   rings run, or the region fails a check; GuestMemoryError for a file
+   *   that is too short or could shrink.
+   */
+  setInflightFd(fd: number, shape: InflightShape): Promise<void> {
+    return this.#serialize(() => {
+      this.#checkInflight("SET_INFLIGHT_FD");
+      const region = InflightRegion.map(fd, shape, {
+        maxQueues: this.#rings.length,
+        allowUnsealed: this.#allowUnsealed,
+      });
+      this.#useInflight(region, "taken from the frontend");
+      return Promise.resolve();
+    });
+  }
+
+  #checkInflight(request: string): void {
+    if (!this.description.inflight) {
+      throw new RequestRefused(
+        `${request}: driver ${this.driver.name} does not track inflight requests`,
+      );
+    }
+    if (this.#life.running || this.#rings.some((r) => r.running)) {
+      throw new RequestRefused(`${request}: not while rings run`);
+    }
+  }
+
+  #useInflight(region: InflightRegion, how: string): void {
+    this.#inflight?.close();
+    this.#inflight = region;
+    this.events.emit(
+      "info",
+      `inflight region ${how}: ${region.numQueues} ring(s) of ${region.queueSize}`,
+    );
   }
 
   /** `SET_FEATURES`: the features the frontend acks (only offered bits). */
@@ -913,7 +983,11 @@ export class VhostMdevDevice {
   #logUsedRing(r: RingState): void {
     const log = this.#driverLog;
     if (log === null || !r.logging || r.num === 0) return;
-    const size = usedRingSize(r.num, hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX));
+    // A packed ring's used descriptors are written into the descriptor ring.
+    if (this.#packed) log.mark(r.descAddr, packedRingSize(r.num));
+    const size = this.#packed
+      ? EVENT_SUPPRESS_SIZE
+      : usedRingSize(r.num, hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX));
     if (!log.mark(r.logAddr, size)) {
       this.#ringError(
         r.index,
@@ -948,7 +1022,7 @@ export class VhostMdevDevice {
           const under = [r.descAddr, r.availAddr, r.usedAddr].some((gpa) =>
             removed.some((m) => gpa >= m.gpa && gpa < m.gpa + m.size)
           );
-          if (under || !r.sameIn(next, eventIdx)) {
+          if (under || !r.sameIn(next, eventIdx, this.#packed)) {
             await this.#life.stopRing(r, "memory under it changed");
           }
         }
@@ -1060,7 +1134,11 @@ export class VhostMdevDevice {
   }
 
   #translate(r: RingState): void {
-    r.translate(this.#table.memory, hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX));
+    r.translate(
+      this.#table.memory,
+      hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX),
+      this.#packed,
+    );
   }
 
   #whyNotReady(): string | null {
@@ -1122,6 +1200,8 @@ export class VhostMdevDevice {
     }
     if (this.#dirtyLog !== null && this.#dirtyLog !== this.#driverLog) this.#dirtyLog.close();
     this.#dirtyLog = null;
+    this.#inflight?.close();
+    this.#inflight = null;
     for (const r of this.#rings) r.reset();
     this.#table.clear();
     this.#retranslate();

@@ -104,6 +104,16 @@ export interface SoftwareDeviceSpec {
    * (as {@linkcode DeviceDescription.protocolFeatures}).
    */
   readonly protocolFeatures?: DeviceDescription["protocolFeatures"];
+  /**
+   * Track in-flight requests in the inflight region (vhost-user
+   * `INFLIGHT_SHMFD`), fixed or from the user's parameters: the kit marks
+   * every head it takes and clears it once completed, and a ring that
+   * starts on a region a killed backend left resubmits the requests that
+   * were in flight, oldest first, before taking new ones. For devices whose
+   * requests can be done again (a block write of the same data); default
+   * false.
+   */
+  readonly inflight?: boolean | ((params: ProbeParams) => boolean);
   /** Options the device takes (`--name value`); their defaults reach the Workers. */
   readonly options?: readonly DriverOption[];
   /**
@@ -184,6 +194,9 @@ export function softwareDriver(spec: SoftwareDeviceSpec): Driver {
             `${CONFIG_SPACE_LIMIT}-byte limit`,
         );
       }
+      const inflight = typeof spec.inflight === "function"
+        ? spec.inflight(params)
+        : (spec.inflight ?? false);
       const ops = new SoftwareDevice(ctx, spec.worker, numQueues, config.slice(), options);
       return {
         deviceId: spec.deviceId,
@@ -193,6 +206,7 @@ export function softwareDriver(spec: SoftwareDeviceSpec): Driver {
         config: config.slice(),
         counters: { ring: REQUEST_RING_COUNTERS },
         protocolFeatures: spec.protocolFeatures,
+        inflight,
         ops,
       };
     },
@@ -409,9 +423,15 @@ class SoftwareDevice implements DeviceOps {
     const position = this.#saved[q] ?? v.state;
     const resources = new RunResources(ctx.memory.lease());
     let kickFd: number, callFd: number;
+    let inflight = null;
     try {
       kickFd = resources.hold(v.kickFd);
       callFd = resources.hold(v.callFd);
+      const hold = ctx.inflight(q);
+      if (hold !== null) {
+        resources.keep(hold.release);
+        inflight = hold.queue;
+      }
     } catch (e) {
       resources.release();
       throw e;
@@ -436,6 +456,7 @@ class SoftwareDevice implements DeviceOps {
       stats: this.#stats,
       control,
       log: this.#log,
+      inflight,
     };
     const ringError = (text: string) => {
       try {
@@ -456,6 +477,7 @@ class SoftwareDevice implements DeviceOps {
       readyHint: `does ${this.#worker.href} call serveQueue() at its top level?`,
       onMessage: (m) => {
         if (m.type === "ring-error") ringError(String(m.message));
+        else if (m.type === "info") ctx.log.info(`ring ${q}: ${m.message}`);
       },
     });
     this.#running.set(q, { run, control: words });

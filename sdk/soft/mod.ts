@@ -9,7 +9,11 @@
  * eventfd, split-ring processing with `EVENT_IDX` and indirect descriptors,
  * interrupts, start/stop/suspend/resume with ring positions kept, memory
  * table switches, per-ring counters, malformed chains returned with length
- * 0 and reported, and config reads past the device's struct as zeros.
+ * 0 and reported, and config reads past the device's struct as zeros. A
+ * device that declares `inflight` also gets crash-safe reconnects: the kit
+ * marks each request in the frontend's inflight region (`INFLIGHT_SHMFD`)
+ * while it is in flight, and a ring that starts on a region a killed
+ * backend left resubmits those requests first (`request.resubmitted`).
  *
  * @example A virtio-rng device (virtio 1.2 §5.4) in two modules
  * ```ts

@@ -9,6 +9,7 @@
 
 import type { SharedRegion } from "../memory/guest_memory.ts";
 import type { SharedDirtyLog } from "../memory/dirty_log.ts";
+import type { SharedInflightQueue } from "../core/inflight.ts";
 import { RUN_STOP } from "./worker_run.ts";
 
 /** Counters per ring in the stats buffer (one Float64 each). */
@@ -65,11 +66,18 @@ export interface QueueSetup {
   control: SharedArrayBuffer;
   /** The dirty log to mark guest writes in while a migration logs, or null. */
   log: SharedDirtyLog | null;
+  /**
+   * The ring's queue region of the inflight region (`INFLIGHT_SHMFD`), or
+   * null: the Worker marks the heads it takes and completes there, and
+   * resubmits the ones a previous backend left marked before taking new ones.
+   */
+  inflight: SharedInflightQueue | null;
 }
 
 /** What a Worker posts. */
 export type QueueMessage =
   | { type: "ready" }
   | { type: "ring-error"; message: string }
+  | { type: "info"; message: string }
   | { type: "fatal"; message: string }
   | { type: "stopped" };

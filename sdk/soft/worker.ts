@@ -27,6 +27,7 @@
 
 import { GuestMemory } from "../memory/guest_memory.ts";
 import { DirtyLog } from "../memory/dirty_log.ts";
+import { InflightQueue } from "../core/inflight.ts";
 import { DescriptorChain, DescriptorChainError } from "../virtqueue/descriptor.ts";
 import { SplitQueue } from "../virtqueue/split_queue.ts";
 import { eventfdRead, eventfdSignal } from "../sys/eventfd.ts";
@@ -81,6 +82,12 @@ export interface SoftRequest {
   readonly readable: Uint8Array;
   /** Total bytes of the chain's device-writable buffers: the most the device may write. */
   readonly writable: number;
+  /**
+   * Whether this request was in flight when a previous backend stopped
+   * without completing it, and is resubmitted from the inflight region
+   * (`INFLIGHT_SHMFD`): it may have been done in part or in whole already.
+   */
+  readonly resubmitted: boolean;
   /**
    * Copy device-readable bytes, from `offset` into them, to `dst`. Returns
    * the number copied (at most `dst.length`).
@@ -156,6 +163,7 @@ class ChainRequest implements SoftRequest {
   #copied = false;
   /** Why the handler counted the current request as failed, or null. */
   failure: string | null = null;
+  resubmitted = false;
 
   constructor(info: QueueInfo, ring: SplitQueue, chain: DescriptorChain, max: number) {
     this.queue = info.queue;
@@ -167,9 +175,10 @@ class ChainRequest implements SoftRequest {
   }
 
   /** A new chain was popped into the shared chain object. */
-  next(): void {
+  next(resubmitted: boolean): void {
     this.#copied = false;
     this.failure = null;
+    this.resubmitted = resubmitted;
   }
 
   countError(reason: string): void {
@@ -267,7 +276,7 @@ function drainKick(fd: number): void {
 /** One ring being served: the queue, the handler, the counters and the control words. */
 class RingServer {
   readonly #setup: QueueSetup;
-  readonly #ring: SplitQueue;
+  #ring: SplitQueue;
   readonly #handler: QueueHandler;
   readonly #chain = new DescriptorChain();
   readonly #request: ChainRequest;
@@ -281,6 +290,13 @@ class RingServer {
   readonly #log: DirtyLog | null;
   /** Marks that fell past the log's end, as last reported. */
   #logMisses = 0;
+  /** The ring's queue region of the inflight region, or null. */
+  readonly #inflight: InflightQueue | null = null;
+  /** Heads to resubmit before new ones (in flight when a previous backend stopped). */
+  #resubmit: number[] = [];
+  #resubmitAt = 0;
+  /** Chains taken per batch: the queue size, when smaller than BATCH. */
+  readonly #batchMax: number;
 
   constructor(
     setup: QueueSetup,
@@ -291,12 +307,47 @@ class RingServer {
   ) {
     this.#setup = setup;
     this.#log = setup.log === null ? null : DirtyLog.fromShared(setup.log);
-    this.#ring = new SplitQueue(GuestMemory.fromShared(setup.memory), setup, {
-      lastAvailIdx: setup.availIdx,
-      eventIdx: hasBit(setup.features, VirtioFeatureBit.EVENT_IDX),
-      indirect: hasBit(setup.features, VirtioFeatureBit.INDIRECT_DESC),
-      log: this.#log,
-    });
+    const memory = GuestMemory.fromShared(setup.memory);
+    const ringAt = (lastAvailIdx: number) =>
+      new SplitQueue(memory, setup, {
+        lastAvailIdx,
+        eventIdx: hasBit(setup.features, VirtioFeatureBit.EVENT_IDX),
+        indirect: hasBit(setup.features, VirtioFeatureBit.INDIRECT_DESC),
+        log: this.#log,
+      });
+    this.#ring = ringAt(setup.availIdx);
+    this.#batchMax = Math.min(BATCH, setup.num);
+    if (setup.inflight !== null) {
+      if (setup.inflight.queueSize !== setup.num) {
+        throw new RangeError(
+          `the inflight region tracks rings of ${setup.inflight.queueSize} descriptors; ` +
+            `this ring has ${setup.num}`,
+        );
+      }
+      this.#inflight = InflightQueue.fromShared(setup.inflight);
+      const found = this.#inflight.recover(this.#ring.usedIdx);
+      if (found.lastAvailIdx !== null && found.lastAvailIdx !== setup.availIdx) {
+        // The region knows better than the frontend's base (QEMU sets it to used.idx).
+        this.#ring = ringAt(found.lastAvailIdx);
+      }
+      this.#resubmit = found.resubmit;
+      if (found.resubmit.length > 0 || found.cleared > 0) {
+        post({
+          type: "info",
+          message: `inflight region: resubmitting ${found.resubmit.length} request(s) a ` +
+            `previous backend left in flight (heads ${found.resubmit.join(" ")}), ` +
+            `${found.cleared} completed ones unmarked; next available index ` +
+            `${this.#ring.lastAvailIdx}`,
+        });
+      }
+      if (found.badLinks > 0 || found.oddFlags > 0) {
+        post({
+          type: "ring-error",
+          message: `inflight region: ${found.badLinks} last-batch link(s) outside the ring ` +
+            `ignored, ${found.oddFlags} entries with an inflight byte other than 0 or 1`,
+        });
+      }
+    }
     this.#handler = handler;
     this.#request = new ChainRequest(info, this.#ring, this.#chain, maxReadable);
     this.#report = rateLimited(post);
@@ -312,6 +363,8 @@ class RingServer {
     const kickFd = setup.kickFd;
     const set = new PollSet(2);
     ring.disableNotifications();
+    // Requests a previous backend left in flight go first, all of them.
+    while (this.#resubmitAt < this.#resubmit.length) this.#batch();
     let idleSince = -1;
     for (;;) {
       if (Atomics.load(control, CONTROL_STOP) !== 0) return;
@@ -360,14 +413,21 @@ class RingServer {
   /** Handle up to a batch of chains; publish, count and interrupt. Returns chains taken. */
   #batch(): number {
     const ring = this.#ring, chain = this.#chain, request = this.#request;
+    const inflight = this.#inflight, resubmit = this.#resubmit;
     let work = 0, used = 0, requests = 0, bytes = 0, errors = 0;
-    while (work < BATCH) {
+    while (work < this.#batchMax) {
+      const again = this.#resubmitAt < resubmit.length;
       try {
-        if (!ring.pop(chain)) break;
+        if (again) {
+          ring.popHead(resubmit[this.#resubmitAt++], chain);
+        } else {
+          if (!ring.pop(chain)) break;
+          inflight?.begin(chain.head);
+        }
       } catch (e) {
         if (!(e instanceof DescriptorChainError)) throw e;
         errors++;
-        this.#report(`${e.kind}: ${e.message}`);
+        this.#report(`${again ? "resubmitted chain: " : ""}${e.kind}: ${e.message}`);
         if (e.kind === "bad-avail-idx") {
           this.#parked = true;
           break;
@@ -375,13 +435,15 @@ class RingServer {
         work++;
         // The head was consumed: give the buffer back unused (virtio 1.2 §2.7).
         if (e.head >= 0) {
+          if (!again) inflight?.begin(e.head);
           ring.pushUsed(e.head, 0);
+          inflight?.complete(e.head);
           used++;
         }
         continue;
       }
       work++;
-      request.next();
+      request.next(again);
       let len: number;
       try {
         len = this.#handler(request);
@@ -404,6 +466,7 @@ class RingServer {
         this.#report(`request with head ${chain.head} failed: ${message(e)}`);
       }
       ring.pushUsed(chain.head, len);
+      inflight?.complete(chain.head);
       used++;
     }
     if (work === 0) return 0;
@@ -425,6 +488,7 @@ class RingServer {
     this.#savePosition();
     if (used > 0) {
       ring.publishUsed();
+      inflight?.published(ring.usedIdx);
       // A saturated call fd already has an interrupt pending: no failure.
       if (ring.needsNotify() && this.#setup.callFd >= 0) eventfdSignal(this.#setup.callFd);
     }

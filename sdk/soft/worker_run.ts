@@ -36,6 +36,7 @@ export class RunResources {
   readonly stopFd: number;
   /** The guest memory the Worker views. */
   readonly lease: MemoryLease;
+  readonly #others: (() => void)[] = [];
   #released = false;
 
   /**
@@ -61,11 +62,17 @@ export class RunResources {
     return held;
   }
 
+  /** Call `release` with the rest, once the Worker confirmed it stopped (another mapping it views). */
+  keep(release: () => void): void {
+    this.#others.push(release);
+  }
+
   /** Let everything go. Idempotent; only once the Worker confirmed it stopped. */
   release(): void {
     if (this.#released) return;
     this.#released = true;
     this.lease.release();
+    for (const release of this.#others) release();
     for (const fd of this.fds) close(fd);
     close(this.stopFd);
   }

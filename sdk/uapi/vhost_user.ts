@@ -139,6 +139,16 @@ export const VRING_AREA_SIZE = 24;
 /** Size of the "Log description" payload of `SET_LOG_BASE` (`mmap_size`, `mmap_offset`). */
 export const LOG_DESCRIPTION_SIZE = 16;
 
+/**
+ * Bytes of an "Inflight description" payload (`GET_INFLIGHT_FD`,
+ * `SET_INFLIGHT_FD`): `u64` mmap size, `u64` mmap offset, `u16` queue count,
+ * `u16` queue size, padded to 24 as QEMU and libvhost-user send it (the C
+ * struct's size).
+ */
+export const INFLIGHT_DESCRIPTION_SIZE = 24;
+/** Bytes of the "Inflight description" fields without the trailing padding. */
+export const INFLIGHT_DESCRIPTION_FIELDS_SIZE = 20;
+
 /** Name of a frontend request code, for logs (`SET_MEM_TABLE`, or `request 99`). */
 export function frontendRequestName(code: number): string {
   for (const [k, v] of Object.entries(FrontendRequest)) if (v === code) return k;

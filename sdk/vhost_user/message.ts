@@ -20,6 +20,8 @@ import {
   frontendRequestName,
   HEADER_SIZE,
   HeaderFlag,
+  INFLIGHT_DESCRIPTION_FIELDS_SIZE,
+  INFLIGHT_DESCRIPTION_SIZE,
   LOG_DESCRIPTION_SIZE,
   MAX_CONFIG_SIZE,
   MAX_MEM_TABLE_REGIONS,
@@ -422,6 +424,55 @@ export function decodeLogDescription(m: VhostUserMessage): LogDescription {
   expectSize(m, LOG_DESCRIPTION_SIZE);
   const v = view(m);
   return { size: safe(v, 0, m, "log size"), offset: safe(v, 8, m, "log offset") };
+}
+
+/**
+ * An "Inflight description" (`GET_INFLIGHT_FD`, `SET_INFLIGHT_FD`): the
+ * region that tracks in-flight requests, as `mmapSize` bytes at
+ * `mmapOffset` of the fd the message carries, for `numQueues` rings of
+ * `queueSize` descriptors. In `GET_INFLIGHT_FD` from the frontend only the
+ * queue count and size mean something.
+ */
+export interface InflightDescription {
+  /** Bytes of the region (`mmap_size`). */
+  mmapSize: number;
+  /** Where the region starts in the fd (`mmap_offset`). */
+  mmapOffset: number;
+  /** Rings the region tracks (`num_queues`). */
+  numQueues: number;
+  /** Descriptors per ring (`queue_size`). */
+  queueSize: number;
+}
+
+/** Encode an "Inflight description" payload (24 bytes, the padded C struct). */
+export function encodeInflightDescription(d: InflightDescription): Uint8Array {
+  const [b, v] = payload(INFLIGHT_DESCRIPTION_SIZE);
+  v.setBigUint64(0, BigInt(d.mmapSize), true);
+  v.setBigUint64(8, BigInt(d.mmapOffset), true);
+  v.setUint16(16, d.numQueues, true);
+  v.setUint16(18, d.queueSize, true);
+  return b;
+}
+
+/**
+ * Decode an "Inflight description" payload: 24 bytes (what QEMU sends), or
+ * the 20 bytes of its fields without padding.
+ */
+export function decodeInflightDescription(m: VhostUserMessage): InflightDescription {
+  const n = m.payload.length;
+  if (n !== INFLIGHT_DESCRIPTION_SIZE && n !== INFLIGHT_DESCRIPTION_FIELDS_SIZE) {
+    throw new ProtocolError(
+      `${frontendRequestName(m.request)}: payload is ${n} bytes, expected ` +
+        `${INFLIGHT_DESCRIPTION_SIZE} (or ${INFLIGHT_DESCRIPTION_FIELDS_SIZE} without padding)`,
+    );
+  }
+  const v = view(m);
+  return {
+    mmapSize: safe(v, 0, m, "mmap size"),
+    mmapOffset: safe(v, 8, m, "mmap offset"),
+    numQueues: v.getUint16(16, true),
+    queueSize: v.getUint16(18, true),
+  };
 }
 
 /** Encode the `u64` payload of `SEND_RARP`: the guest's MAC in its first 6 bytes. */

@@ -30,6 +30,7 @@ import { bit, hasBit, VirtioDeviceId, VirtioFeatureBit } from "../uapi/virtio.ts
 import { MessageSocket } from "./connection.ts";
 import {
   decodeConfig,
+  decodeInflightDescription,
   decodeLogDescription,
   decodeMemTable,
   decodeRarpMac,
@@ -39,6 +40,7 @@ import {
   decodeVringFileIndex,
   decodeVringState,
   encodeConfig,
+  encodeInflightDescription,
   encodeMessage,
   encodeReply,
   encodeU64,
@@ -64,8 +66,9 @@ export const OFFERED_PROTOCOL_FEATURES: bigint = [
 
 /**
  * Protocol features offered for a device: the SDK's, `LOG_SHMFD` when its
- * driver logs dirty pages (`ops.setLog`) and `RARP` when it announces
- * (`ops.announce`), plus those its description adds, minus those it removes.
+ * driver logs dirty pages (`ops.setLog`), `RARP` when it announces
+ * (`ops.announce`) and `INFLIGHT_SHMFD` when it tracks inflight requests
+ * (`inflight`), plus those its description adds, minus those it removes.
  *
  * @throws RangeError for a bit number outside 0..63.
  */
@@ -80,7 +83,8 @@ export function offeredProtocolFeatures(description: DeviceDescription): bigint 
   const p = description.protocolFeatures;
   const ops = description.ops;
   const own = (ops.setLog ? bit(ProtocolFeatureBit.LOG_SHMFD) : 0n) |
-    (ops.announce ? bit(ProtocolFeatureBit.RARP) : 0n);
+    (ops.announce ? bit(ProtocolFeatureBit.RARP) : 0n) |
+    (description.inflight ? bit(ProtocolFeatureBit.INFLIGHT_SHMFD) : 0n);
   return (OFFERED_PROTOCOL_FEATURES | own | mask(p?.add)) & ~mask(p?.remove);
 }
 
@@ -421,6 +425,23 @@ export class VhostUserSession {
         // QEMU waits for a reply with no payload (it sends no NEED_REPLY).
         this.#reply(m.request, new Uint8Array(0));
         return true;
+      }
+      case R.GET_INFLIGHT_FD: {
+        expectFds(m, 0);
+        const d = decodeInflightDescription(m);
+        const { fd, shape } = await dev.getInflightFd(d.numQueues, d.queueSize);
+        try {
+          this.#socket.send(encodeReply(m.request, encodeInflightDescription(shape)), [fd]);
+        } finally {
+          close(fd);
+        }
+        return true;
+      }
+      case R.SET_INFLIGHT_FD: {
+        expectFds(m, 1);
+        // The fd stays in the message, which closes it: the mapping outlives it.
+        await dev.setInflightFd(m.fds[0], decodeInflightDescription(m));
+        return false;
       }
       case R.SET_LOG_FD:
         // A log eventfd the SDK never signals: taken and closed.

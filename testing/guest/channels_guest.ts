@@ -30,7 +30,6 @@
  * @module
  */
 
-import { exists, guestCacheDir, sha256Hex } from "./cache_dir.ts";
 import { guestBootArgs, type GuestImage, prepareGuestImage } from "./guest_image.ts";
 import {
   COUNTERS_LINE_SCRIPT,
@@ -40,21 +39,10 @@ import {
   PING_SUMMARY_SCRIPT,
   pingParameters,
 } from "./guest_script.ts";
-import { type HostTool, isStaticElf, MissingToolsError } from "./host_tools.ts";
+import { buildStaticHelper, C_COMPILER } from "./static_helper.ts";
 import { vhostUserNicArgs } from "./vhost_user_nic.ts";
-import { findExecutable } from "../programs.ts";
 
-export { COUNTERS_MARKER };
-
-/**
- * A C compiler, which builds `set_channels` (`cc -static` also needs the
- * static libc, `libc.a`, from libc6-dev, which gcc recommends).
- */
-export const C_COMPILER: HostTool = {
-  program: "cc",
-  debianPackage: "gcc",
-  purpose: "compiles the guest's set_channels helper with cc -static",
-};
+export { C_COMPILER, COUNTERS_MARKER };
 
 /** One `vm-channels: step=...` line: step number, count asked for, exit status, output. */
 export const CHANNELS_STEP_MARKER: RegExp =
@@ -103,58 +91,15 @@ export interface ChannelsGuest extends GuestImage {
 }
 
 /**
- * Compile `set_channels.c` with `cc -static -O2` into the guest cache
- * (`tools/set_channels-<hash of the source>`), or find it there.
+ * Compile `set_channels.c` with `cc -static -O2` into the guest cache, or
+ * find it there (see {@linkcode buildStaticHelper}).
  *
  * @throws MissingToolsError when the binary is not cached and no C compiler
  *   is installed (the message names the install command).
  * @throws Error when compiling fails (the compiler's output is in the message).
  */
-export async function buildSetChannels(log: (line: string) => void = () => {}): Promise<string> {
-  const url = new URL("./set_channels.c", import.meta.url);
-  const source = url.protocol === "file:"
-    ? await Deno.readTextFile(url)
-    : await (await fetch(url)).text();
-  const flags = ["-static", "-O2", "-s"];
-  const dir = `${guestCacheDir()}/tools`;
-  const path = `${dir}/set_channels-${
-    (await sha256Hex(JSON.stringify({ source, flags }))).slice(0, 16)
-  }`;
-  if (await exists(path)) return path;
-  const cc = findExecutable("cc") ?? findExecutable("gcc");
-  if (!cc) {
-    throw new MissingToolsError([C_COMPILER], [
-      `cc not found in PATH (package gcc, with libc6-dev: ${C_COMPILER.purpose})`,
-    ]);
-  }
-  await Deno.mkdir(dir, { recursive: true });
-  const tmp = await Deno.makeTempDir({ dir, prefix: ".build-" });
-  try {
-    await Deno.writeTextFile(`${tmp}/set_channels.c`, source);
-    const out = await new Deno.Command(cc, {
-      args: [...flags, "-o", `${tmp}/set_channels`, `${tmp}/set_channels.c`],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!out.success) {
-      const said = new TextDecoder().decode(out.stderr).trim();
-      throw new Error(
-        `${cc} -static could not build set_channels.c` +
-          (/cannot find -lc|libc\.a/.test(said)
-            ? " (no static libc: apt-get install libc6-dev)"
-            : "") +
-          `:\n${said}`,
-      );
-    }
-    if (!(await isStaticElf(`${tmp}/set_channels`))) {
-      throw new Error(`${cc} -static produced a dynamically linked set_channels`);
-    }
-    await Deno.rename(`${tmp}/set_channels`, path);
-  } finally {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  }
-  log(`set_channels: compiled ${path} with ${cc} ${flags.join(" ")}`);
-  return path;
+export function buildSetChannels(log: (line: string) => void = () => {}): Promise<string> {
+  return buildStaticHelper("set_channels", log);
 }
 
 /**

@@ -8,6 +8,9 @@
  * - {@linkcode runChannelsVm}: a guest with a 2-queue-pair NIC on such a
  *   device changes its channel count with the ethtool ioctl while it pings,
  *   and the device's events during the changes are returned.
+ * - {@linkcode runMigrationVm}: a guest served by one backend process per
+ *   QEMU migrates from a source QEMU to a destination QEMU while it verifies
+ *   the payloads of echo replies held across the switch-over.
  * - {@linkcode runVfioVm}: the ifcvf driver on real kernel VFIO inside a guest
  *   with an emulated Intel IOMMU, exchanging frames with this process through
  *   QEMU's virtio-net device.
@@ -43,6 +46,10 @@ export * from "./ping_vm.ts";
 export * from "./channels_vm.ts";
 export * from "./blk_vm.ts";
 export * from "./vfio_vm.ts";
+export * from "./migration_vm.ts";
+export * from "./migration_guest.ts";
+export * from "./migration_backend.ts";
+export * from "./static_helper.ts";
 export * from "./host_tools.ts";
 export * from "./qemu.ts";
 export * from "./qmp.ts";

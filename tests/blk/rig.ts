@@ -16,6 +16,7 @@ export interface BlkRig {
   blk: VirtioBlkDriver;
   file: string;
   events: DeviceEvent[];
+  frontend: VhostUserFrontend;
 }
 
 /** Options of {@linkcode withBlk}. */
@@ -30,6 +31,8 @@ export interface BlkRigOptions {
   queues?: number;
   /** Guest driver options. */
   guest?: VirtioBlkDriverOptions;
+  /** Called with the frontend before the guest driver starts the device. */
+  beforeStart?: (frontend: VhostUserFrontend) => Promise<void>;
 }
 
 /** Serve a blk device, start the guest driver on it, run `body`, tear down. */
@@ -53,8 +56,9 @@ export async function withBlk(
   const server = VhostUserServer.listen(device, `${dir}/vhost.sock`);
   const fe = await VhostUserFrontend.connect(`${dir}/vhost.sock`, { memoryMiB: 32 });
   try {
+    await o.beforeStart?.(fe);
     const blk = await VirtioBlkDriver.start(fe, { queues, ...o.guest });
-    await body({ device, blk, file, events });
+    await body({ device, blk, file, events, frontend: fe });
     await blk.stop();
   } finally {
     fe.close();

@@ -13,6 +13,8 @@ const PACKAGES: Readonly<Record<string, string>> = {
   "dpdk-testpmd": "dpdk-dev",
   "qemu-system-x86_64": "qemu-system-x86",
   "busybox": "busybox-static",
+  "virt-xml-validate": "libvirt-clients",
+  "xmllint": "libxml2-utils",
 };
 
 /**
