@@ -40,11 +40,13 @@ import type {
 import type { DirtyLog, SharedDirtyLog } from "../memory/dirty_log.ts";
 import { RunResources, WorkerRun } from "./worker_run.ts";
 import { isValidQueueSize } from "../virtqueue/layout.ts";
-import { hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
+import { bit, hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
 import {
   CONTROL_AVAIL,
   CONTROL_USED,
   CONTROL_WORDS,
+  decodePosition,
+  encodeIndex,
   type QueueSetup,
   STAT_BYTES,
   STAT_ERRORS,
@@ -82,8 +84,9 @@ export interface SoftwareDeviceSpec {
   readonly deviceId: number;
   /**
    * Feature bits offered; `VIRTIO_F_VERSION_1` is required. The kit honours
-   * `VIRTIO_F_EVENT_IDX` and `VIRTIO_F_INDIRECT_DESC` when offered; it runs
-   * split rings only, so `VIRTIO_F_RING_PACKED` is refused.
+   * `VIRTIO_F_EVENT_IDX` and `VIRTIO_F_INDIRECT_DESC` when offered, and adds
+   * `VIRTIO_F_RING_PACKED` itself: every device runs split or packed rings,
+   * as the frontend picks (inflight tracking covers split rings).
    */
   readonly features: bigint;
   /**
@@ -157,9 +160,6 @@ export function softwareDriver(spec: SoftwareDeviceSpec): Driver {
   if (!hasBit(spec.features, VirtioFeatureBit.VERSION_1)) {
     throw new TypeError(`${spec.name}: features must include VIRTIO_F_VERSION_1 (bit 32)`);
   }
-  if (hasBit(spec.features, VirtioFeatureBit.RING_PACKED)) {
-    throw new TypeError(`${spec.name}: the kit runs split rings only; drop VIRTIO_F_RING_PACKED`);
-  }
   if (!isValidQueueSize(spec.maxQueueSize)) {
     throw new TypeError(
       `${spec.name}: maxQueueSize ${spec.maxQueueSize} is not a power of two up to 32768`,
@@ -200,7 +200,7 @@ export function softwareDriver(spec: SoftwareDeviceSpec): Driver {
       const ops = new SoftwareDevice(ctx, spec.worker, numQueues, config.slice(), options);
       return {
         deviceId: spec.deviceId,
-        features: spec.features,
+        features: spec.features | bit(VirtioFeatureBit.RING_PACKED),
         numQueues,
         maxQueueSize: spec.maxQueueSize,
         config: config.slice(),
@@ -438,8 +438,9 @@ class SoftwareDevice implements DeviceOps {
     }
     const control = new SharedArrayBuffer(4 * CONTROL_WORDS);
     const words = new Int32Array(control);
-    words[CONTROL_AVAIL] = position.availIdx;
-    words[CONTROL_USED] = position.usedIdx;
+    const packed = hasBit(ctx.ackedFeatures, VirtioFeatureBit.RING_PACKED);
+    words[CONTROL_AVAIL] = encodeIndex(position.availIdx, position.availWrap, packed);
+    words[CONTROL_USED] = encodeIndex(position.usedIdx, position.usedWrap, packed);
     const setup: QueueSetup = {
       queue: q,
       num: v.num,
@@ -447,6 +448,7 @@ class SoftwareDevice implements DeviceOps {
       availAddr: v.availAddr,
       usedAddr: v.usedAddr,
       availIdx: position.availIdx,
+      position,
       kickFd,
       callFd,
       stopFd: resources.stopFd,
@@ -494,11 +496,10 @@ class SoftwareDevice implements DeviceOps {
     this.#running.delete(q);
     await r.run.stop(STOP_TIMEOUT_MS);
     r.run.worker.terminate();
-    this.#saved[q] = {
-      availIdx: Atomics.load(r.control, CONTROL_AVAIL) & 0xffff,
-      usedIdx: Atomics.load(r.control, CONTROL_USED) & 0xffff,
-      availWrap: true,
-      usedWrap: true,
-    };
+    this.#saved[q] = decodePosition(
+      Atomics.load(r.control, CONTROL_AVAIL),
+      Atomics.load(r.control, CONTROL_USED),
+      hasBit(this.#ctx.ackedFeatures, VirtioFeatureBit.RING_PACKED),
+    );
   }
 }

@@ -9,6 +9,7 @@
 
 import type { SharedRegion } from "../memory/guest_memory.ts";
 import type { SharedDirtyLog } from "../memory/dirty_log.ts";
+import type { RingPosition } from "../ops.ts";
 import type { SharedInflightQueue } from "../core/inflight.ts";
 import { RUN_STOP } from "./worker_run.ts";
 
@@ -48,6 +49,11 @@ export interface QueueSetup {
    * completed and published before it stopped.
    */
   availIdx: number;
+  /**
+   * Where the ring goes on from, with the wrap counters a packed ring
+   * (`VIRTIO_F_RING_PACKED` in `features`) needs.
+   */
+  position: RingPosition;
   /** The Worker's own duplicate of the kick eventfd, or -1 (then it polls every millisecond). */
   kickFd: number;
   /** The Worker's own duplicate of the call eventfd, or -1 (no interrupts). */
@@ -81,3 +87,24 @@ export type QueueMessage =
   | { type: "info"; message: string }
   | { type: "fatal"; message: string }
   | { type: "stopped" };
+
+/**
+ * A ring position as the control words hold it: the 16-bit index of a split
+ * ring, or a packed ring's position with its wrap counter in bit 15.
+ */
+export function encodeIndex(idx: number, wrap: boolean, packed: boolean): number {
+  return packed ? (idx & 0x7fff) | (wrap ? 0x8000 : 0) : idx & 0xffff;
+}
+
+/** Where a ring stopped, from its control words (see {@linkcode encodeIndex}). */
+export function decodePosition(avail: number, used: number, packed: boolean): RingPosition {
+  if (!packed) {
+    return { availIdx: avail & 0xffff, usedIdx: used & 0xffff, availWrap: true, usedWrap: true };
+  }
+  return {
+    availIdx: avail & 0x7fff,
+    availWrap: (avail & 0x8000) !== 0,
+    usedIdx: used & 0x7fff,
+    usedWrap: (used & 0x8000) !== 0,
+  };
+}

@@ -29,7 +29,8 @@ import { GuestMemory } from "../memory/guest_memory.ts";
 import { DirtyLog } from "../memory/dirty_log.ts";
 import { InflightQueue } from "../core/inflight.ts";
 import { DescriptorChain, DescriptorChainError } from "../virtqueue/descriptor.ts";
-import { SplitQueue } from "../virtqueue/split_queue.ts";
+import type { SplitQueue } from "../virtqueue/split_queue.ts";
+import { openVirtqueue, type Virtqueue } from "../virtqueue/queue.ts";
 import { eventfdRead, eventfdSignal } from "../sys/eventfd.ts";
 import { POLLERR, POLLIN, POLLNVAL, PollSet } from "../sys/poll.ts";
 import { hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
@@ -155,7 +156,7 @@ class ChainRequest implements SoftRequest {
   readonly queue: number;
   readonly features: bigint;
   readonly options: Readonly<Record<string, string>>;
-  readonly #ring: SplitQueue;
+  readonly #ring: Virtqueue;
   readonly #chain: DescriptorChain;
   readonly #max: number;
   #scratch = new Uint8Array(256);
@@ -165,7 +166,7 @@ class ChainRequest implements SoftRequest {
   failure: string | null = null;
   resubmitted = false;
 
-  constructor(info: QueueInfo, ring: SplitQueue, chain: DescriptorChain, max: number) {
+  constructor(info: QueueInfo, ring: Virtqueue, chain: DescriptorChain, max: number) {
     this.queue = info.queue;
     this.features = info.features;
     this.options = info.options;
@@ -276,7 +277,7 @@ function drainKick(fd: number): void {
 /** One ring being served: the queue, the handler, the counters and the control words. */
 class RingServer {
   readonly #setup: QueueSetup;
-  #ring: SplitQueue;
+  #ring: Virtqueue;
   readonly #handler: QueueHandler;
   readonly #chain = new DescriptorChain();
   readonly #request: ChainRequest;
@@ -308,16 +309,23 @@ class RingServer {
     this.#setup = setup;
     this.#log = setup.log === null ? null : DirtyLog.fromShared(setup.log);
     const memory = GuestMemory.fromShared(setup.memory);
+    const packed = hasBit(setup.features, VirtioFeatureBit.RING_PACKED);
     const ringAt = (lastAvailIdx: number) =>
-      new SplitQueue(memory, setup, {
-        lastAvailIdx,
+      openVirtqueue(memory, setup, {
+        packed,
+        position: { ...setup.position, availIdx: lastAvailIdx },
         eventIdx: hasBit(setup.features, VirtioFeatureBit.EVENT_IDX),
         indirect: hasBit(setup.features, VirtioFeatureBit.INDIRECT_DESC),
         log: this.#log,
       });
-    this.#ring = ringAt(setup.availIdx);
+    this.#ring = ringAt(packed ? setup.position.availIdx : setup.availIdx);
     this.#batchMax = Math.min(BATCH, setup.num);
-    if (setup.inflight !== null) {
+    if (setup.inflight !== null && packed) {
+      post({
+        type: "info",
+        message: "inflight tracking covers split rings; this packed ring runs without it",
+      });
+    } else if (setup.inflight !== null) {
       if (setup.inflight.queueSize !== setup.num) {
         throw new RangeError(
           `the inflight region tracks rings of ${setup.inflight.queueSize} descriptors; ` +
@@ -419,7 +427,8 @@ class RingServer {
       const again = this.#resubmitAt < resubmit.length;
       try {
         if (again) {
-          ring.popHead(resubmit[this.#resubmitAt++], chain);
+          // Only split rings resubmit (inflight tracking is split-only).
+          (ring as SplitQueue).popHead(resubmit[this.#resubmitAt++], chain);
         } else {
           if (!ring.pop(chain)) break;
           inflight?.begin(chain.head);
