@@ -51,7 +51,7 @@ Deno.test("serve --driver blk --file F --readonly --queues 2 serves a read-only 
   })();
   try {
     await until("the ready line", () => lines.join("").includes("ready: blk listening on"), 20000);
-    const fe = await VhostUserFrontend.connect(sock, { memoryMiB: 16 });
+    const fe = await VhostUserFrontend.connect(sock, { memoryMiB: 16, replyTimeoutMs: 30_000 });
     try {
       const blk = await VirtioBlkDriver.start(fe, { queues: 2 });
       assert.ok(hasBit(blk.features, VirtioBlkFeatureBit.RO));

@@ -54,7 +54,11 @@ export async function withBlk(
   const events: DeviceEvent[] = [];
   device.addListener((e) => events.push(e));
   const server = VhostUserServer.listen(device, `${dir}/vhost.sock`);
-  const fe = await VhostUserFrontend.connect(`${dir}/vhost.sock`, { memoryMiB: 32 });
+  // The first start of a Worker type-checks its module: a slow first reply under load.
+  const fe = await VhostUserFrontend.connect(`${dir}/vhost.sock`, {
+    memoryMiB: 32,
+    replyTimeoutMs: 30_000,
+  });
   try {
     await o.beforeStart?.(fe);
     const blk = await VirtioBlkDriver.start(fe, { queues, ...o.guest });

@@ -31,7 +31,11 @@ export async function withDevice(
   const events: DeviceEvent[] = [];
   device.addListener((e) => events.push(e));
   const server = VhostUserServer.listen(device, `${dir}/vhost.sock`);
-  const fe = await VhostUserFrontend.connect(`${dir}/vhost.sock`, { memoryMiB: 4 });
+  // The first start of a Worker type-checks its module: a slow first reply under load.
+  const fe = await VhostUserFrontend.connect(`${dir}/vhost.sock`, {
+    memoryMiB: 4,
+    replyTimeoutMs: 30_000,
+  });
   try {
     const guest = await VirtioGuest.setup(fe, {
       queues: 1,
