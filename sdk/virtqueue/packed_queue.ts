@@ -30,6 +30,7 @@
 
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
+import { readChainInto, writeChainFrom } from "./chain_copy.ts";
 import { hex } from "../uapi/hex.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
@@ -74,7 +75,6 @@ export interface PackedQueueOptions {
 
 const TWO_32 = 4294967296;
 const MAX_HIGH_WORD = 0x1fffff;
-const SMALL_COPY = 16;
 const BOTH = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
 
 /** The chain walk failed: what to throw once the chain is consumed. */
@@ -339,56 +339,12 @@ export class PackedQueue {
 
   /** Copy the chain's readable bytes, from `offset` into them, to `dst`; returns bytes copied. */
   readChain(chain: DescriptorChain, dst: Uint8Array, offset = 0): number {
-    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
-    const cap = dst.length;
-    let skip = offset, pos = 0;
-    for (let s = 0, n = chain.readable; s < n && pos < cap; s++) {
-      let len = lengths[s];
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const from = offsets[s] + skip;
-      len -= skip;
-      skip = 0;
-      const take = len < cap - pos ? len : cap - pos;
-      const src = this.#regionBytes[regions[s]];
-      if (take <= SMALL_COPY) {
-        for (let k = 0; k < take; k++) dst[pos + k] = src[from + k];
-      } else {
-        dst.set(src.subarray(from, from + take), pos);
-      }
-      pos += take;
-    }
-    return pos;
+    return readChainInto(this.#regionBytes, chain, dst, offset);
   }
 
   /** Copy `src` into the chain's writable buffers from `offset`; returns bytes written. */
   writeChain(chain: DescriptorChain, src: Uint8Array, offset = 0): number {
-    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
-    const addresses = chain.addresses;
-    const total = src.length;
-    let skip = offset, pos = 0;
-    for (let s = chain.readable, n = chain.count; s < n && pos < total; s++) {
-      let len = lengths[s];
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const to = offsets[s] + skip;
-      len -= skip;
-      const take = len < total - pos ? len : total - pos;
-      const dst = this.#regionBytes[regions[s]];
-      if (take <= SMALL_COPY) {
-        for (let k = 0; k < take; k++) dst[to + k] = src[pos + k];
-      } else {
-        dst.set(src.subarray(pos, pos + take), to);
-      }
-      if (this.#log !== null) this.#log.mark(addresses[s] + skip, take);
-      skip = 0;
-      pos += take;
-    }
-    return pos;
+    return writeChainFrom(this.#regionBytes, chain, src, offset, this.#log);
   }
 
   /**

@@ -42,6 +42,7 @@
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { hex } from "../uapi/hex.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
+import { readChainInto, writeChainFrom } from "./chain_copy.ts";
 import type { RingPosition } from "../ops.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
@@ -109,9 +110,6 @@ export interface SplitQueueCounters {
 const TWO_32 = 4294967296;
 // An address's high word above this makes the address exceed 2^53 - 1.
 const MAX_HIGH_WORD = 0x1fffff;
-// A copy of at most this many bytes is done byte by byte: cheaper than
-// making the subarray that `Uint8Array.set` needs.
-const SMALL_COPY = 16;
 
 /** A descriptor's 64-bit address from its two words, as hex (exact beyond 2^53). */
 function hex64(lo: number, hi: number): string {
@@ -398,28 +396,7 @@ export class SplitQueue {
    * engine has no copy between two buffers without one).
    */
   readChain(chain: DescriptorChain, dst: Uint8Array, offset = 0): number {
-    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
-    const cap = dst.length;
-    let skip = offset, pos = 0;
-    for (let s = 0, n = chain.readable; s < n && pos < cap; s++) {
-      let len = lengths[s];
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const from = offsets[s] + skip;
-      len -= skip;
-      skip = 0;
-      const take = len < cap - pos ? len : cap - pos;
-      const src = this.#regionBytes[regions[s]];
-      if (take <= SMALL_COPY) {
-        for (let k = 0; k < take; k++) dst[pos + k] = src[from + k];
-      } else {
-        dst.set(src.subarray(from, from + take), pos);
-      }
-      pos += take;
-    }
-    return pos;
+    return readChainInto(this.#regionBytes, chain, dst, offset);
   }
 
   /**
@@ -428,30 +405,7 @@ export class SplitQueue {
    * when the buffers are too small). Marks the dirty log when one is set.
    */
   writeChain(chain: DescriptorChain, src: Uint8Array, offset = 0): number {
-    const lengths = chain.lengths, offsets = chain.offsets, regions = chain.regions;
-    const addresses = chain.addresses;
-    const total = src.length;
-    let skip = offset, pos = 0;
-    for (let s = chain.readable, n = chain.count; s < n && pos < total; s++) {
-      let len = lengths[s];
-      if (skip >= len) {
-        skip -= len;
-        continue;
-      }
-      const to = offsets[s] + skip;
-      len -= skip;
-      const take = len < total - pos ? len : total - pos;
-      const dst = this.#regionBytes[regions[s]];
-      if (take <= SMALL_COPY) {
-        for (let k = 0; k < take; k++) dst[to + k] = src[pos + k];
-      } else {
-        dst.set(src.subarray(pos, pos + take), to);
-      }
-      if (this.#log !== null) this.#log.mark(addresses[s] + skip, take);
-      skip = 0;
-      pos += take;
-    }
-    return pos;
+    return writeChainFrom(this.#regionBytes, chain, src, offset, this.#log);
   }
 
   /**
