@@ -12,6 +12,7 @@
  * @module
  */
 
+import { parseArgs as parseOptions } from "node:util";
 import type { QueueStats } from "@vhost-mdev/sdk";
 import { findExecutable } from "@vhost-mdev/testing";
 import { type BaselineLatency, buildBaseline, runBaseline } from "./kick_baseline.ts";
@@ -113,99 +114,77 @@ function parseArgs(argv: readonly string[]): Args {
     }
     return n;
   };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const eq = arg.indexOf("=");
-    const name = arg.startsWith("--") ? arg.slice(2, eq >= 0 ? eq : undefined) : arg;
-    const value = (): string => {
-      if (eq >= 0) return arg.slice(eq + 1);
-      if (i + 1 >= argv.length) throw new UsageError(`--${name} needs a value`);
-      return argv[++i];
-    };
-    switch (name) {
-      case "runs":
-        a.runs = num(name, value(), 1, true);
-        break;
-      case "seconds":
-        a.seconds = num(name, value(), 0.1, false);
-        break;
-      case "warmup":
-        a.warmup = num(name, value(), 0, false);
-        break;
-      case "scenario": {
-        const ids = value().split(",").map((s) => s.trim()).filter((s) => s);
-        if (ids.length === 1 && ids[0] === "none") {
-          a.scenarios = [];
-          break;
-        }
-        for (const id of ids) {
-          if (!SCENARIOS.some((s) => s.id === id)) {
-            throw new UsageError(
-              `--scenario ${id}: unknown; choose from ${SCENARIOS.map((s) => s.id).join(", ")}`,
-            );
-          }
-        }
-        if (ids.length === 0) throw new UsageError("--scenario needs at least one id");
-        a.scenarios = ids;
-        break;
-      }
-      case "blk": {
-        const ids = value().split(",").map((s) => s.trim()).filter((s) => s);
-        if (ids.length === 1 && ids[0] === "none") {
-          a.blk = [];
-          break;
-        }
-        for (const id of ids) {
-          if (!BLK_WORKLOADS.some((w) => w.id === id)) {
-            throw new UsageError(
-              `--blk ${id}: unknown; choose from ${BLK_WORKLOADS.map((w) => w.id).join(", ")}`,
-            );
-          }
-        }
-        if (ids.length === 0) throw new UsageError("--blk needs at least one workload, or none");
-        a.blk = ids;
-        break;
-      }
-      case "blk-file-mib":
-        a.blkFileMiB = num(name, value(), 16, true);
-        break;
-      case "sides": {
-        const sides = value().split(",").map((s) => s.trim());
-        for (const s of sides) {
-          if (s !== "ours" && s !== "dpdk") throw new UsageError(`--sides ${s}: ours or dpdk`);
-        }
-        a.sides = [...new Set(sides)] as Side[];
-        break;
-      }
-      case "latency-samples":
-        a.latencySamples = num(name, value(), 0, true);
-        break;
-      case "backend-cpu":
-        a.backendCpu = num(name, value(), 0, true);
-        break;
-      case "frontend-cpu":
-        a.frontendCpu = num(name, value(), 0, true);
-        break;
-      case "testpmd":
-        a.testpmd = value();
-        break;
-      case "profile":
-        a.profile = value();
-        break;
-      case "latency-child":
-        a.latencyChild = num(name, value(), 1, true);
-        break;
-      case "json":
-        a.json = true;
-        break;
-      case "help":
-      case "-h":
-        a.help = true;
-        break;
-      default:
-        throw new UsageError(`unknown argument "${arg}" (see --help)`);
-    }
+  let parsed;
+  try {
+    parsed = parseOptions({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        runs: { type: "string" },
+        seconds: { type: "string" },
+        warmup: { type: "string" },
+        scenario: { type: "string" },
+        blk: { type: "string" },
+        "blk-file-mib": { type: "string" },
+        sides: { type: "string" },
+        "latency-samples": { type: "string" },
+        "backend-cpu": { type: "string" },
+        "frontend-cpu": { type: "string" },
+        testpmd: { type: "string" },
+        profile: { type: "string" },
+        "latency-child": { type: "string" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(`${e instanceof Error ? e.message : e} (see --help)`);
   }
+  const v = parsed.values;
+  /** A comma-separated list of known ids, or `none` for an empty one. */
+  const ids = (name: string, text: string, known: readonly string[]): string[] => {
+    const list = text.split(",").map((s) => s.trim()).filter((s) => s);
+    if (list.length === 1 && list[0] === "none") return [];
+    for (const id of list) {
+      if (!known.includes(id)) {
+        throw new UsageError(`--${name} ${id}: unknown; choose from ${known.join(", ")}`);
+      }
+    }
+    if (list.length === 0) throw new UsageError(`--${name} needs at least one id, or none`);
+    return list;
+  };
+  if (v.runs !== undefined) a.runs = num("runs", v.runs, 1, true);
+  if (v.seconds !== undefined) a.seconds = num("seconds", v.seconds, 0.1, false);
+  if (v.warmup !== undefined) a.warmup = num("warmup", v.warmup, 0, false);
+  if (v.scenario !== undefined) {
+    a.scenarios = ids("scenario", v.scenario, SCENARIOS.map((s) => s.id));
+  }
+  if (v.blk !== undefined) a.blk = ids("blk", v.blk, BLK_WORKLOADS.map((w) => w.id));
+  if (v["blk-file-mib"] !== undefined) {
+    a.blkFileMiB = num("blk-file-mib", v["blk-file-mib"], 16, true);
+  }
+  if (v.sides !== undefined) {
+    const sides = v.sides.split(",").map((s) => s.trim());
+    for (const s of sides) {
+      if (s !== "ours" && s !== "dpdk") throw new UsageError(`--sides ${s}: ours or dpdk`);
+    }
+    a.sides = [...new Set(sides)] as Side[];
+  }
+  if (v["latency-samples"] !== undefined) {
+    a.latencySamples = num("latency-samples", v["latency-samples"], 0, true);
+  }
+  if (v["backend-cpu"] !== undefined) a.backendCpu = num("backend-cpu", v["backend-cpu"], 0, true);
+  if (v["frontend-cpu"] !== undefined) {
+    a.frontendCpu = num("frontend-cpu", v["frontend-cpu"], 0, true);
+  }
+  if (v.testpmd !== undefined) a.testpmd = v.testpmd;
+  if (v.profile !== undefined) a.profile = v.profile;
+  if (v["latency-child"] !== undefined) {
+    a.latencyChild = num("latency-child", v["latency-child"], 1, true);
+  }
+  a.json = v.json ?? false;
+  a.help = v.help ?? false;
   return a;
 }
 
