@@ -4,7 +4,8 @@
  * @module
  */
 
-import type { DeviceEvent, Driver, QueueStats } from "@vhost-mdev/sdk";
+import { parseArgs } from "node:util";
+import type { DeviceEvent, Driver, DriverOption, QueueStats } from "@vhost-mdev/sdk";
 
 /** Reserved flags of the CLIs; anything else is a driver option. */
 const RESERVED = new Set([
@@ -27,52 +28,65 @@ const RESERVED = new Set([
 
 /**
  * Split `--name value` / `--name=value` / `--switch` arguments into the CLI's
- * own flags and driver options. Names in `switches` take no value. Names in
- * `booleans` (driver options whose values are `true` and `false`) take
- * `true` or `false` when one follows, and are `true` alone (`--readonly`).
+ * own flags and driver options, with `node:util` `parseArgs`. Names in
+ * `switches` take no value. `driverOptions` are the options the driver
+ * declares (`Driver.options`); any other name is refused, naming the ones
+ * that fit. A driver option whose values are `true` and `false` also stands
+ * alone as a switch (`--readonly` is `--readonly true`).
+ *
+ * @throws Error naming the argument that does not fit, for the CLI to print
+ *   with "see --help".
  */
 export function parseFlags(
   args: readonly string[],
   switches: readonly string[],
-  booleans: readonly string[] = [],
+  driverOptions: readonly DriverOption[] = [],
+  driverName = "the driver",
 ): { flags: Record<string, string>; options: Record<string, string> } {
+  const config: Record<string, { type: "string" | "boolean"; short?: string }> = {};
+  for (const name of RESERVED) {
+    config[name] = { type: switches.includes(name) ? "boolean" : "string" };
+  }
+  config.help = { type: "boolean", short: "h" };
+  const booleans = new Set<string>();
+  for (const o of driverOptions) {
+    if (RESERVED.has(o.name)) continue;
+    config[o.name] = { type: "string" };
+    if (o.values?.length === 2 && o.values.includes("true") && o.values.includes("false")) {
+      booleans.add(o.name);
+    }
+  }
+  // parseArgs' string options always take a value: a true/false option
+  // given alone gets its `true` here.
+  const argv: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    argv.push(args[i]);
+    const name = args[i].startsWith("--") ? args[i].slice(2) : "";
+    if (booleans.has(name) && args[i + 1] !== "true" && args[i + 1] !== "false") argv.push("true");
+  }
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: argv, options: config, strict: true, allowPositionals: false })
+      .values as Record<string, string | boolean | undefined>;
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    const declared = driverOptions.map((o) => `--${o.name}`).join(" ");
+    const unknown = /Unknown option '(--[^']+)'/.exec(why);
+    if (unknown) {
+      throw new Error(
+        `${driverName} has no option ${unknown[1]}; ` +
+          (declared ? `its options are ${declared}` : "it declares no options") + " (see --help)",
+      );
+    }
+    throw new Error(`${why} (see --help)`);
+  }
   const flags: Record<string, string> = {};
   const options: Record<string, string> = {};
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === "-h") {
-      flags.help = "";
-      continue;
-    }
-    if (!a.startsWith("--")) throw new Error(`unexpected argument "${a}" (see --help)`);
-    let name = a.slice(2);
-    let value: string;
-    const eq = name.indexOf("=");
-    if (eq >= 0) {
-      value = name.slice(eq + 1);
-      name = name.slice(0, eq);
-    } else if (switches.includes(name)) {
-      value = "";
-    } else if (booleans.includes(name)) {
-      const next = args[i + 1];
-      value = next === "true" || next === "false" ? args[++i] : "true";
-    } else {
-      if (i + 1 >= args.length) throw new Error(`--${name} needs a value`);
-      value = args[++i];
-    }
-    (RESERVED.has(name) ? flags : options)[name] = value;
+  for (const [name, value] of Object.entries(values)) {
+    if (value === undefined || value === false) continue;
+    (RESERVED.has(name) ? flags : options)[name] = value === true ? "" : value;
   }
   return { flags, options };
-}
-
-/**
- * The driver options that are switches on the command line: those whose
- * values are exactly `false` and `true`.
- */
-export function booleanOptions(driver: Driver | undefined): string[] {
-  return (driver?.options ?? []).filter((o) =>
-    o.values?.length === 2 && o.values.includes("true") && o.values.includes("false")
-  ).map((o) => o.name);
 }
 
 /** The value of `--name` (or `--name=value`) in `args`, looked up before parsing them. */

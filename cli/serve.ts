@@ -11,7 +11,7 @@
 import { type DeviceEvent, VhostMdevDevice } from "@vhost-mdev/sdk";
 import { VhostUserClient, VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { BUNDLED_DRIVERS, findDriver } from "./drivers.ts";
-import { booleanOptions, formatEvent, formatStats, parseFlags, peekFlag } from "./format.ts";
+import { formatEvent, formatStats, parseFlags, peekFlag } from "./format.ts";
 
 const HELP = `Usage: deno task serve --driver <name|module> --socket <path> [options]
 
@@ -51,11 +51,19 @@ export async function main(args: string[]): Promise<number> {
   // The driver comes first: its true/false options are switches (`--readonly`).
   const named = peekFlag(args, "driver");
   const found = named ? await findDriver(named) : undefined;
-  const { flags, options } = parseFlags(
-    args,
-    ["client", "debug", "help", "allow-unsealed-memory"],
-    booleanOptions(found),
-  );
+  let parsed: ReturnType<typeof parseFlags>;
+  try {
+    parsed = parseFlags(
+      args,
+      ["client", "debug", "help", "allow-unsealed-memory"],
+      found?.options ?? [],
+      found ? `driver ${found.name}` : "the driver",
+    );
+  } catch (e) {
+    console.error(`error: ${e instanceof Error ? e.message : e}`);
+    return 2;
+  }
+  const { flags, options } = parsed;
   const driverName = flags.driver;
   if (flags.help !== undefined) {
     console.log(HELP);
