@@ -26,6 +26,7 @@ import {
 import { fixed, type Spread, spread, textTable } from "./summary.ts";
 import { type RunConfig, runOnce, type RunResult, SCENARIOS, type Side } from "./throughput.ts";
 import { BLK_WORKLOADS, blkBench, type BlkWorkloadResult } from "./blk.ts";
+import { formatScale, scaleBench, type ScaleResult } from "./scale.ts";
 
 const HELP = `Usage: deno task bench [options]
 
@@ -51,6 +52,10 @@ Options:
                         virtio-blk guest over its TypeScript frontend; --runs, --seconds,
                         --warmup and --backend-cpu apply
   --blk-file-mib N      size of the blk backing file (default 256)
+  --scale               also the scale part: one daemon's RSS with 1, 16 and 64 idle sim
+                        devices, and 1 against 4 devices with traffic on one pooled
+                        datapath Worker (one testpmd drives them all); --runs, --seconds,
+                        --warmup and the CPUs apply
   --sides LIST          ours,dpdk (default both)
   --latency-samples N   kicks per latency path, 0 to skip the latency part (default 5000)
   --backend-cpu C       CPU of the backend (default 0)
@@ -81,6 +86,7 @@ interface Args {
   profile: string | null;
   json: boolean;
   help: boolean;
+  scale: boolean;
   /** Internal: measure kick latency in this process and print it as JSON. */
   latencyChild: number | null;
 }
@@ -104,6 +110,7 @@ function parseArgs(argv: readonly string[]): Args {
     json: false,
     help: false,
     latencyChild: null,
+    scale: false,
   };
   const num = (name: string, v: string, min: number, integer: boolean) => {
     const n = Number(v);
@@ -135,6 +142,7 @@ function parseArgs(argv: readonly string[]): Args {
         profile: { type: "string" },
         "latency-child": { type: "string" },
         json: { type: "boolean" },
+        scale: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -184,6 +192,7 @@ function parseArgs(argv: readonly string[]): Args {
     a.latencyChild = num("latency-child", v["latency-child"], 1, true);
   }
   a.json = v.json ?? false;
+  a.scale = v.scale ?? false;
   a.help = v.help ?? false;
   return a;
 }
@@ -244,6 +253,8 @@ export interface BenchReport {
   latency: LatencyReport | null;
   /** blk: ours vs qemu-storage-daemon per workload (empty when skipped). */
   blk: BlkWorkloadResult[];
+  /** The scale part, or null when not asked for. */
+  scale: ScaleResult | null;
 }
 
 /** Kick latency under one CPU placement. */
@@ -311,6 +322,7 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
     scenarios: [],
     latency: null,
     blk: [],
+    scale: null,
   };
   try {
     if (args.profile) await Deno.mkdir(args.profile, { recursive: true });
@@ -368,6 +380,19 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
         dir,
         fileMiB: args.blkFileMiB,
         progress,
+      });
+    }
+    if (args.scale) {
+      report.scale = await scaleBench({
+        testpmd,
+        root,
+        dir,
+        runs: args.runs,
+        seconds: args.seconds,
+        warmupSeconds: args.warmup,
+        backendCpu: args.backendCpu,
+        frontendCpu: args.frontendCpu,
+        log: progress,
       });
     }
   } finally {
@@ -511,6 +536,10 @@ export function formatReport(r: BenchReport): string {
         ];
       }),
     ));
+  }
+  if (r.scale) {
+    out.push("");
+    out.push(...formatScale(r.scale));
   }
   return out.join("\n");
 }

@@ -11,6 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { DatapathPool, useDatapathPool } from "@vhost-mdev/sim";
 import type { DeviceEvent } from "@vhost-mdev/sdk";
 import { parseConfig } from "./config.ts";
 import { ControlServer } from "./control_server.ts";
@@ -35,6 +36,11 @@ Options:
                        if any entry fails the daemon exits 1 and serves nothing
   --metrics HOST:PORT  Prometheus metrics at http://HOST:PORT/metrics; loopback
                        addresses only (127.0.0.1, ::1, localhost)
+  --datapath-workers N sim devices share a pool of N datapath Workers, each serving
+                       the queue pairs of many devices (default: cores, one per CPU);
+                       "pair" for a Worker of its own per queue pair
+  --datapath-cpus LIST pin the pool's Workers to these CPUs (e.g. 2,3), Worker i on
+                       the i-th, round robin (default: not pinned)
   --log text|json      event output format on stdout (default text)
   --debug              also print debug events
   --help               this text
@@ -60,6 +66,8 @@ export async function main(args: string[]): Promise<number> {
         control: { type: "string" },
         config: { type: "string" },
         metrics: { type: "string" },
+        "datapath-workers": { type: "string", default: "cores" },
+        "datapath-cpus": { type: "string" },
         log: { type: "string", default: "text" },
         debug: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -86,6 +94,23 @@ export async function main(args: string[]): Promise<number> {
       console.error(`error: ${(e as Error).message}`);
       return 2;
     }
+  }
+  let pool: DatapathPool | null = null;
+  const workers = values["datapath-workers"];
+  if (workers !== "pair") {
+    const n = workers === "cores" ? navigator.hardwareConcurrency : Number(workers);
+    if (!Number.isInteger(n) || n < 1 || n > 256) {
+      console.error(`error: --datapath-workers ${workers}: a number from 1 to 256, cores or pair`);
+      return 2;
+    }
+    const cpuList = values["datapath-cpus"];
+    const cpus = cpuList === undefined ? [] : cpuList.split(",").map((c) => Number(c.trim()));
+    if (cpus.some((c) => !Number.isInteger(c) || c < 0 || c > 1023)) {
+      console.error(`error: --datapath-cpus ${cpuList}: CPU numbers like 0,1`);
+      return 2;
+    }
+    pool = new DatapathPool({ workers: n, cpus });
+    useDatapathPool(pool);
   }
   const json = values.log === "json";
   const control = values.control ?? Deno.env.get("VHOST_MDEV_CONTROL") ?? DEFAULT_CONTROL;
@@ -115,6 +140,8 @@ export async function main(args: string[]): Promise<number> {
     await server?.close();
     await metrics?.close();
     await daemon.close();
+    useDatapathPool(null);
+    pool?.close();
   };
   try {
     for (const path of config?.drivers ?? []) {

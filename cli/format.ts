@@ -5,7 +5,7 @@
  */
 
 import { parseArgs } from "node:util";
-import type { DeviceEvent, Driver, DriverOption, QueueStats } from "@vhost-mdev/sdk";
+import type { DeviceEvent, DriverOption, QueueStats } from "@vhost-mdev/sdk";
 
 /** Reserved flags of the CLIs; anything else is a driver option. */
 const RESERVED = new Set([

@@ -27,6 +27,7 @@ import {
   VirtioNetFeatureBit,
 } from "@vhost-mdev/sdk";
 import { RunResources, WorkerRun } from "@vhost-mdev/sdk/soft";
+import { currentDatapathPool, type PoolRun } from "./pool.ts";
 import type { SimOptions } from "./options.ts";
 import {
   CONTROL_BASES,
@@ -47,9 +48,9 @@ const READY_TIMEOUT_MS = 10000;
 /** How long `stop` waits for a Worker to finish before terminating it, in ms. */
 const STOP_TIMEOUT_MS = 2000;
 
-/** One queue pair's running Worker. */
+/** One queue pair's running Worker (its own, or a pool's). */
 interface RunningPair {
-  run: WorkerRun;
+  run: WorkerRun | PoolRun;
   rings: number[];
   /** Stop flag and ring positions shared with the Worker. */
   control: Int32Array;
@@ -282,6 +283,13 @@ export class SimDevice implements DeviceOps {
       log: this.#log,
       logBuffers: this.#options.logBuffers,
     };
+    const rings = [rx, tx].filter((r) => r !== null).map((r) => r!.index);
+    const pool = currentDatapathPool();
+    if (pool !== null) {
+      const run = await pool.run(setup, resources, ctx, (text) => ctx.log.warn(text));
+      this.#pairs.set(pair, { run, rings, control: words });
+      return;
+    }
     const worker = this.#idle.get(pair) ??
       new Worker(new URL("./datapath_worker.ts", import.meta.url).href, { type: "module" });
     this.#idle.delete(pair);
@@ -298,7 +306,6 @@ export class SimDevice implements DeviceOps {
         if (m.type === "warn") ctx.log.warn(String(m.message));
       },
     });
-    const rings = [rx, tx].filter((r) => r !== null).map((r) => r!.index);
     this.#pairs.set(pair, { run, rings, control: words });
   }
 
@@ -312,8 +319,14 @@ export class SimDevice implements DeviceOps {
     if (!p) return;
     this.#pairs.delete(pair);
     const confirmed = await p.run.stop(STOP_TIMEOUT_MS);
-    if (confirmed && !p.run.dead) this.#idle.set(pair, p.run.worker);
-    else p.run.worker.terminate();
+    if (p.run instanceof WorkerRun) {
+      if (confirmed && !p.run.dead) this.#idle.set(pair, p.run.worker);
+      else p.run.worker.terminate();
+    } else if (!confirmed) {
+      this.#ctx.log.warn(
+        `queue pair ${pair}: the pool Worker did not confirm the stop; its mappings are kept`,
+      );
+    }
     const packed = hasBit(this.#ctx.ackedFeatures, VirtioFeatureBit.RING_PACKED);
     for (const q of p.rings) {
       this.#saved[q] = decodeBase(Atomics.load(p.control, CONTROL_BASES + q), packed);

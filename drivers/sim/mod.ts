@@ -50,6 +50,14 @@ import {
 import { parseSimOptions, SIM_OPTIONS } from "./options.ts";
 
 export { SimDevice } from "./device.ts";
+export type { DatapathFeatures, DatapathSetup, RingSetup } from "./protocol.ts";
+export {
+  currentDatapathPool,
+  DatapathPool,
+  type DatapathPoolOptions,
+  PoolRun,
+  useDatapathPool,
+} from "./pool.ts";
 export {
   SIM_MAX_QUEUE_PAIRS,
   SIM_MAX_QUEUE_SIZE,

@@ -41,6 +41,7 @@ const SYMBOLS = {
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
   sysconf: { parameters: ["i32"], result: "i64" },
+  sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   // ioctl is variadic; on x86-64 the third argument travels in a register
   // whether it is an integer or a pointer, so two fixed prototypes cover it.

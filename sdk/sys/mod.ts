@@ -181,3 +181,4 @@ export {
   PollSet,
   pollSync,
 } from "./poll.ts";
+export { pinThread } from "./affinity.ts";

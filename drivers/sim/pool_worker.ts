@@ -1,0 +1,203 @@
+/**
+ * A Worker of the sim's datapath pool ({@linkcode DatapathPool}): it serves
+ * the queue pairs of many devices, each a {@linkcode QueuePairDatapath}, in
+ * turn, a batch per pair per turn, so no pair holds the others up. When
+ * every pair is idle it polls them a moment, re-enables the guests' kicks,
+ * looks once more, and sleeps in one synchronous `poll` on every pair's
+ * kick fds and the pool's wake eventfd.
+ *
+ * Protocol: `{type: "add", id, setup}` (a {@linkcode DatapathSetup}) adds a
+ * pair, answered `ready` or `fatal` then `stopped`; a pair whose control
+ * words' stop flag is set is dropped and answered `stopped` with its rings'
+ * next available indexes. The main thread writes the wake eventfd after
+ * posting or setting a stop flag, since the Worker reads messages only
+ * between its waits. A pair that fails is answered `fatal` and `stopped`;
+ * the others go on.
+ *
+ * @module
+ */
+
+import { GuestMemory } from "@vhost-mdev/sdk";
+import { eventfdRead, pinThread, POLLERR, POLLIN, POLLNVAL, PollSet } from "@vhost-mdev/sdk/sys";
+import { QueuePairDatapath, RingFailure, WAIT_RX, WAIT_TX } from "./datapath.ts";
+import { CONTROL_STOP, type DatapathSetup, encodeBase } from "./protocol.ts";
+
+/** How long the Worker polls idle pairs before it sleeps, in ms. */
+const SPIN_MS = 0.05;
+/** Sleep between looks at a ring without a kick fd, in ms. */
+const NO_KICK_POLL_MS = 1;
+/** Reports per pair let through at once, then about one a second. */
+const REPORT_BURST = 5;
+
+/** What the pool posts to a Worker. */
+export type PoolCommand =
+  | { type: "init"; wakeFd: number; cpu: number | null }
+  | { type: "add"; id: number; setup: DatapathSetup };
+
+/** What a pool Worker posts. */
+export type PoolMessage =
+  | { type: "ready"; id: number }
+  | { type: "warn"; id: number; message: string }
+  | { type: "fatal"; id: number; message: string; ring?: number }
+  | { type: "stopped"; id: number; rxBase: number; txBase: number };
+
+interface Pair {
+  id: number;
+  setup: DatapathSetup;
+  dp: QueuePairDatapath;
+  control: Int32Array;
+  mask: number;
+}
+
+const worker = globalThis as unknown as {
+  onmessage: ((e: MessageEvent<PoolCommand>) => void) | null;
+  postMessage(m: PoolMessage): void;
+};
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function drain(fd: number): void {
+  try {
+    eventfdRead(fd);
+  } catch {
+    // EAGAIN: already zero.
+  }
+}
+
+let wakeFd = -1;
+const pairs = new Map<number, Pair>();
+let running = false;
+
+function add(id: number, setup: DatapathSetup): void {
+  let allowance = REPORT_BURST, last = performance.now(), suppressed = 0;
+  const report = (ring: number, text: string) => {
+    const now = performance.now();
+    allowance = Math.min(REPORT_BURST, allowance + (now - last) / 1000);
+    last = now;
+    if (allowance < 1) {
+      suppressed++;
+      return;
+    }
+    allowance--;
+    const more = suppressed > 0 ? ` (${suppressed} earlier reports suppressed)` : "";
+    suppressed = 0;
+    worker.postMessage({ type: "warn", id, message: `ring ${ring}: ${text}${more}` });
+  };
+  try {
+    const dp = new QueuePairDatapath(GuestMemory.fromShared(setup.memory), setup, report);
+    dp.disableNotifications(WAIT_RX | WAIT_TX);
+    pairs.set(id, { id, setup, dp, control: new Int32Array(setup.control), mask: 0 });
+    worker.postMessage({ type: "ready", id });
+  } catch (e) {
+    const packed = setup.features.packed;
+    worker.postMessage({ type: "fatal", id, message: `queue pair ${setup.pair}: ${message(e)}` });
+    worker.postMessage({
+      type: "stopped",
+      id,
+      rxBase: setup.rx ? encodeBase(setup.rx.position, packed) : 0,
+      txBase: setup.tx ? encodeBase(setup.tx.position, packed) : 0,
+    });
+  }
+}
+
+function finish(p: Pair, failure?: unknown): void {
+  pairs.delete(p.id);
+  if (failure !== undefined) {
+    worker.postMessage({
+      type: "fatal",
+      id: p.id,
+      message: `queue pair ${p.setup.pair} stopped: ${message(failure)}`,
+      ring: failure instanceof RingFailure ? failure.ring : undefined,
+    });
+  }
+  worker.postMessage({ type: "stopped", id: p.id, ...p.dp.bases() });
+}
+
+/** One turn over every pair: stops, then a batch each. Returns the work done. */
+function turn(): number {
+  let work = 0;
+  for (const p of pairs.values()) {
+    if (Atomics.load(p.control, CONTROL_STOP) !== 0) {
+      finish(p);
+      continue;
+    }
+    try {
+      work += p.dp.run();
+    } catch (e) {
+      finish(p, e);
+    }
+  }
+  return work;
+}
+
+/** Serve until the pool ends the Worker; yields to read messages after each wake. */
+async function serve(): Promise<void> {
+  const set = new PollSet(1 + 2 * 64);
+  let idleSince = -1;
+  for (;;) {
+    if (turn() > 0) {
+      idleSince = -1;
+      continue;
+    }
+    const now = performance.now();
+    if (idleSince < 0) idleSince = now;
+    if (now - idleSince < SPIN_MS && pairs.size > 0) continue;
+    idleSince = -1;
+    let more = false;
+    for (const p of pairs.values()) {
+      p.mask = p.dp.waitMask();
+      if (p.dp.enableNotifications(p.mask)) more = true;
+    }
+    if (more) {
+      for (const p of pairs.values()) p.dp.disableNotifications(p.mask);
+      continue;
+    }
+    set.clear();
+    set.add(wakeFd, POLLIN);
+    const watched: [at: number, fd: number, p: Pair, ring: number][] = [];
+    let timeout = -1;
+    for (const p of pairs.values()) {
+      const s = p.setup;
+      for (const [bit, r] of [[WAIT_RX, s.rx], [WAIT_TX, s.tx]] as const) {
+        if ((p.mask & bit) === 0 || r === null) continue;
+        if (r.kickFd < 0 || watched.length >= 2 * 64) timeout = NO_KICK_POLL_MS;
+        else watched.push([set.add(r.kickFd, POLLIN), r.kickFd, p, r.index]);
+      }
+    }
+    set.wait(timeout);
+    for (const [at, fd, p, ring] of watched) {
+      const revents = set.revents(at);
+      if (revents === 0 || !pairs.has(p.id)) continue;
+      if ((revents & (POLLNVAL | POLLERR)) !== 0) {
+        finish(p, new Error(`kick fd ${fd} of ring ${ring} is no longer valid`));
+        continue;
+      }
+      drain(fd);
+      p.dp.kicked(ring);
+    }
+    for (const p of pairs.values()) p.dp.disableNotifications(p.mask);
+    if (set.revents(0) !== 0) {
+      drain(wakeFd);
+      // New pairs arrive as messages, read only when the event loop turns.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+  }
+}
+
+worker.onmessage = (e: MessageEvent<PoolCommand>) => {
+  const m = e.data;
+  if (m.type === "init") {
+    wakeFd = m.wakeFd;
+    if (m.cpu !== null) pinThread([m.cpu]);
+    if (!running) {
+      running = true;
+      serve().catch((err) => {
+        for (const p of [...pairs.values()]) finish(p, err);
+      });
+    }
+  } else if (m.type === "add") {
+    add(m.id, m.setup);
+  }
+};
