@@ -33,7 +33,15 @@ export interface DatapathPoolOptions {
 interface PoolWorker {
   worker: Worker;
   wakeFd: number;
+  /** Int32 flag raised with each message the Worker must read. */
+  mailbox: Int32Array;
   pairs: number;
+}
+
+/** Make `slot`'s Worker look: raise its mailbox flag and wake it from `poll`. */
+function wake(slot: PoolWorker): void {
+  Atomics.store(slot.mailbox, 0, 1);
+  eventfdWrite(slot.wakeFd, 1);
 }
 
 interface Pending {
@@ -186,7 +194,7 @@ export class DatapathPool {
     const control = new Int32Array(setup.control);
     const run = new PoolRun(this, slot, control, resources, stoppedP);
     slot.worker.postMessage({ type: "add", id, setup } satisfies PoolCommand);
-    eventfdWrite(slot.wakeFd, 1);
+    wake(slot);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, rej) => {
       timer = setTimeout(
@@ -226,7 +234,8 @@ export class DatapathPool {
       type: "module",
     });
     const wakeFd = eventfd(0, { nonBlocking: true });
-    const slot: PoolWorker = { worker, wakeFd, pairs: 0 };
+    const mailbox = new SharedArrayBuffer(4);
+    const slot: PoolWorker = { worker, wakeFd, mailbox: new Int32Array(mailbox), pairs: 0 };
     worker.onmessage = (e: MessageEvent<PoolMessage>) => this.#message(e.data);
     worker.onerror = (e) => {
       e.preventDefault();
@@ -239,7 +248,7 @@ export class DatapathPool {
       }
     };
     const cpu = this.#cpus.length > 0 ? this.#cpus[this.#workers.length % this.#cpus.length] : null;
-    worker.postMessage({ type: "init", wakeFd, cpu } satisfies PoolCommand);
+    worker.postMessage({ type: "init", wakeFd, mailbox, cpu } satisfies PoolCommand);
     this.#workers.push(slot);
     return slot;
   }

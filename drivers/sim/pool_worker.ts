@@ -9,10 +9,11 @@
  * Protocol: `{type: "add", id, setup}` (a {@linkcode DatapathSetup}) adds a
  * pair, answered `ready` or `fatal` then `stopped`; a pair whose control
  * words' stop flag is set is dropped and answered `stopped` with its rings'
- * next available indexes. The main thread writes the wake eventfd after
- * posting or setting a stop flag, since the Worker reads messages only
- * between its waits. A pair that fails is answered `fatal` and `stopped`;
- * the others go on.
+ * next available indexes. After posting, the main thread raises the
+ * mailbox flag and writes the wake eventfd: the Worker looks at the flag
+ * every turn (busy or not) and, when raised, lets its event loop turn to
+ * read the message; the eventfd wakes it from `poll`. A pair that fails is
+ * answered `fatal` and `stopped`; the others go on.
  *
  * @module
  */
@@ -31,7 +32,7 @@ const REPORT_BURST = 5;
 
 /** What the pool posts to a Worker. */
 export type PoolCommand =
-  | { type: "init"; wakeFd: number; cpu: number | null }
+  | { type: "init"; wakeFd: number; mailbox: SharedArrayBuffer; cpu: number | null }
   | { type: "add"; id: number; setup: DatapathSetup };
 
 /** What a pool Worker posts. */
@@ -67,6 +68,7 @@ function drain(fd: number): void {
 }
 
 let wakeFd = -1;
+let mailbox: Int32Array<ArrayBufferLike> = new Int32Array(1);
 const pairs = new Map<number, Pair>();
 let running = false;
 
@@ -137,6 +139,12 @@ async function serve(): Promise<void> {
   const set = new PollSet(1 + 2 * 64);
   let idleSince = -1;
   for (;;) {
+    if (Atomics.load(mailbox, 0) !== 0) {
+      Atomics.store(mailbox, 0, 0);
+      drain(wakeFd);
+      // Messages (new pairs) are read only when the event loop turns.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
     if (turn() > 0) {
       idleSince = -1;
       continue;
@@ -178,11 +186,7 @@ async function serve(): Promise<void> {
       p.dp.kicked(ring);
     }
     for (const p of pairs.values()) p.dp.disableNotifications(p.mask);
-    if (set.revents(0) !== 0) {
-      drain(wakeFd);
-      // New pairs arrive as messages, read only when the event loop turns.
-      await new Promise((resolve) => setTimeout(resolve, 0));
-    }
+    // A wake comes with the mailbox flag, handled at the top of the loop.
   }
 }
 
@@ -190,6 +194,7 @@ worker.onmessage = (e: MessageEvent<PoolCommand>) => {
   const m = e.data;
   if (m.type === "init") {
     wakeFd = m.wakeFd;
+    mailbox = new Int32Array(m.mailbox);
     if (m.cpu !== null) pinThread([m.cpu]);
     if (!running) {
       running = true;
