@@ -11,10 +11,13 @@
  */
 
 import type { DeviceContext } from "@vhost-mdev/sdk";
-import { eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
+import { close, eventfd, eventfdWrite } from "@vhost-mdev/sdk/sys";
 import type { RunResources } from "@vhost-mdev/sdk/soft";
 import { CONTROL_STOP, type DatapathSetup } from "./protocol.ts";
 import type { PoolCommand, PoolMessage } from "./pool_worker.ts";
+
+/** Mailbox word 0 value that tells a pool Worker to end. */
+const QUIT = 1;
 
 /** How long a pair's first start may take (the Worker's first load type-checks), in ms. */
 const READY_TIMEOUT_MS = 30_000;
@@ -33,14 +36,14 @@ export interface DatapathPoolOptions {
 interface PoolWorker {
   worker: Worker;
   wakeFd: number;
-  /** Int32 flag raised with each message the Worker must read. */
+  /** Int32 words: [0] `QUIT` to end the Worker, [1] `add` messages posted. */
   mailbox: Int32Array;
   pairs: number;
 }
 
-/** Make `slot`'s Worker look: raise its mailbox flag and wake it from `poll`. */
+/** Count a message posted to `slot`'s Worker and wake it from `poll` to read it. */
 function wake(slot: PoolWorker): void {
-  Atomics.store(slot.mailbox, 0, 1);
+  Atomics.add(slot.mailbox, 1, 1);
   eventfdWrite(slot.wakeFd, 1);
 }
 
@@ -109,7 +112,9 @@ export class PoolRun {
 }
 
 /**
- * The pool: Workers started on first use, kept until {@linkcode DatapathPool.close}.
+ * The pool: its Workers start when it is made (a fixed set, as DPDK's
+ * lcores, so memory and fds do not change as devices come and go) and run
+ * until {@linkcode DatapathPool.close}.
  *
  * @example Serve every sim device of the process on two Workers
  * ```ts
@@ -130,7 +135,7 @@ export class DatapathPool {
   #nextId = 1;
   #closed = false;
 
-  /** A pool of `options.workers` Workers (none started until a pair needs one). */
+  /** A pool of `options.workers` Workers, started now. */
   constructor(options: DatapathPoolOptions = {}) {
     const n = options.workers ?? navigator.hardwareConcurrency ?? 2;
     if (!Number.isInteger(n) || n < 1 || n > 256) {
@@ -143,9 +148,10 @@ export class DatapathPool {
         throw new RangeError(`CPU ${c} is not in 0..1023`);
       }
     }
+    for (let i = 0; i < n; i++) this.#start();
   }
 
-  /** Workers started so far. */
+  /** Workers running. */
   get workers(): number {
     return this.#workers.length;
   }
@@ -213,19 +219,27 @@ export class DatapathPool {
     return run;
   }
 
-  /** End every Worker. Pairs still served are dropped with them. */
+  /**
+   * End every Worker. Pairs still served are dropped with them. A Worker
+   * asleep in `poll` is woken first (its mailbox says quit): a thread inside
+   * a system call cannot be terminated until it returns.
+   */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
-    for (const w of this.#workers) w.worker.terminate();
+    const fds: number[] = [];
+    for (const w of this.#workers) {
+      Atomics.store(w.mailbox, 0, QUIT);
+      eventfdWrite(w.wakeFd, 1);
+      w.worker.terminate();
+      fds.push(w.wakeFd);
+    }
     this.#workers.length = 0;
+    // The wake fds go once the threads have left `poll`.
+    setTimeout(() => fds.forEach((fd) => close(fd)), 200);
   }
 
   #pick(): PoolWorker {
-    if (this.#workers.length < this.size) {
-      const least = this.#workers.find((w) => w.pairs === 0);
-      if (least) return least;
-      return this.#start();
-    }
     return this.#workers.reduce((a, b) => (b.pairs < a.pairs ? b : a));
   }
 
@@ -234,7 +248,7 @@ export class DatapathPool {
       type: "module",
     });
     const wakeFd = eventfd(0, { nonBlocking: true });
-    const mailbox = new SharedArrayBuffer(4);
+    const mailbox = new SharedArrayBuffer(8);
     const slot: PoolWorker = { worker, wakeFd, mailbox: new Int32Array(mailbox), pairs: 0 };
     worker.onmessage = (e: MessageEvent<PoolMessage>) => this.#message(e.data);
     worker.onerror = (e) => {

@@ -9,11 +9,13 @@
  * Protocol: `{type: "add", id, setup}` (a {@linkcode DatapathSetup}) adds a
  * pair, answered `ready` or `fatal` then `stopped`; a pair whose control
  * words' stop flag is set is dropped and answered `stopped` with its rings'
- * next available indexes. After posting, the main thread raises the
- * mailbox flag and writes the wake eventfd: the Worker looks at the flag
- * every turn (busy or not) and, when raised, lets its event loop turn to
- * read the message; the eventfd wakes it from `poll`. A pair that fails is
- * answered `fatal` and `stopped`; the others go on.
+ * next available indexes. Each `add` the main thread posts is counted in
+ * the mailbox (Int32 word 1) before the wake eventfd is written: the Worker
+ * compares that count with the messages it has read every turn (busy or
+ * not) and lets its event loop turn until it has read them all (a message
+ * can arrive after the first turn); the eventfd wakes it from `poll`. Word
+ * 0 set to `QUIT` ends it. A pair that fails is answered `fatal` and
+ * `stopped`; the others go on.
  *
  * @module
  */
@@ -23,6 +25,8 @@ import { eventfdRead, pinThread, POLLERR, POLLIN, POLLNVAL, PollSet } from "@vho
 import { QueuePairDatapath, RingFailure, WAIT_RX, WAIT_TX } from "./datapath.ts";
 import { CONTROL_STOP, type DatapathSetup, encodeBase } from "./protocol.ts";
 
+/** Mailbox word 0 value the pool sets when it ends. */
+const QUIT = 1;
 /** How long the Worker polls idle pairs before it sleeps, in ms. */
 const SPIN_MS = 0.05;
 /** Sleep between looks at a ring without a kick fd, in ms. */
@@ -68,6 +72,8 @@ function drain(fd: number): void {
 }
 
 let wakeFd = -1;
+/** `add` messages read so far (the pool counts those it posted in mailbox word 1). */
+let received = 0;
 let mailbox: Int32Array<ArrayBufferLike> = new Int32Array(1);
 const pairs = new Map<number, Pair>();
 let running = false;
@@ -139,11 +145,14 @@ async function serve(): Promise<void> {
   const set = new PollSet(1 + 2 * 64);
   let idleSince = -1;
   for (;;) {
-    if (Atomics.load(mailbox, 0) !== 0) {
-      Atomics.store(mailbox, 0, 0);
+    if (Atomics.load(mailbox, 0) === QUIT) return;
+    if (Atomics.load(mailbox, 1) !== received) {
       drain(wakeFd);
-      // Messages (new pairs) are read only when the event loop turns.
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      // Messages (new pairs) are read only when the event loop turns, and
+      // one posted a moment ago may not be queued yet: turn until all are in.
+      while (Atomics.load(mailbox, 1) !== received && Atomics.load(mailbox, 0) !== QUIT) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
     }
     if (turn() > 0) {
       idleSince = -1;
@@ -203,6 +212,7 @@ worker.onmessage = (e: MessageEvent<PoolCommand>) => {
       });
     }
   } else if (m.type === "add") {
+    received++;
     add(m.id, m.setup);
   }
 };
