@@ -136,7 +136,13 @@ export async function main(args: string[]): Promise<number> {
       if (s.length === 0 && Object.keys(total).length === 0) return;
       console.log(
         json
-          ? JSON.stringify({ type: "stats", device: driver.name, queues: s, totals: total })
+          ? JSON.stringify({
+            type: "stats",
+            device: driver.name,
+            time: Date.now(),
+            queues: s,
+            totals: total,
+          })
           : `stats: ${formatStats(s, total, device.counters.ring.map((c) => c.name))}`,
       );
     }, statsEvery * 1000)

@@ -101,6 +101,8 @@ export async function startSimBackend(o: SimBackendOptions): Promise<MigrationBa
   }).spawn();
   const tail: string[] = [];
   let latest: BackendCounters | null = null;
+  /** `time` of the latest stats line (when the backend printed it, ms since the epoch). */
+  let latestTime = 0;
   let onReady!: () => void;
   const ready = new Promise<void>((r) => onReady = r);
   const statsWaiters: (() => void)[] = [];
@@ -113,6 +115,7 @@ export async function startSimBackend(o: SimBackendOptions): Promise<MigrationBa
     }
     if (msg?.type === "stats") {
       latest = simCounters(msg);
+      latestTime = typeof msg.time === "number" ? msg.time : Date.now();
       for (const w of statsWaiters.splice(0)) w();
       return;
     }
@@ -171,13 +174,16 @@ export async function startSimBackend(o: SimBackendOptions): Promise<MigrationBa
     outputTail,
     close,
     async counters() {
-      // A stats line printed after this call: counters as of now.
-      if (!gone) {
+      // A stats line the backend printed after this call (a line read now
+      // may have waited in the pipe): counters as of now.
+      const asked = Date.now();
+      const deadline = asked + 10_000;
+      while (!gone && latestTime < asked && Date.now() < deadline) {
         let t: ReturnType<typeof setTimeout> | undefined;
         await Promise.race([
           new Promise<void>((r) => statsWaiters.push(r)),
           exited,
-          new Promise((r) => t = setTimeout(r, 3000)),
+          new Promise((r) => t = setTimeout(r, 1000)),
         ]);
         clearTimeout(t);
       }
