@@ -19,6 +19,7 @@
 
 import { GuestMemory } from "@vhost-mdev/sdk";
 import { eventfdRead, POLLERR, POLLIN, POLLNVAL, PollSet } from "@vhost-mdev/sdk/sys";
+import { rateLimitedReports } from "@vhost-mdev/sdk/soft";
 import { QueuePairDatapath, RingFailure, WAIT_RX, WAIT_TX } from "./datapath.ts";
 import { CONTROL_STOP, type DatapathMessage, type DatapathSetup, encodeBase } from "./protocol.ts";
 
@@ -26,9 +27,6 @@ import { CONTROL_STOP, type DatapathMessage, type DatapathSetup, encodeBase } fr
 const SPIN_MS = 0.05;
 /** Sleep between looks at a ring that has no kick fd (frontend polling mode), in ms. */
 const NO_KICK_POLL_MS = 1;
-/** Reports sent at once before rate limiting starts, and reports per second after. */
-const REPORT_BURST = 5;
-const REPORTS_PER_SECOND = 1;
 
 const worker = globalThis as unknown as {
   onmessage: ((e: MessageEvent<DatapathSetup>) => void) | null;
@@ -39,24 +37,10 @@ function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-/** A report function that lets a burst through, then about one a second, counting the rest. */
+/** Reports of pair `pair`'s rings, rate limited. */
 function rateLimited(pair: number): (ring: number, text: string) => void {
-  let allowance = REPORT_BURST;
-  let last = performance.now();
-  let suppressed = 0;
-  return (ring, text) => {
-    const now = performance.now();
-    allowance = Math.min(REPORT_BURST, allowance + (now - last) / 1000 * REPORTS_PER_SECOND);
-    last = now;
-    if (allowance < 1) {
-      suppressed++;
-      return;
-    }
-    allowance--;
-    const more = suppressed > 0 ? ` (${suppressed} earlier reports suppressed)` : "";
-    suppressed = 0;
-    worker.postMessage({ type: "warn", pair, message: `ring ${ring}: ${text}${more}` });
-  };
+  const send = rateLimitedReports((message) => worker.postMessage({ type: "warn", pair, message }));
+  return (ring, text) => send(`ring ${ring}: ${text}`);
 }
 
 /** Read a kick eventfd to zero; a reader racing us to it is no error. */

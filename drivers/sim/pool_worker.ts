@@ -22,6 +22,7 @@
 
 import { GuestMemory } from "@vhost-mdev/sdk";
 import { eventfdRead, pinThread, POLLERR, POLLIN, POLLNVAL, PollSet } from "@vhost-mdev/sdk/sys";
+import { rateLimitedReports } from "@vhost-mdev/sdk/soft";
 import { QueuePairDatapath, RingFailure, WAIT_RX, WAIT_TX } from "./datapath.ts";
 import { CONTROL_STOP, type DatapathSetup, encodeBase } from "./protocol.ts";
 
@@ -31,8 +32,6 @@ const QUIT = 1;
 const SPIN_MS = 0.05;
 /** Sleep between looks at a ring without a kick fd, in ms. */
 const NO_KICK_POLL_MS = 1;
-/** Reports per pair let through at once, then about one a second. */
-const REPORT_BURST = 5;
 
 /** What the pool posts to a Worker. */
 export type PoolCommand =
@@ -79,20 +78,8 @@ const pairs = new Map<number, Pair>();
 let running = false;
 
 function add(id: number, setup: DatapathSetup): void {
-  let allowance = REPORT_BURST, last = performance.now(), suppressed = 0;
-  const report = (ring: number, text: string) => {
-    const now = performance.now();
-    allowance = Math.min(REPORT_BURST, allowance + (now - last) / 1000);
-    last = now;
-    if (allowance < 1) {
-      suppressed++;
-      return;
-    }
-    allowance--;
-    const more = suppressed > 0 ? ` (${suppressed} earlier reports suppressed)` : "";
-    suppressed = 0;
-    worker.postMessage({ type: "warn", id, message: `ring ${ring}: ${text}${more}` });
-  };
+  const send = rateLimitedReports((message) => worker.postMessage({ type: "warn", id, message }));
+  const report = (ring: number, text: string) => send(`ring ${ring}: ${text}`);
   try {
     const dp = new QueuePairDatapath(GuestMemory.fromShared(setup.memory), setup, report);
     dp.disableNotifications(WAIT_RX | WAIT_TX);

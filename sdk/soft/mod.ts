@@ -61,6 +61,7 @@ export {
   type ServeQueueOptions,
   type SoftRequest,
 } from "./worker.ts";
+export { rateLimitedReports, REPORT_BURST, REPORTS_PER_SECOND } from "./rate_limit.ts";
 export {
   RUN_STOP,
   RunResources,

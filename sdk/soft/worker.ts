@@ -27,6 +27,7 @@
 
 import { GuestMemory } from "../memory/guest_memory.ts";
 import { DirtyLog } from "../memory/dirty_log.ts";
+import { rateLimitedReports } from "./rate_limit.ts";
 import { InflightQueue } from "../core/inflight.ts";
 import { DescriptorChain, DescriptorChainError } from "../virtqueue/descriptor.ts";
 import type { SplitQueue } from "../virtqueue/split_queue.ts";
@@ -52,9 +53,6 @@ const BATCH = 64;
 const SPIN_MS = 0.05;
 /** Sleep between looks at a ring without a kick fd (frontend polling mode), in ms. */
 const NO_KICK_POLL_MS = 1;
-/** Reports let through at once, then about this many per second. */
-const REPORT_BURST = 5;
-const REPORTS_PER_SECOND = 1;
 /** Default of {@linkcode ServeQueueOptions.maxReadable}. */
 const DEFAULT_MAX_READABLE = 1 << 20;
 
@@ -245,26 +243,6 @@ function inWorker(): boolean {
   return typeof scope === "function" && globalThis instanceof scope;
 }
 
-/** A report function that lets a burst through, then about one a second, counting the rest. */
-function rateLimited(post: (m: QueueMessage) => void): (text: string) => void {
-  let allowance = REPORT_BURST;
-  let last = performance.now();
-  let suppressed = 0;
-  return (text) => {
-    const now = performance.now();
-    allowance = Math.min(REPORT_BURST, allowance + (now - last) / 1000 * REPORTS_PER_SECOND);
-    last = now;
-    if (allowance < 1) {
-      suppressed++;
-      return;
-    }
-    allowance--;
-    const more = suppressed > 0 ? ` (${suppressed} earlier reports suppressed)` : "";
-    suppressed = 0;
-    post({ type: "ring-error", message: `${text}${more}` });
-  };
-}
-
 /** Read a kick eventfd to zero; already zero is no error. */
 function drainKick(fd: number): void {
   try {
@@ -358,7 +336,7 @@ class RingServer {
     }
     this.#handler = handler;
     this.#request = new ChainRequest(info, this.#ring, this.#chain, maxReadable);
-    this.#report = rateLimited(post);
+    this.#report = rateLimitedReports((message) => post({ type: "ring-error", message }));
     this.#stats = new Float64Array(setup.stats);
     this.#statAt = setup.queue * STAT_FIELDS;
     this.#control = new Int32Array(setup.control);
