@@ -7,7 +7,13 @@
  * @module
  */
 
-import type { RingPosition, SharedDirtyLog, SharedRegion } from "@vhost-mdev/sdk";
+import {
+  decodeRingIndex,
+  encodeRingIndex,
+  type RingPosition,
+  type SharedDirtyLog,
+  type SharedRegion,
+} from "@vhost-mdev/sdk";
 import type { SimMode } from "./options.ts";
 
 /** Counters per ring in the stats buffer (Float64 each). */
@@ -112,9 +118,7 @@ export type DatapathMessage =
  * in bit 15.
  */
 export function encodeBase(position: RingPosition, packed: boolean): number {
-  return packed
-    ? (position.availIdx & 0x7fff) | (position.availWrap ? 0x8000 : 0)
-    : position.availIdx & 0xffff;
+  return encodeRingIndex(position.availIdx, position.availWrap, packed);
 }
 
 /**
@@ -123,10 +127,6 @@ export function encodeBase(position: RingPosition, packed: boolean): number {
  * position is the available one.
  */
 export function decodeBase(word: number, packed: boolean): RingPosition {
-  if (!packed) {
-    const idx = word & 0xffff;
-    return { availIdx: idx, usedIdx: idx, availWrap: true, usedWrap: true };
-  }
-  const idx = word & 0x7fff, wrap = (word & 0x8000) !== 0;
+  const { idx, wrap } = decodeRingIndex(word, packed);
   return { availIdx: idx, usedIdx: idx, availWrap: wrap, usedWrap: wrap };
 }

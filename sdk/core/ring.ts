@@ -9,6 +9,7 @@ import type { RingPosition, VringInfo } from "../ops.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
 import { EVENT_SUPPRESS_SIZE, packedRingSize } from "../virtqueue/packed_layout.ts";
+import { decodeRingIndex, encodeRingIndex } from "../virtqueue/queue.ts";
 import {
   close,
   describeFd,
@@ -39,22 +40,18 @@ export const RING_START: RingPosition = Object.freeze({
  * used position equal to the available one.
  */
 export function decodeRingBase(num: number, packed: boolean): RingPosition {
-  if (!packed) {
-    const idx = num & 0xffff;
-    return { availIdx: idx, usedIdx: idx, availWrap: true, usedWrap: true };
-  }
-  const availIdx = num & 0x7fff, availWrap = (num & 0x8000) !== 0;
+  const avail = decodeRingIndex(num & 0xffff, packed);
   const high = num >>> 16;
-  if (high === 0) return { availIdx, usedIdx: availIdx, availWrap, usedWrap: availWrap };
-  return { availIdx, usedIdx: high & 0x7fff, availWrap, usedWrap: (high & 0x8000) !== 0 };
+  // Split rings carry no used half; a packed frontend may leave it out too.
+  const used = packed && high !== 0 ? decodeRingIndex(high, packed) : avail;
+  return { availIdx: avail.idx, availWrap: avail.wrap, usedIdx: used.idx, usedWrap: used.wrap };
 }
 
 /** The `GET_VRING_BASE` number for `state`: see {@linkcode decodeRingBase}. */
 export function encodeRingBase(state: RingPosition, packed: boolean): number {
-  if (!packed) return state.availIdx & 0xffff;
-  const avail = (state.availIdx & 0x7fff) | (state.availWrap ? 0x8000 : 0);
-  const used = (state.usedIdx & 0x7fff) | (state.usedWrap ? 0x8000 : 0);
-  return (avail | (used << 16)) >>> 0;
+  const avail = encodeRingIndex(state.availIdx, state.availWrap, packed);
+  if (!packed) return avail;
+  return (avail | (encodeRingIndex(state.usedIdx, state.usedWrap, packed) << 16)) >>> 0;
 }
 
 /**

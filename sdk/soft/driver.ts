@@ -40,13 +40,13 @@ import type {
 import type { DirtyLog, SharedDirtyLog } from "../memory/dirty_log.ts";
 import { RunResources, WorkerRun } from "./worker_run.ts";
 import { isValidQueueSize } from "../virtqueue/layout.ts";
+import { encodeRingIndex } from "../virtqueue/queue.ts";
 import { bit, hasBit, VirtioFeatureBit } from "../uapi/virtio.ts";
 import {
   CONTROL_AVAIL,
   CONTROL_USED,
   CONTROL_WORDS,
   decodePosition,
-  encodeIndex,
   type QueueSetup,
   STAT_BYTES,
   STAT_ERRORS,
@@ -439,8 +439,8 @@ class SoftwareDevice implements DeviceOps {
     const control = new SharedArrayBuffer(4 * CONTROL_WORDS);
     const words = new Int32Array(control);
     const packed = hasBit(ctx.ackedFeatures, VirtioFeatureBit.RING_PACKED);
-    words[CONTROL_AVAIL] = encodeIndex(position.availIdx, position.availWrap, packed);
-    words[CONTROL_USED] = encodeIndex(position.usedIdx, position.usedWrap, packed);
+    words[CONTROL_AVAIL] = encodeRingIndex(position.availIdx, position.availWrap, packed);
+    words[CONTROL_USED] = encodeRingIndex(position.usedIdx, position.usedWrap, packed);
     const setup: QueueSetup = {
       queue: q,
       num: v.num,

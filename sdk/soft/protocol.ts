@@ -10,6 +10,7 @@
 import type { SharedRegion } from "../memory/guest_memory.ts";
 import type { SharedDirtyLog } from "../memory/dirty_log.ts";
 import type { RingPosition } from "../ops.ts";
+import { decodeRingIndex } from "../virtqueue/queue.ts";
 import type { SharedInflightQueue } from "../core/inflight.ts";
 import { RUN_STOP } from "./worker_run.ts";
 
@@ -88,23 +89,8 @@ export type QueueMessage =
   | { type: "fatal"; message: string }
   | { type: "stopped" };
 
-/**
- * A ring position as the control words hold it: the 16-bit index of a split
- * ring, or a packed ring's position with its wrap counter in bit 15.
- */
-export function encodeIndex(idx: number, wrap: boolean, packed: boolean): number {
-  return packed ? (idx & 0x7fff) | (wrap ? 0x8000 : 0) : idx & 0xffff;
-}
-
-/** Where a ring stopped, from its control words (see {@linkcode encodeIndex}). */
+/** Where a ring stopped, from its control words (each an `encodeRingIndex`). */
 export function decodePosition(avail: number, used: number, packed: boolean): RingPosition {
-  if (!packed) {
-    return { availIdx: avail & 0xffff, usedIdx: used & 0xffff, availWrap: true, usedWrap: true };
-  }
-  return {
-    availIdx: avail & 0x7fff,
-    availWrap: (avail & 0x8000) !== 0,
-    usedIdx: used & 0x7fff,
-    usedWrap: (used & 0x8000) !== 0,
-  };
+  const a = decodeRingIndex(avail, packed), u = decodeRingIndex(used, packed);
+  return { availIdx: a.idx, availWrap: a.wrap, usedIdx: u.idx, usedWrap: u.wrap };
 }

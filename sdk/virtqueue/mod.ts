@@ -90,6 +90,8 @@ export {
   type PackedQueueDriverOptions,
 } from "./packed_driver.ts";
 export {
+  decodeRingIndex,
+  encodeRingIndex,
   openVirtqueue,
   type Virtqueue,
   type VirtqueueDriver,

@@ -31,6 +31,7 @@
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
+import { appendBuffer, MAX_HIGH_WORD } from "./chain_build.ts";
 import { hex } from "../uapi/hex.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
@@ -74,7 +75,6 @@ export interface PackedQueueOptions {
 }
 
 const TWO_32 = 4294967296;
-const MAX_HIGH_WORD = 0x1fffff;
 const BOTH = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
 
 /** The chain walk failed: what to throw once the chain is consumed. */
@@ -477,49 +477,17 @@ export class PackedQueue {
     len: number,
     flags: number,
   ): ChainFault | null {
-    const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
-    if (!writable && chain.count > chain.readable) {
-      return new ChainFault(
-        "write-before-read",
-        i,
-        inTable,
-        "device-readable descriptor follows a device-writable one",
-      );
-    }
-    if (hi > MAX_HIGH_WORD) {
-      return new ChainFault(
-        "out-of-bounds",
-        i,
-        inTable,
-        `address beyond 2^53 (high word ${hex(hi)})`,
-      );
-    }
-    if (len === 0) return null;
-    const gpa = lo + hi * TWO_32;
-    const r = this.#memory.find(gpa, len);
-    if (r >= 0) {
-      chain.addSegment(gpa, len, r, gpa - this.#regionGpa[r], writable);
-      return null;
-    }
-    let at = gpa, left = len;
-    while (left > 0) {
-      const k = this.#memory.find(at, 1);
-      if (k < 0) {
-        return new ChainFault(
-          "out-of-bounds",
-          i,
-          inTable,
-          `buffer gpa ${hex(gpa)} length ${len}: byte ${hex(at)} is not inside guest memory`,
-        );
-      }
-      const offset = at - this.#regionGpa[k];
-      const room = this.#regionSize[k] - offset;
-      const take = left < room ? left : room;
-      chain.addSegment(at, take, k, offset, writable);
-      at += take;
-      left -= take;
-    }
-    return null;
+    const f = appendBuffer(
+      chain,
+      this.#memory,
+      this.#regionGpa,
+      this.#regionSize,
+      lo,
+      hi,
+      len,
+      flags,
+    );
+    return f === null ? null : new ChainFault(f.kind, i, inTable, f.why);
   }
 
   /** Follow an indirect table (§2.8.19): its descriptors are used in order, no `NEXT`. */

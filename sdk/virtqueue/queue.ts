@@ -15,7 +15,28 @@ import type { RingPosition } from "../ops.ts";
 import type { DescriptorChain } from "./descriptor.ts";
 import { SplitQueue, type SplitQueueCounters } from "./split_queue.ts";
 import { PackedQueue } from "./packed_queue.ts";
+import { encodePackedIndex } from "./packed_layout.ts";
 import type { UsedBuffer } from "./split_driver.ts";
+
+/**
+ * One side of a ring's position as a 16-bit index, the form `SET_VRING_BASE`
+ * carries per side and the SDK's datapaths keep in their control words:
+ * a split ring's index, or a packed ring's position with its wrap counter in
+ * bit 15 ({@linkcode encodePackedIndex}).
+ */
+export function encodeRingIndex(idx: number, wrap: boolean, packed: boolean): number {
+  return packed ? encodePackedIndex(idx, wrap) : idx & 0xffff;
+}
+
+/**
+ * The position and wrap counter a 16-bit index stands for (see
+ * {@linkcode encodeRingIndex}); a split ring's wrap counter is always true.
+ */
+export function decodeRingIndex(word: number, packed: boolean): { idx: number; wrap: boolean } {
+  return packed
+    ? { idx: word & 0x7fff, wrap: (word & 0x8000) !== 0 }
+    : { idx: word & 0xffff, wrap: true };
+}
 
 /** The device side of a virtqueue, split or packed. */
 export interface Virtqueue {

@@ -40,9 +40,9 @@
  */
 
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { hex } from "../uapi/hex.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
+import { appendBuffer, hex64, MAX_HIGH_WORD } from "./chain_build.ts";
 import type { RingPosition } from "../ops.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
@@ -59,7 +59,6 @@ import {
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
   vringNeedEvent,
 } from "./layout.ts";
@@ -108,13 +107,6 @@ export interface SplitQueueCounters {
 }
 
 const TWO_32 = 4294967296;
-// An address's high word above this makes the address exceed 2^53 - 1.
-const MAX_HIGH_WORD = 0x1fffff;
-
-/** A descriptor's 64-bit address from its two words, as hex (exact beyond 2^53). */
-function hex64(lo: number, hi: number): string {
-  return hi === 0 ? hex(lo) : hex(hi) + lo.toString(16).padStart(8, "0");
-}
 
 /**
  * The device side of one split virtqueue over a {@linkcode GuestMemory}.
@@ -541,64 +533,17 @@ export class SplitQueue {
     len: number,
     flags: number,
   ): void {
-    const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
-    if (!writable && chain.count > chain.readable) {
-      this.#fail(
-        chain,
-        "write-before-read",
-        i,
-        inTable,
-        "device-readable descriptor follows a device-writable one",
-      );
-    }
-    if (hi > MAX_HIGH_WORD) {
-      this.#fail(
-        chain,
-        "out-of-bounds",
-        i,
-        inTable,
-        `address ${hex64(lo, hi)} is beyond 2^53`,
-      );
-    }
-    if (len === 0) return;
-    const gpa = lo + hi * TWO_32;
-    const r = this.#memory.find(gpa, len);
-    if (r >= 0) {
-      chain.addSegment(gpa, len, r, gpa - this.#regionGpa[r], writable);
-      return;
-    }
-    this.#spanning(chain, i, inTable, gpa, len, writable);
-  }
-
-  /** A buffer not inside one region: split it if it runs across adjacent regions. */
-  #spanning(
-    chain: DescriptorChain,
-    i: number,
-    inTable: boolean,
-    gpa: number,
-    len: number,
-    writable: boolean,
-  ): void {
-    let at = gpa, left = len;
-    while (left > 0) {
-      const r = this.#memory.find(at, 1);
-      if (r < 0) {
-        this.#fail(
-          chain,
-          "out-of-bounds",
-          i,
-          inTable,
-          `buffer gpa ${hex(gpa)} length ${len}: ` +
-            (at === gpa ? "not inside guest memory" : `byte ${hex(at)} is not inside guest memory`),
-        );
-      }
-      const offset = at - this.#regionGpa[r];
-      const room = this.#regionSize[r] - offset;
-      const take = left < room ? left : room;
-      chain.addSegment(at, take, r, offset, writable);
-      at += take;
-      left -= take;
-    }
+    const f = appendBuffer(
+      chain,
+      this.#memory,
+      this.#regionGpa,
+      this.#regionSize,
+      lo,
+      hi,
+      len,
+      flags,
+    );
+    if (f !== null) this.#fail(chain, f.kind, i, inTable, f.why);
   }
 
   /** Follow an indirect table (virtio 1.2 §2.7.5.3). */
