@@ -10,7 +10,7 @@
  * ```ts
  * import { ControlServer } from "./control_server.ts";
  *
- * const server = await ControlServer.listen("/tmp/vhost-mdev.sock", {
+ * const server = ControlServer.listen("/tmp/vhost-mdev.sock", {
  *   ping: () => "pong",
  * });
  * await server.close();
@@ -19,6 +19,7 @@
  * @module
  */
 
+import { prepareSocketPath } from "@vhost-mdev/sdk/vhost-user";
 import {
   errorResponse,
   handleLine,
@@ -60,11 +61,14 @@ export class ControlServer {
    * @throws Error when another process serves `path`, or it is not a socket,
    *   or cannot be bound; the message says what to do.
    */
-  static async listen(
+  static listen(
     path: string,
     methods: Readonly<Record<string, RpcMethod>>,
-  ): Promise<ControlServer> {
-    await freeControlPath(path);
+  ): ControlServer {
+    prepareSocketPath(path, true, {
+      option: "--control path",
+      busy: (p) => `another daemon answers on ${p}`,
+    });
     let listener: Deno.UnixListener;
     try {
       listener = Deno.listen({ transport: "unix", path });
@@ -170,27 +174,4 @@ export class ControlServer {
       // Already gone.
     }
   }
-}
-
-/** Make `path` free: a stale socket is removed; a live one or another file is an error. */
-async function freeControlPath(path: string): Promise<void> {
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.lstatSync(path);
-  } catch {
-    return;
-  }
-  if (!info.isSocket) {
-    throw new Error(`${path} exists and is not a socket; remove it or choose another --control`);
-  }
-  try {
-    const c = await Deno.connect({ transport: "unix", path });
-    c.close();
-  } catch {
-    Deno.removeSync(path);
-    return;
-  }
-  throw new Error(
-    `another daemon answers on ${path}; stop it or choose another --control path`,
-  );
 }

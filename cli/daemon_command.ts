@@ -161,7 +161,7 @@ export async function main(args: string[]): Promise<number> {
     if (values.metrics !== undefined) {
       metrics = await serveMetrics(values.metrics, () => renderMetrics(daemon.devices));
     }
-    server = await ControlServer.listen(control, daemon.methods());
+    server = ControlServer.listen(control, daemon.methods());
   } catch (e) {
     console.error(`error: ${(e as Error).message}`);
     await shutdown();

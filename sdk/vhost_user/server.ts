@@ -202,10 +202,21 @@ export class VhostUserServer {
 }
 
 /**
- * Make `path` free to bind: a stale socket (nobody accepting) is removed; a
- * live one, or a non-socket file, is an error.
+ * Make `path` free to bind: a stale socket (nobody accepting) is removed
+ * (unless `replaceStale` is false: then it is an error); a live one, or a
+ * non-socket file, is an error. `what` names the socket in messages
+ * (default `--socket path`; the daemon's control socket says so).
+ *
+ * @throws Error saying what is there and what to do.
  */
-function prepareSocketPath(path: string, replaceStale: boolean): void {
+export function prepareSocketPath(
+  path: string,
+  replaceStale: boolean,
+  what: { option: string; busy: (path: string) => string } = {
+    option: "--socket path",
+    busy: (p) => `${p} is served by a running process`,
+  },
+): void {
   let info: Deno.FileInfo;
   try {
     info = Deno.lstatSync(path);
@@ -214,15 +225,13 @@ function prepareSocketPath(path: string, replaceStale: boolean): void {
   }
   if (!info.isSocket) {
     throw new Error(
-      `${path} exists and is not a socket; remove it or choose another --socket path`,
+      `${path} exists and is not a socket; remove it or choose another ${what.option}`,
     );
   }
   const probe = unixSocket();
   try {
     connectUnix(probe, path);
-    throw new Error(
-      `${path} is served by a running process; stop it or choose another --socket path`,
-    );
+    throw new Error(`${what.busy(path)}; stop it or choose another ${what.option}`);
   } catch (e) {
     if (!(e instanceof SysError)) throw e;
   } finally {
