@@ -16,6 +16,7 @@ import { prepareGuestKernel } from "./guest_kernel.ts";
 import { GUEST_TOOLS, requireHostTools } from "./host_tools.ts";
 import { buildInitramfs, initScript } from "./initramfs.ts";
 import { kernelBootArgs, QemuVm } from "./qemu.ts";
+import { sharedMemoryArgs } from "./vhost_user_nic.ts";
 
 /** Options of {@linkcode runBlkVm}. */
 export interface BlkVmOptions {
@@ -144,10 +145,7 @@ export async function runBlkVm(options: BlkVmOptions): Promise<BlkVmReport> {
         memoryMiB: 256,
         cpus: queues,
       }),
-      "-object",
-      "memory-backend-memfd,id=mem,size=256M,share=on",
-      "-numa",
-      "node,memdev=mem",
+      ...sharedMemoryArgs("256M"),
       "-chardev",
       `socket,id=c0,path=${dir}/blk.sock`,
       "-device",

@@ -34,13 +34,24 @@ export interface VhostUserNicOptions {
   packed?: boolean;
 }
 
+/**
+ * QEMU arguments that share the guest's RAM with a vhost-user backend: a
+ * `memory-backend-memfd,share=on` of `size` (`256M`, `262152K`) and the
+ * NUMA node that uses it. QEMU's `-m` must be the same size.
+ */
+export function sharedMemoryArgs(size: string): string[] {
+  return [
+    "-object",
+    `memory-backend-memfd,id=mem,size=${size},share=on`,
+    "-numa",
+    "node,memdev=mem",
+  ];
+}
+
 /** QEMU arguments for shared guest RAM and a virtio-net NIC on the vhost-user socket. */
 export function vhostUserNicArgs(nic: VhostUserNicOptions): string[] {
   return [
-    "-object",
-    `memory-backend-memfd,id=mem,size=${nic.memorySize ?? `${nic.memoryMiB}M`},share=on`,
-    "-numa",
-    "node,memdev=mem",
+    ...sharedMemoryArgs(nic.memorySize ?? `${nic.memoryMiB}M`),
     "-chardev",
     `socket,id=c0,path=${nic.socket}`,
     "-netdev",

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { Testpmd } from "@vhost-mdev/testing";
 import { requirePeer } from "../support/peers.ts";
+import { Lines } from "./daemon_rig.ts";
 
 const SERVE = new URL("../../cli/serve.ts", import.meta.url).pathname;
 const PLUGIN = new URL("../support/recording_plugin.ts", import.meta.url).pathname;
@@ -46,39 +47,6 @@ Deno.test("serve refuses missing and unknown arguments with what to do", async (
   assert.equal(notPlugin.code, 1);
   assert.match(notPlugin.stderr, /is not a driver plugin/);
 });
-
-/** Lines of a running serve process, readable as they come. */
-class Lines {
-  lines: string[] = [];
-  #done: Promise<void>;
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.#done = (async () => {
-      let buf = "";
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        buf += chunk;
-        let i;
-        while ((i = buf.indexOf("\n")) >= 0) {
-          this.lines.push(buf.slice(0, i));
-          buf = buf.slice(i + 1);
-        }
-      }
-    })();
-  }
-  async until(pred: (l: string) => boolean, what: string, ms = 20000): Promise<string> {
-    const end = Date.now() + ms;
-    for (;;) {
-      const l = this.lines.find(pred);
-      if (l) return l;
-      if (Date.now() > end) {
-        throw new Error(`no line with ${what}; got:\n${this.lines.join("\n")}`);
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  done() {
-    return this.#done;
-  }
-}
 
 Deno.test({
   name: "serve prints a ready line and one JSON line per lifecycle event for testpmd",

@@ -9,6 +9,7 @@ import { VhostUserServer } from "@vhost-mdev/sdk/vhost-user";
 import { GUEST_TOOLS, kernelBootArgs, QemuVm, requireHostTools } from "@vhost-mdev/testing/guest";
 import { prepareGuestKernel } from "../../testing/guest/guest_kernel.ts";
 import { buildInitramfs, initScript } from "../../testing/guest/initramfs.ts";
+import { sharedMemoryArgs } from "../../testing/guest/vhost_user_nic.ts";
 import { driver } from "../../examples/rng.ts";
 import { skipGuestTest } from "../vm/example_process.ts";
 
@@ -46,10 +47,7 @@ Deno.test({
       log,
       args: [
         ...kernelBootArgs({ kernel: kernel.image, initrd, append: "quiet", memoryMiB: 256 }),
-        "-object",
-        "memory-backend-memfd,id=mem,size=256M,share=on",
-        "-numa",
-        "node,memdev=mem",
+        ...sharedMemoryArgs("256M"),
         "-chardev",
         `socket,id=c0,path=${dir}/rng.sock`,
         "-device",

@@ -21,6 +21,7 @@ import { prepareGuestKernel } from "../../testing/guest/guest_kernel.ts";
 import { GUEST_TOOLS, requireHostTools } from "../../testing/guest/host_tools.ts";
 import { buildInitramfs, initScript } from "../../testing/guest/initramfs.ts";
 import { kernelBootArgs, QemuVm } from "../../testing/guest/qemu.ts";
+import { sharedMemoryArgs } from "../../testing/guest/vhost_user_nic.ts";
 import { skipGuestTest } from "./example_process.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -142,10 +143,7 @@ echo "vm-crash: rc=$rc ioerrors=$ioerr written=$written read=$back"
       log,
       args: [
         ...kernelBootArgs({ kernel: kernel.image, initrd, append: "quiet", memoryMiB: 256 }),
-        "-object",
-        "memory-backend-memfd,id=mem,size=256M,share=on",
-        "-numa",
-        "node,memdev=mem",
+        ...sharedMemoryArgs("256M"),
         "-chardev",
         `socket,id=c0,path=${socket},reconnect=1`,
         "-device",
