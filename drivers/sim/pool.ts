@@ -56,6 +56,8 @@ interface Pending {
   queue: number;
   label: string;
   onWarn: (text: string) => void;
+  /** The Worker serving the pair. */
+  slot: PoolWorker;
 }
 
 /** One queue pair served by a pool Worker; stop it to take it back. */
@@ -195,6 +197,7 @@ export class DatapathPool {
       queue: 2 * setup.pair,
       label,
       onWarn,
+      slot,
     });
     slot.pairs++;
     const control = new Int32Array(setup.control);
@@ -253,13 +256,19 @@ export class DatapathPool {
     worker.onmessage = (e: MessageEvent<PoolMessage>) => this.#message(e.data);
     worker.onerror = (e) => {
       e.preventDefault();
-      // A pool Worker that dies takes its pairs with it: each is reported.
+      // A pool Worker that dies takes its pairs with it: each is reported,
+      // and a new Worker takes its place for the pairs to come.
       for (const [id, p] of this.#pending) {
+        if (p.slot !== slot) continue;
         p.ctx.reportError(`${p.label}: the pool Worker failed: ${e.message}`, p.queue);
         p.failed(new Error(e.message));
         p.stopped(null);
         this.#pending.delete(id);
       }
+      const at = this.#workers.indexOf(slot);
+      if (at >= 0) this.#workers.splice(at, 1);
+      setTimeout(() => close(slot.wakeFd), 200);
+      if (!this.#closed) this.#start();
     };
     const cpu = this.#cpus.length > 0 ? this.#cpus[this.#workers.length % this.#cpus.length] : null;
     worker.postMessage({ type: "init", wakeFd, mailbox, cpu } satisfies PoolCommand);
