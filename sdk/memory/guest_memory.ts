@@ -60,6 +60,7 @@ import {
   viewOf,
 } from "../sys/mod.ts";
 import { hex } from "../uapi/hex.ts";
+import { type SharedIotlb, IotlbView } from "./iotlb.ts";
 
 /** Default {@linkcode MapOptions.maxBytes}: 4 TiB of guest memory per table. */
 export const DEFAULT_TABLE_BYTES_LIMIT = 4 * 2 ** 40;
@@ -398,9 +399,27 @@ function mapRegion(spec: MemoryRegionSpec, index: number, options: MapOptions): 
 export interface MemoryLease {
   /** The regions, to post to the Worker and view with {@linkcode GuestMemory.fromShared}. */
   readonly regions: SharedRegion[];
+  /**
+   * The device IOTLB when the device sits behind a vIOMMU, else null: post
+   * it with the regions (`GuestMemory.fromShared(regions, iotlb)`), so the
+   * Worker translates buffer addresses (IOVAs) through it.
+   */
+  readonly iotlb: SharedIotlb | null;
   /** Let the mappings go (unmapped if no table or other lease holds them). Idempotent. */
   release(): void;
 }
+
+/** Why {@linkcode GuestMemory.translate} found no region. */
+export const TranslationFault = {
+  /** It did. */
+  NONE: 0,
+  /** The address is not inside guest memory (or the IOTLB maps it outside). */
+  OUTSIDE: 1,
+  /** Behind a vIOMMU: no IOTLB entry maps the address (ask the frontend: a miss). */
+  MISS: 2,
+  /** Behind a vIOMMU: the entry does not permit the access (a write to a read-only mapping). */
+  DENIED: 3,
+} as const;
 
 /**
  * The guest's memory as this process sees it: guest-physical and frontend
@@ -425,9 +444,32 @@ export class GuestMemory {
   readonly #regions: Region[];
   readonly #start: Float64Array;
   readonly #size: Float64Array;
+  readonly #uva: Float64Array;
   #count: number;
   #last = 0;
+  #lastUva = 0;
   #closed = false;
+  #iotlb: IotlbView | null = null;
+  /**
+   * After {@linkcode GuestMemory.translate} found a region: the byte offset
+   * of the address within it.
+   */
+  offset = 0;
+  /**
+   * After {@linkcode GuestMemory.translate} found a region: how many bytes
+   * from the address on are mapped contiguously there (at most the length
+   * asked for).
+   */
+  span = 0;
+  /**
+   * After {@linkcode GuestMemory.translate} returned -1: why
+   * ({@linkcode TranslationFault}).
+   */
+  fault: number = TranslationFault.NONE;
+  /** After a {@linkcode TranslationFault.MISS}: the address without a translation. */
+  missAddress = 0;
+  /** After a {@linkcode TranslationFault.MISS}: the access it was wanted for. */
+  missPerm = 0;
 
   private constructor(regions: Region[]) {
     this.#regions = regions;
@@ -435,6 +477,7 @@ export class GuestMemory {
     this.#count = regions.length;
     this.#start = new Float64Array(regions.map((r) => r.gpa));
     this.#size = new Float64Array(regions.map((r) => r.size));
+    this.#uva = new Float64Array(regions.map((r) => r.uva));
   }
 
   /** A table with no regions (before `SET_MEM_TABLE`). */
@@ -491,9 +534,12 @@ export class GuestMemory {
    * thread, see {@linkcode GuestMemory.share}). Owns nothing: `close()`
    * unmaps nothing, and the owner must outlive every user of these views.
    */
-  static fromShared(regions: readonly SharedRegion[]): GuestMemory {
+  static fromShared(
+    regions: readonly SharedRegion[],
+    iotlb: SharedIotlb | null = null,
+  ): GuestMemory {
     validate(regions);
-    return new GuestMemory(
+    const memory = new GuestMemory(
       regions.map((r) =>
         new Region(
           r.gpa,
@@ -506,6 +552,8 @@ export class GuestMemory {
         )
       ),
     );
+    if (iotlb !== null) memory.#iotlb = new IotlbView(iotlb);
+    return memory;
   }
 
   /**
@@ -566,6 +614,7 @@ export class GuestMemory {
     let released = false;
     return {
       regions,
+      iotlb: this.#iotlb?.shared ?? null,
       release() {
         if (released) return;
         released = true;
@@ -630,6 +679,97 @@ export class GuestMemory {
     const kept = this.#regions.filter((_, i) => i !== index);
     for (const r of kept) r.mapping?.retain();
     return new GuestMemory(kept);
+  }
+
+  /**
+   * The device IOTLB buffer addresses translate through (a device behind a
+   * vIOMMU, `VIRTIO_F_ACCESS_PLATFORM`), or null: then they are
+   * guest-physical.
+   */
+  get iotlb(): IotlbView | null {
+    return this.#iotlb;
+  }
+
+  /**
+   * Make buffer addresses translate through `iotlb` (or, with null, be
+   * guest-physical again). The device core does this when the frontend
+   * acknowledges `VIRTIO_F_ACCESS_PLATFORM`; leases taken afterwards carry
+   * the IOTLB to Workers.
+   */
+  useIotlb(iotlb: IotlbView | null): void {
+    this.#iotlb = iotlb;
+  }
+
+  /**
+   * Translate a device address (an IOVA behind a vIOMMU, else
+   * guest-physical) for an access of `perm` ({@linkcode IotlbAccess} bits):
+   * the index of the region holding its first byte, with
+   * {@linkcode GuestMemory.offset} and {@linkcode GuestMemory.span} set; or
+   * -1 with {@linkcode GuestMemory.fault} saying why. A range that goes on
+   * past what one region (or one IOTLB entry) maps has a `span` below
+   * `length`: translate the rest from `address + span`. Datapath lookup:
+   * no allocation, no exception. Without an IOTLB, `perm` is not checked
+   * (guest memory is all read-write).
+   */
+  translate(address: number, length: number, perm: number): number {
+    const iotlb = this.#iotlb;
+    if (iotlb === null) {
+      const r = this.find(address, 0);
+      if (r < 0) {
+        this.fault = TranslationFault.OUTSIDE;
+        return -1;
+      }
+      const offset = address - this.#start[r];
+      const room = this.#size[r] - offset;
+      this.offset = offset;
+      this.span = length < room ? length : room;
+      return r;
+    }
+    const uva = iotlb.translate(address, perm);
+    if (uva < 0) {
+      if (uva === -1) {
+        this.fault = TranslationFault.MISS;
+        this.missAddress = address;
+        this.missPerm = perm;
+      } else {
+        this.fault = TranslationFault.DENIED;
+      }
+      return -1;
+    }
+    const entrySpan = iotlb.span;
+    const r = this.findUva(uva, 0);
+    if (r < 0) {
+      this.fault = TranslationFault.OUTSIDE;
+      return -1;
+    }
+    const offset = uva - this.#uva[r];
+    let span = this.#size[r] - offset;
+    if (entrySpan < span) span = entrySpan;
+    this.offset = offset;
+    this.span = length < span ? length : span;
+    return r;
+  }
+
+  /**
+   * Index of the region holding all of `[uva, uva + length)` in the
+   * frontend's address space, or -1; allocation-free, like
+   * {@linkcode GuestMemory.find}.
+   */
+  findUva(uva: number, length: number): number {
+    const start = this.#uva, size = this.#size;
+    let i = this.#lastUva;
+    if (i < this.#count) {
+      const off = uva - start[i];
+      if (off >= 0 && off < size[i] && length >= 0 && length <= size[i] - off) return i;
+    }
+    for (i = 0; i < this.#count; i++) {
+      const off = uva - start[i];
+      if (off >= 0 && off < size[i] && length >= 0 && length <= size[i] - off) {
+        this.#lastUva = i;
+        return i;
+      }
+    }
+    return -1;
   }
 
   /**

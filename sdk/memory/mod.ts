@@ -25,7 +25,18 @@ export {
   type MemoryRegionSpec,
   PROCESS_MAPPED_BYTES_LIMIT,
   type SharedRegion,
+  TranslationFault,
 } from "./guest_memory.ts";
+export {
+  DEFAULT_IOTLB_CAPACITY,
+  Iotlb,
+  type IotlbEntry,
+  type IotlbMiss,
+  type IotlbOptions,
+  IotlbView,
+  MISS_QUEUE_SLOTS,
+  type SharedIotlb,
+} from "./iotlb.ts";
 export {
   DIRTY_LOG_PAGE_SIZE,
   DirtyLog,

@@ -40,3 +40,27 @@ export const VhostMdevState = {
   STOPPED: 0,
   RUNNING: 1,
 } as const;
+
+/** `struct vhost_iotlb_msg.type` (`linux/vhost_types.h`): what an IOTLB message says. */
+export const IotlbMessageType = {
+  /** Backend to frontend: the device needs a translation for `iova`. */
+  MISS: 1,
+  /** Frontend to backend: a translation. */
+  UPDATE: 2,
+  /** Frontend to backend: take back the translations of a range. */
+  INVALIDATE: 3,
+  /** An access the translation does not permit (not sent by the SDK). */
+  ACCESS_FAIL: 4,
+} as const;
+
+/** Access rights of an IOTLB entry (`VHOST_ACCESS_*` of `struct vhost_iotlb_msg.perm`). */
+export const IotlbAccess = {
+  /** No access. */
+  NONE: 0,
+  /** The device may read (`VHOST_ACCESS_RO`). */
+  READ: 1,
+  /** The device may write (`VHOST_ACCESS_WO`). */
+  WRITE: 2,
+  /** Both (`VHOST_ACCESS_RW`). */
+  READ_WRITE: 3,
+} as const;

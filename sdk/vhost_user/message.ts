@@ -488,3 +488,56 @@ export function decodeRarpMac(m: VhostUserMessage): Uint8Array {
   expectSize(m, U64_SIZE);
   return m.payload.slice(0, 6);
 }
+
+/** Bytes of the IOTLB payload as QEMU and DPDK send it (`struct vhost_iotlb_msg`, padded). */
+export const IOTLB_MSG_SIZE = 32;
+/** Bytes of the payload's fields; a shorter message is malformed. */
+const IOTLB_MSG_FIELDS = 26;
+
+/** `IOTLB_MSG` payload ("IOTLB message", `struct vhost_iotlb_msg`). */
+export interface IotlbMessage {
+  /** I/O virtual address. */
+  iova: bigint;
+  /** Bytes. */
+  size: bigint;
+  /** The frontend's virtual address (updates). */
+  uaddr: bigint;
+  /** `VHOST_ACCESS_*` bits (`IotlbAccess`). */
+  perm: number;
+  /** `IotlbMessageType`. */
+  type: number;
+}
+
+/** Encode an IOTLB message (either direction: `IOTLB_MSG` requests on both channels). */
+export function encodeIotlbMessage(msg: IotlbMessage): Uint8Array {
+  const [b, v] = payload(IOTLB_MSG_SIZE);
+  v.setBigUint64(0, msg.iova, true);
+  v.setBigUint64(8, msg.size, true);
+  v.setBigUint64(16, msg.uaddr, true);
+  v.setUint8(24, msg.perm);
+  v.setUint8(25, msg.type);
+  return b;
+}
+
+/**
+ * Decode an IOTLB message. The 64-bit fields stay bigints: an invalidation
+ * may reach the end of the 64-bit space, and the caller decides what is
+ * beyond its reach.
+ */
+export function decodeIotlbMessage(m: VhostUserMessage): IotlbMessage {
+  expectSize(m, IOTLB_MSG_FIELDS, true);
+  if (m.payload.length > IOTLB_MSG_SIZE) {
+    throw new ProtocolError(
+      `${frontendRequestName(m.request)}: ${m.payload.length}-byte payload, an IOTLB message ` +
+        `has ${IOTLB_MSG_SIZE}`,
+    );
+  }
+  const v = view(m);
+  return {
+    iova: v.getBigUint64(0, true),
+    size: v.getBigUint64(8, true),
+    uaddr: v.getBigUint64(16, true),
+    perm: v.getUint8(24),
+    type: v.getUint8(25),
+  };
+}

@@ -7,7 +7,8 @@
  * @module
  */
 
-import type { GuestMemory } from "../memory/guest_memory.ts";
+import { type GuestMemory, TranslationFault } from "../memory/guest_memory.ts";
+import { IotlbAccess } from "../uapi/vhost.ts";
 import { hex } from "../uapi/hex.ts";
 import type { DescriptorChain, DescriptorChainErrorKind } from "./descriptor.ts";
 import { VIRTQ_DESC_F_WRITE } from "./layout.ts";
@@ -18,8 +19,8 @@ export const MAX_HIGH_WORD = 0x1fffff;
 
 /** Why a buffer cannot join a chain: the error kind and the details. */
 export interface BufferFault {
-  /** The rule broken. */
-  kind: DescriptorChainErrorKind;
+  /** The rule broken, or `miss`: a translation the IOTLB does not have yet. */
+  kind: DescriptorChainErrorKind | "miss";
   /** What was wrong, with the values. */
   why: string;
 }
@@ -30,18 +31,20 @@ export function hex64(lo: number, hi: number): string {
 }
 
 /**
- * Add the buffer of `len` bytes at address `lo + hi * 2^32` with descriptor
- * `flags` to `chain`: one segment, or one per region when it runs across
- * regions adjacent in guest-physical space; a zero-length buffer adds
- * nothing. Returns null, or why the buffer breaks the rules (nothing added
- * then). `regionGpa` and `regionSize` are `memory`'s regions' addresses and
- * sizes, kept by the queue so the hot path reads no objects.
+ * Add the buffer of `len` bytes at device address `lo + hi * 2^32` with
+ * descriptor `flags` to `chain`: one segment, or one per region (or IOTLB
+ * entry, behind a vIOMMU) when it runs across several; a zero-length
+ * buffer adds nothing. Returns null, or why the buffer breaks the rules
+ * (nothing the caller may use is added then): kind `miss` when the IOTLB
+ * lacks a translation (`memory.missAddress`/`missPerm` say which), which
+ * is not the guest's fault. `regionGpa` is `memory`'s regions' addresses,
+ * kept by the queue so the hot path reads no objects. The access checked is
+ * a read for device-readable buffers and a write for device-writable ones.
  */
 export function appendBuffer(
   chain: DescriptorChain,
   memory: GuestMemory,
   regionGpa: Float64Array,
-  regionSize: Float64Array,
   lo: number,
   hi: number,
   len: number,
@@ -58,30 +61,44 @@ export function appendBuffer(
     return { kind: "out-of-bounds", why: `address ${hex64(lo, hi)} is beyond 2^53` };
   }
   if (len === 0) return null;
-  const gpa = lo + hi * TWO_32;
-  const r = memory.find(gpa, len);
-  if (r >= 0) {
-    chain.addSegment(gpa, len, r, gpa - regionGpa[r], writable);
-    return null;
-  }
-  // Not inside one region: split it if it runs across adjacent regions.
-  // On a fault the caller empties the chain.
-  let at = gpa, left = len;
+  const address = lo + hi * TWO_32;
+  const perm = writable ? IotlbAccess.WRITE : IotlbAccess.READ;
+  let at = address, left = len;
   while (left > 0) {
-    const k = memory.find(at, 1);
-    if (k < 0) {
-      return {
-        kind: "out-of-bounds",
-        why: `buffer gpa ${hex(gpa)} length ${len}: ` +
-          (at === gpa ? "not inside guest memory" : `byte ${hex(at)} is not inside guest memory`),
-      };
-    }
-    const offset = at - regionGpa[k];
-    const room = regionSize[k] - offset;
-    const take = left < room ? left : room;
-    chain.addSegment(at, take, k, offset, writable);
+    const k = memory.translate(at, left, perm);
+    if (k < 0) return bufferFault(memory, address, len, at, writable);
+    const offset = memory.offset, take = memory.span;
+    chain.addSegment(regionGpa[k] + offset, take, k, offset, writable);
     at += take;
     left -= take;
   }
   return null;
+}
+
+/** Why `memory.translate` refused byte `at` of a buffer. */
+function bufferFault(
+  memory: GuestMemory,
+  address: number,
+  len: number,
+  at: number,
+  writable: boolean,
+): BufferFault {
+  const space = memory.iotlb === null ? "gpa" : "iova";
+  const where = `buffer ${space} ${hex(address)} length ${len}: ` +
+    (at === address ? "" : `byte ${hex(at)}: `);
+  switch (memory.fault) {
+    case TranslationFault.MISS:
+      return { kind: "miss", why: `${where}no IOTLB translation` };
+    case TranslationFault.DENIED:
+      return {
+        kind: "access-denied",
+        why: `${where}the IOTLB maps it ${writable ? "read-only" : "write-only"}, the device ` +
+          `would ${writable ? "write" : "read"} it`,
+      };
+    default:
+      return {
+        kind: "out-of-bounds",
+        why: `${where}not inside guest memory`,
+      };
+  }
 }

@@ -28,6 +28,11 @@
  *   available: its `AVAIL`/`USED` flags do not match the driver's wrap
  *   counter (virtio 1.2 §2.8.1), so the driver published the head before
  *   the rest of its chain.
+ * - `access-denied` (behind a vIOMMU): the IOTLB maps a buffer without the
+ *   access the device needs: a device-writable buffer mapped read-only, a
+ *   device-readable one mapped write-only.
+ * - `unmapped` (behind a vIOMMU): no translation for a buffer came within
+ *   `IOTLB_MISS_TIMEOUT_MS` of asking the frontend for it.
  */
 export type DescriptorChainErrorKind =
   | "loop"
@@ -38,7 +43,9 @@ export type DescriptorChainErrorKind =
   | "bad-index"
   | "write-before-read"
   | "bad-avail-idx"
-  | "bad-wrap";
+  | "bad-wrap"
+  | "access-denied"
+  | "unmapped";
 
 /** Every {@linkcode DescriptorChainErrorKind}, e.g. to initialise counters. */
 export const DESCRIPTOR_CHAIN_ERROR_KINDS: readonly DescriptorChainErrorKind[] = [
@@ -51,6 +58,8 @@ export const DESCRIPTOR_CHAIN_ERROR_KINDS: readonly DescriptorChainErrorKind[] =
   "write-before-read",
   "bad-avail-idx",
   "bad-wrap",
+  "access-denied",
+  "unmapped",
 ];
 
 /**

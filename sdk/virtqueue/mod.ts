@@ -61,6 +61,7 @@ export {
   type DescriptorChainErrorKind,
 } from "./descriptor.ts";
 export { SplitQueue, type SplitQueueCounters, type SplitQueueOptions } from "./split_queue.ts";
+export { IOTLB_MISS_TIMEOUT_MS } from "./translation_wait.ts";
 export {
   SplitQueueDriver,
   type SplitQueueDriverLayout,

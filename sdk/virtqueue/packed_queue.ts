@@ -28,7 +28,9 @@
  * @module
  */
 
-import type { GuestMemory } from "../memory/guest_memory.ts";
+import { type GuestMemory, TranslationFault } from "../memory/guest_memory.ts";
+import { IotlbAccess } from "../uapi/vhost.ts";
+import { IOTLB_MISS_TIMEOUT_MS, TranslationWait } from "./translation_wait.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
 import { appendBuffer, MAX_HIGH_WORD } from "./chain_build.ts";
@@ -80,7 +82,7 @@ const BOTH = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
 /** The chain walk failed: what to throw once the chain is consumed. */
 class ChainFault {
   constructor(
-    readonly kind: DescriptorChainErrorKind,
+    readonly kind: DescriptorChainErrorKind | "miss",
     readonly descriptor: number,
     readonly inTable: boolean,
     readonly why: string,
@@ -115,7 +117,7 @@ export class PackedQueue {
   readonly #regionBytes: Uint8Array[];
   readonly #regionViews: DataView[];
   readonly #regionGpa: Float64Array;
-  readonly #regionSize: Float64Array;
+  readonly #wait: TranslationWait;
   readonly #desc: Uint32Array;
   readonly #desc16: Uint16Array;
   readonly #driverEvent: Uint16Array;
@@ -153,7 +155,7 @@ export class PackedQueue {
     this.#regionBytes = memory.regions.map((r) => r.bytes);
     this.#regionViews = memory.regions.map((r) => r.view);
     this.#regionGpa = new Float64Array(memory.regions.map((r) => r.gpa));
-    this.#regionSize = new Float64Array(memory.regions.map((r) => r.size));
+    this.#wait = new TranslationWait(memory);
     this.#desc = views.desc;
     this.#desc16 = views.desc16;
     this.#driverEvent = views.driverEvent;
@@ -263,8 +265,10 @@ export class PackedQueue {
    */
   pop(chain: DescriptorChain): boolean {
     chain.reset(-1);
+    if (this.#wait.waiting()) return false;
     const start = this.#next, startWrap = this.#availWrap;
     if (!this.#isAvail(start, startWrap)) return false;
+    const generation = this.#wait.snapshot();
     const num = this.num, desc = this.#desc;
     let i = start,
       wrap = startWrap,
@@ -319,6 +323,19 @@ export class PackedQueue {
         break;
       }
     }
+    if (fault !== null && fault.kind === "miss") {
+      if (this.#wait.missed(this.#memory, generation)) {
+        // Not the guest's fault: the chain stays available until the translation comes.
+        chain.reset(-1);
+        return false;
+      }
+      fault = new ChainFault(
+        "unmapped",
+        fault.descriptor,
+        fault.inTable,
+        `${fault.why}; none came in ${IOTLB_MISS_TIMEOUT_MS} ms`,
+      );
+    }
     this.#next = i;
     this.#availWrap = wrap;
     const valid = id >= 0 && id < num;
@@ -334,6 +351,7 @@ export class PackedQueue {
     if (fault !== null) this.#throw(chain, valid ? id : -1, fault);
     chain.head = id;
     this.counters.chains++;
+    this.#wait.done();
     return true;
   }
 
@@ -445,12 +463,16 @@ export class PackedQueue {
   enableNotifications(): boolean {
     Atomics.store(this.#deviceEvent, 1, RING_EVENT_FLAGS_ENABLE);
     if (this.#log !== null) this.#log.mark(this.#deviceEventAddr, 4);
+    // Waiting for a translation: the core kicks the ring when it comes.
+    if (this.#wait.waiting()) return false;
     return this.#isAvail(this.#next, this.#availWrap);
   }
 
   #throw(chain: DescriptorChain, head: number, f: ChainFault): never {
+    // A miss never gets here: pop turns it into a wait or `unmapped`.
+    const kind = f.kind as DescriptorChainErrorKind;
     this.counters.errors++;
-    this.counters.byKind[f.kind]++;
+    this.counters.byKind[kind]++;
     chain.count =
       chain.readable =
       chain.readableBytes =
@@ -459,7 +481,7 @@ export class PackedQueue {
     chain.head = head;
     const where = f.inTable ? `indirect descriptor ${f.descriptor}` : `descriptor ${f.descriptor}`;
     throw new DescriptorChainError(
-      f.kind,
+      kind,
       head,
       f.descriptor,
       f.inTable,
@@ -477,16 +499,7 @@ export class PackedQueue {
     len: number,
     flags: number,
   ): ChainFault | null {
-    const f = appendBuffer(
-      chain,
-      this.#memory,
-      this.#regionGpa,
-      this.#regionSize,
-      lo,
-      hi,
-      len,
-      flags,
-    );
+    const f = appendBuffer(chain, this.#memory, this.#regionGpa, lo, hi, len, flags);
     return f === null ? null : new ChainFault(f.kind, i, inTable, f.why);
   }
 
@@ -533,18 +546,32 @@ export class PackedQueue {
       );
     }
     const gpa = lo + hi * TWO_32;
-    const r = hi > MAX_HIGH_WORD ? -1 : this.#memory.find(gpa, len);
-    if (r < 0) {
+    const memory = this.#memory;
+    const r = hi > MAX_HIGH_WORD ? -1 : memory.translate(gpa, len, IotlbAccess.READ);
+    if (r < 0 || memory.span < len) {
+      const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${hex(gpa)} length ${len}`;
+      const fault = r < 0 ? memory.fault : TranslationFault.OUTSIDE;
+      if (fault === TranslationFault.MISS) {
+        return new ChainFault("miss", i, false, `${why}: no IOTLB translation`);
+      }
+      if (fault === TranslationFault.DENIED) {
+        return new ChainFault(
+          "access-denied",
+          i,
+          false,
+          `${why}: the IOTLB does not let the device read it`,
+        );
+      }
       return new ChainFault(
         "out-of-bounds",
         i,
         false,
-        `indirect table gpa ${hex(gpa)} length ${len} is not inside one region of guest memory`,
+        `${why} is not inside one region of guest memory (or one IOTLB mapping)`,
       );
     }
     chain.indirect = true;
     const view = this.#regionViews[r];
-    const base = gpa - this.#regionGpa[r];
+    const base = memory.offset;
     for (let j = 0; j < entries; j++) {
       chain.descriptors++;
       const at = base + j * DESC_SIZE;

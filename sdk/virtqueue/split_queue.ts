@@ -39,8 +39,10 @@
  * @module
  */
 
-import type { GuestMemory } from "../memory/guest_memory.ts";
+import { type GuestMemory, TranslationFault } from "../memory/guest_memory.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
+import { IotlbAccess } from "../uapi/vhost.ts";
+import { IOTLB_MISS_TIMEOUT_MS, TranslationWait } from "./translation_wait.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
 import { appendBuffer, hex64, MAX_HIGH_WORD } from "./chain_build.ts";
 import type { RingPosition } from "../ops.ts";
@@ -107,6 +109,8 @@ export interface SplitQueueCounters {
 }
 
 const TWO_32 = 4294967296;
+/** Thrown inside a chain walk that met a missing translation; never escapes the queue. */
+const MISS = Symbol("iotlb miss");
 
 /**
  * The device side of one split virtqueue over a {@linkcode GuestMemory}.
@@ -143,7 +147,10 @@ export class SplitQueue {
   readonly #regionBytes: Uint8Array[];
   readonly #regionViews: DataView[];
   readonly #regionGpa: Float64Array;
-  readonly #regionSize: Float64Array;
+  readonly #wait: TranslationWait;
+  #missDesc = 0;
+  #missInTable = false;
+  #missWhy = "";
   readonly #desc: Uint32Array;
   readonly #avail: Uint16Array;
   readonly #used: Uint16Array;
@@ -183,7 +190,7 @@ export class SplitQueue {
     this.#regionBytes = memory.regions.map((r) => r.bytes);
     this.#regionViews = memory.regions.map((r) => r.view);
     this.#regionGpa = new Float64Array(memory.regions.map((r) => r.gpa));
-    this.#regionSize = new Float64Array(memory.regions.map((r) => r.size));
+    this.#wait = new TranslationWait(memory);
     this.#desc = views.desc;
     this.#avail = views.avail;
     this.#used = views.used;
@@ -295,9 +302,11 @@ export class SplitQueue {
    */
   pop(chain: DescriptorChain): boolean {
     chain.reset(-1);
+    if (this.#wait.waiting()) return false;
     if (this.#lastAvail === this.#shadowAvail && this.available() === 0) return false;
-    const head = this.#avail[2 + (this.#lastAvail & this.#mask)];
-    this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
+    const before = this.#lastAvail;
+    const head = this.#avail[2 + (before & this.#mask)];
+    this.#lastAvail = (before + 1) & 0xffff;
     if (head >= this.num) {
       this.#fail(
         chain,
@@ -307,9 +316,21 @@ export class SplitQueue {
         `head index ${head} is not below the queue size ${this.num}`,
       );
     }
-    this.#walk(chain, head);
+    const generation = this.#wait.snapshot();
+    try {
+      this.#walk(chain, head);
+    } catch (e) {
+      if (e !== MISS) throw e;
+      if (!this.#wait.missed(this.#memory, generation)) this.#unmapped(chain);
+      // Not the guest's fault: the entry goes back until the translation comes.
+      this.#lastAvail = before;
+      chain.reset(-1);
+      return false;
+    }
+    this.#wait.done();
     return true;
   }
+
 
   /**
    * Take chain `head` into `chain` again without consuming the available
@@ -331,7 +352,14 @@ export class SplitQueue {
         `head index ${head} is not below the queue size ${this.num}`,
       );
     }
-    this.#walk(chain, head);
+    try {
+      this.#walk(chain, head);
+    } catch (e) {
+      if (e !== MISS) throw e;
+      // A resubmitted chain is not waited for: it fails at once.
+      this.#memory.iotlb?.requestMiss(this.#memory.missAddress, this.#memory.missPerm);
+      this.#unmapped(chain);
+    }
   }
 
   /** Walk chain `head` into `chain` (the head is known to be in range). */
@@ -481,6 +509,8 @@ export class SplitQueue {
       const at = this.#eventIdx ? this.#availEventSlot * 2 : 0;
       this.#log.mark(this.#usedAddr + at, 2);
     }
+    // Waiting for a translation: the core kicks the ring when it comes.
+    if (this.#wait.waiting()) return false;
     return Atomics.load(this.#avail, 1) !== this.#lastAvail;
   }
 
@@ -533,17 +563,29 @@ export class SplitQueue {
     len: number,
     flags: number,
   ): void {
-    const f = appendBuffer(
+    const f = appendBuffer(chain, this.#memory, this.#regionGpa, lo, hi, len, flags);
+    if (f === null) return;
+    if (f.kind === "miss") this.#miss(i, inTable, f.why);
+    this.#fail(chain, f.kind, i, inTable, f.why);
+  }
+
+  /** Leave the walk for a missing translation (see {@linkcode TranslationWait}). */
+  #miss(i: number, inTable: boolean, why: string): never {
+    this.#missDesc = i;
+    this.#missInTable = inTable;
+    this.#missWhy = why;
+    throw MISS;
+  }
+
+  /** The chain waited its full time for a translation: it fails, consumed. */
+  #unmapped(chain: DescriptorChain): never {
+    this.#fail(
       chain,
-      this.#memory,
-      this.#regionGpa,
-      this.#regionSize,
-      lo,
-      hi,
-      len,
-      flags,
+      "unmapped",
+      this.#missDesc,
+      this.#missInTable,
+      `${this.#missWhy}; none came in ${IOTLB_MISS_TIMEOUT_MS} ms`,
     );
-    if (f !== null) this.#fail(chain, f.kind, i, inTable, f.why);
   }
 
   /** Follow an indirect table (virtio 1.2 §2.7.5.3). */
@@ -588,21 +630,26 @@ export class SplitQueue {
       );
     }
     const gpa = lo + hi * TWO_32;
-    const r = hi > MAX_HIGH_WORD ? -1 : this.#memory.find(gpa, len);
-    if (r < 0) {
+    const memory = this.#memory;
+    const r = hi > MAX_HIGH_WORD ? -1 : memory.translate(gpa, len, IotlbAccess.READ);
+    if (r < 0 || memory.span < len) {
+      const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${hex64(lo, hi)} length ${len}`;
+      if (r < 0 && memory.fault === TranslationFault.MISS) {
+        this.#miss(i, false, `${why}: no IOTLB translation`);
+      }
       this.#fail(
         chain,
-        "out-of-bounds",
+        r < 0 && memory.fault === TranslationFault.DENIED ? "access-denied" : "out-of-bounds",
         i,
         false,
-        `indirect table gpa ${
-          hex64(lo, hi)
-        } length ${len} is not inside one region of guest memory`,
+        r < 0 && memory.fault === TranslationFault.DENIED
+          ? `${why}: the IOTLB does not let the device read it`
+          : `${why} is not inside one region of guest memory (or one IOTLB mapping)`,
       );
     }
     chain.indirect = true;
     const view = this.#regionViews[r];
-    const base = gpa - this.#regionGpa[r];
+    const base = memory.offset;
     const seen = this.#seenIndirect;
     const stamp = this.#stamp;
     let j = 0;

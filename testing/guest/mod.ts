@@ -54,6 +54,7 @@ export * from "./host_tools.ts";
 export * from "./qemu.ts";
 export * from "./qmp.ts";
 export * from "./ping_guest.ts";
+export * from "./viommu.ts";
 export * from "./channels_guest.ts";
 export * from "./vfio_guest.ts";
 export * from "./guest_image.ts";

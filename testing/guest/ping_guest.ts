@@ -31,6 +31,14 @@ import {
   pingParameters,
 } from "./guest_script.ts";
 import { vhostUserNicArgs } from "./vhost_user_nic.ts";
+import {
+  IOMMU_REPORT_SCRIPT,
+  VIOMMU_KERNEL_PARAMETERS,
+  VIOMMU_MACHINE,
+  VIOMMU_NIC_PORT,
+  viommuDeviceArgs,
+  type ViommuMode,
+} from "./viommu.ts";
 
 export { COUNTERS_MARKER, GUEST_COUNTERS };
 
@@ -51,6 +59,7 @@ export interface PingGuestReport {
 const BODY = `
 ${ETH0_UP_SCRIPT}
 echo "vm-init: eth0 up at $(uptime_s) s, mac $(cat /sys/class/net/eth0/address), ping $vm_peer x $vm_count"
+${IOMMU_REPORT_SCRIPT}
 ping -c "$vm_count" -i "$vm_interval" -W 5 "$vm_peer" > /tmp/ping.txt 2>&1
 rc=$?
 cat /tmp/ping.txt
@@ -102,16 +111,52 @@ export interface PingGuestRun {
   verboseKernel?: boolean;
   /** Packed rings on the NIC (`packed=on`). */
   packed?: boolean;
+  /**
+   * Behind an emulated Intel IOMMU (`viommu.ts`): `true` gives the q35
+   * machine with `intel-iommu,intremap=on,device-iotlb=on`, the guest
+   * kernel `intel_iommu=on`, and the NIC `iommu_platform=on,ats=on` on a
+   * PCIe root port; `"platform-off"` the same without `iommu_platform`
+   * (the NIC's DMA bypasses the IOMMU). Either way the guest prints
+   * `vm-iommu:` lines (`parseIommuReport`). Default: no IOMMU, `pc`
+   * machine.
+   */
+  iommu?: ViommuMode;
 }
 
-/** QEMU arguments that boot `guest` with its NIC on the vhost-user socket. */
+/**
+ * QEMU arguments that boot `guest` with its NIC on the vhost-user socket.
+ *
+ * @example Behind a vIOMMU
+ * ```ts
+ * import { pingGuestArgs } from "./ping_guest.ts";
+ * const guest = { kernel: "/cache/vmlinuz", initrd: "/cache/ping.cpio.gz", release: "6.1" };
+ * const args = pingGuestArgs(guest, {
+ *   socket: "/tmp/vhost-net.sock", queues: 1, ip: "10.0.0.2", prefix: 24, peer: "10.0.0.1",
+ *   count: 5, interval: 0.2, memoryMiB: 256, iommu: true,
+ * });
+ * ```
+ */
 export function pingGuestArgs(guest: PingGuest, run: PingGuestRun): string[] {
+  const iommu = run.iommu ?? false;
+  const parameters = pingParameters(run);
+  if (iommu !== false) parameters.push(...VIOMMU_KERNEL_PARAMETERS, "vm_iommu=1");
   return [
     ...guestBootArgs(guest, {
-      append: guestCommandLine(run.verboseKernel, pingParameters(run)),
+      append: guestCommandLine(run.verboseKernel, parameters),
       memoryMiB: run.memoryMiB,
+      ...(iommu === false ? {} : { machine: VIOMMU_MACHINE }),
     }),
-    ...vhostUserNicArgs({ ...run, multiqueue: run.queues > 1, vectors: 0 }),
+    // The IOMMU must exist before the devices behind it.
+    ...(iommu === false ? [] : viommuDeviceArgs()),
+    ...vhostUserNicArgs({
+      socket: run.socket,
+      memoryMiB: run.memoryMiB,
+      queues: run.queues,
+      packed: run.packed,
+      multiqueue: run.queues > 1,
+      vectors: 0,
+      ...(iommu === false ? {} : { bus: VIOMMU_NIC_PORT, iommuPlatform: iommu === true }),
+    }),
   ];
 }
 

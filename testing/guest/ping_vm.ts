@@ -11,6 +11,10 @@
  * The device must answer ARP and ICMP echo for its address (the sim driver
  * does in `responder` mode).
  *
+ * With `iommu` the NIC sits behind an emulated Intel IOMMU (`viommu.ts`):
+ * the guest maps its buffers through it, and the device sees I/O virtual
+ * addresses it must translate through vhost-user IOTLB messages.
+ *
  * @module
  */
 
@@ -25,6 +29,7 @@ import {
 import { type QemuVm, withMemoryHotplug } from "./qemu.ts";
 import type { QmpClient } from "./qmp.ts";
 import { GuestVmRun } from "./vm_run.ts";
+import { type IommuReport, parseIommuReport, type ViommuMode } from "./viommu.ts";
 
 /** Options of {@linkcode runPingVm}. */
 export interface PingVmOptions {
@@ -68,6 +73,20 @@ export interface PingVmOptions {
   hotplugSlots?: number;
   /** Most guest RAM in MiB with hot-plugged DIMMs (default 2048; only with `hotplugSlots`). */
   maxMemMiB?: number;
+  /**
+   * Put the guest's NIC behind an emulated Intel IOMMU (default none):
+   * `true` boots a q35 machine (`kernel-irqchip=split`) with
+   * `-device intel-iommu,intremap=on,device-iotlb=on`, the guest kernel
+   * with `intel_iommu=on`, and the NIC with `iommu_platform=on,ats=on` on a
+   * PCIe root port, so the device must offer `VIRTIO_F_ACCESS_PLATFORM` and
+   * translate the guest's I/O virtual addresses through vhost-user IOTLB
+   * messages. `"platform-off"` is the same machine and guest with the NIC's
+   * DMA bypassing the IOMMU (no `iommu_platform`): it proves the machine
+   * and guest side alone. Either way the run fails when the guest's NIC
+   * ends up in no IOMMU group, and {@linkcode PingVmResult.iommu} holds the
+   * guest's report.
+   */
+  iommu?: ViommuMode;
 }
 
 /** What {@linkcode PingVmOptions.during} gets. */
@@ -90,6 +109,18 @@ export interface PingVmResult {
   guest: PingGuestReport;
   /** The device's ring counters: TX rings (odd), RX rings (even), each ring. */
   device: { txRingPackets: number; rxRingPackets: number; rings: QueueStats[] };
+  /**
+   * The device's own counters (`device.deviceStats()`), read with the ring
+   * counters, while the guest is still attached: e.g. `iotlb_updates`,
+   * `iotlb_misses` for a device behind a vIOMMU.
+   */
+  deviceStats: Record<string, number>;
+  /**
+   * With {@linkcode PingVmOptions.iommu}: what the guest reported about its
+   * IOMMU (the NIC's group and domain type, ATS, the kernel's DMAR
+   * messages); `null` when it printed no report.
+   */
+  iommu?: IommuReport | null;
   /**
    * Phase times in ms: `image_ms`, `boot_ms`, `ping_ms`, `shutdown_ms`,
    * `total_ms`; with {@linkcode PingVmOptions.during} also `during_ms` (the
@@ -170,6 +201,7 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
         memoryMiB: 256,
         verboseKernel: verbose,
         packed: options.packed,
+        iommu: options.iommu,
       }),
       { hotplugSlots: options.hotplugSlots, maxMemMiB: options.maxMemMiB ?? 2048 },
     ),
@@ -199,6 +231,7 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
     inUse.filter((r) => r.queue % 2 === odd).reduce((s, r) => s + r.packets, 0);
   const txRingPackets = sum(1);
   const rxRingPackets = sum(0);
+  const deviceStats = device.deviceStats();
   await run.waitForExit();
   run.lap("shutdown_ms");
   run.total();
@@ -221,11 +254,19 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
   if (c.rx_packets !== rxRingPackets) {
     reasons.push(`guest rx_packets ${c.rx_packets} != device RX-ring packets ${rxRingPackets}`);
   }
+  const iommu = options.iommu ? parseIommuReport(vm.console) : undefined;
+  if (iommu === null) {
+    reasons.push("the guest printed no IOMMU report (vm-iommu: lines)");
+  } else if (iommu && iommu.group === "none") {
+    reasons.push(`the guest's NIC (${iommu.pci}) is in no IOMMU group: intel_iommu=on not active`);
+  }
   return {
     pass: reasons.length === 0,
     reasons,
     guest: report,
     device: { txRingPackets, rxRingPackets, rings },
+    deviceStats,
+    ...(iommu === undefined ? {} : { iommu }),
     timings,
   };
 }
@@ -237,7 +278,14 @@ export async function runPingVm(options: PingVmOptions): Promise<PingVmResult> {
 export function pingVmSummary(result: PingVmResult): string[] {
   const { guest: report, device, timings } = result;
   const c = report.counters;
+  const iommu = result.iommu
+    ? [
+      `iommu:  eth0 ${result.iommu.pci} in IOMMU group ${result.iommu.group} ` +
+      `(${result.iommu.type}), ATS ${result.iommu.ats}; ${result.iommu.dmesg.length} DMAR line(s)`,
+    ]
+    : [];
   return [
+    ...iommu,
     `guest:  ping ${report.transmitted} sent, ${report.received} received, ` +
     `${report.lossPercent}% loss; tx_packets=${c.tx_packets} rx_packets=${c.rx_packets} ` +
     `tx_bytes=${c.tx_bytes} rx_bytes=${c.rx_bytes} dropped=${c.tx_dropped}/${c.rx_dropped} ` +

@@ -32,6 +32,20 @@ export interface VhostUserNicOptions {
   vectors: number;
   /** Packed rings (`packed=on`: QEMU offers `VIRTIO_F_RING_PACKED` when the backend does). */
   packed?: boolean;
+  /**
+   * Put the NIC behind the machine's vIOMMU: `iommu_platform=on,ats=on`
+   * (QEMU offers `VIRTIO_F_ACCESS_PLATFORM`, bit 33, and the guest maps
+   * every buffer through the IOMMU, so the backend sees IOVAs and must ask
+   * QEMU for translations over vhost-user `IOTLB_MSG`), with
+   * `disable-legacy=on` since a legacy device cannot have it. ATS (which
+   * lets the guest send the device-IOTLB invalidations QEMU forwards to a
+   * vhost backend) needs a PCIe device: give a PCIe root port as
+   * {@linkcode VhostUserNicOptions.bus}. Needs an IOMMU on the machine
+   * (see `viommu.ts`).
+   */
+  iommuPlatform?: boolean;
+  /** The bus to plug the NIC into (`bus=`, e.g. a `pcie-root-port`'s id); default: QEMU's choice. */
+  bus?: string;
 }
 
 /**
@@ -57,8 +71,10 @@ export function vhostUserNicArgs(nic: VhostUserNicOptions): string[] {
     "-netdev",
     `vhost-user,id=n0,chardev=c0${nic.multiqueue ? `,queues=${nic.queues}` : ""}`,
     "-device",
-    `virtio-net-pci,netdev=n0${nic.multiqueue ? ",mq=on" : ""}${
-      nic.packed ? ",packed=on" : ""
+    `virtio-net-pci,netdev=n0${nic.bus ? `,bus=${nic.bus}` : ""}${
+      nic.multiqueue ? ",mq=on" : ""
+    }${nic.packed ? ",packed=on" : ""}${
+      nic.iommuPlatform ? ",disable-legacy=on,iommu_platform=on,ats=on" : ""
     },vectors=${nic.vectors},mac=${VHOST_USER_NIC_MAC}`,
   ];
 }
