@@ -44,6 +44,7 @@ import {
   runGuestCommand,
   runPingVm,
   usageError,
+  type ViommuMode,
 } from "@vhost-mdev/testing/guest";
 
 const HELP = `Usage: deno run -A examples/iommu_vm.ts [options]
@@ -67,7 +68,7 @@ packet counters, and print the device's IOTLB counters.
 Exit status: 0 pass, 1 check failed, 2 usage error or missing tools.`;
 
 /** The device counters about its IOTLB, in the order printed. */
-export const IOTLB_STATS: readonly string[] = [
+const IOTLB_STATS: readonly string[] = [
   "iotlb_updates",
   "iotlb_invalidations",
   "iotlb_misses",
@@ -76,7 +77,7 @@ export const IOTLB_STATS: readonly string[] = [
 ];
 
 /** The IOTLB counters among `stats` (the known ones first, then any other `iotlb_*`). */
-export function iotlbStats(stats: Record<string, number>): Record<string, number> {
+function iotlbStats(stats: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const k of IOTLB_STATS) if (k in stats) out[k] = stats[k];
   for (const [k, v] of Object.entries(stats)) if (k.startsWith("iotlb_")) out[k] ??= v;
@@ -111,7 +112,7 @@ async function main(args: string[]): Promise<number> {
     usageError(`--interval ${flags.interval}: 0.01 to 10 s`);
   }
   if (!isIPv4(flags.ip)) usageError(`--ip ${flags.ip}: expected an IPv4 address like 10.0.0.1`);
-  const iommu = flags["platform-off"] ? "platform-off" : true;
+  const iommu: ViommuMode = flags["platform-off"] ? "platform-off" : true;
 
   const shown = ["connected", "disconnected", "refused", "start", "stop", "warn", "error"];
   const listener = ({ type, message }: { type: string; message: string }) => {

@@ -122,6 +122,14 @@ export interface VringInfo {
   readonly availAddr: number;
   /** Used (device) ring address, guest-physical. */
   readonly usedAddr: number;
+  /**
+   * The addresses the device's DMA uses for the three areas: the
+   * guest-physical ones above, or behind a vIOMMU
+   * (`VIRTIO_F_ACCESS_PLATFORM`) the IOVAs the frontend sent. A hardware
+   * driver programs these; software reads memory through the guest-physical
+   * ones.
+   */
+  readonly dma: { readonly desc: number; readonly avail: number; readonly used: number };
   /** Used ring log address for dirty tracking (frontend's value, guest-physical). */
   readonly logAddr: number;
   /** Whether the frontend asked for used-ring logging on this ring. */
@@ -198,9 +206,19 @@ export interface DeviceContext {
    * The frontend's memory table: guest-physical ranges, mapped into this
    * process. Empty until `SET_MEM_TABLE`. The object is replaced (never
    * mutated) when the frontend sends a new table, and the SDK stops the
-   * device before the old mappings are removed.
+   * device before the old mappings are removed. Behind a vIOMMU
+   * (`VIRTIO_F_ACCESS_PLATFORM` acked) its {@linkcode GuestMemory.translate}
+   * takes IOVAs through the device IOTLB, and its leases carry the IOTLB to
+   * Workers.
    */
   readonly memory: GuestMemory;
+  /**
+   * What the device's DMA space should hold now, for a driver that maps it
+   * at `start` (VFIO `MAP_DMA` of each range's `iova`): the memory table's
+   * regions, or behind a vIOMMU the IOTLB's translations. Changes while
+   * running reach `mapMemory`/`unmapMemory`.
+   */
+  dmaRanges(): MemoryRange[];
   /**
    * Interrupt the frontend for ring `q` (add 1 to its call fd, if any). A
    * call fd whose counter is saturated already has an interrupt pending:
@@ -341,7 +359,9 @@ export interface DeviceOps {
   getVringState(queue: number): RingPosition | Promise<RingPosition>;
   /**
    * A region joined guest memory while the device runs (`ADD_MEM_REG`, or a
-   * new `SET_MEM_TABLE`): map it for DMA (VFIO `MAP_DMA`, IOVA = `gpa`).
+   * new `SET_MEM_TABLE`): map it for DMA (VFIO `MAP_DMA` at `iova`, which
+   * is `gpa`). Behind a vIOMMU the ranges are the IOTLB's translations
+   * instead, as the frontend updates them (`IOTLB_MSG`), `iova` their IOVA.
    * `ctx.memory` already holds it. With `unmapMemory` this is vDPA's
    * `dma_map`: memory changes reach the driver as ranges and the rings run
    * on. Without both, the SDK stops the device around every memory change
@@ -419,8 +439,15 @@ export interface DeviceOps {
 
 /** A guest memory region as the driver maps it for DMA. */
 export interface MemoryRange {
-  /** Guest-physical address (the IOVA the device uses). */
+  /** Guest-physical address of the first byte. */
   readonly gpa: number;
+  /**
+   * The address the device's DMA uses for the first byte (VFIO `MAP_DMA`'s
+   * `iova`): the guest-physical address, or behind a vIOMMU
+   * (`VIRTIO_F_ACCESS_PLATFORM`) the I/O virtual address the frontend's
+   * IOTLB maps.
+   */
+  readonly iova: number;
   /** Bytes. */
   readonly size: number;
   /** Where the region is mapped in this process (VFIO `vaddr`). */
@@ -487,6 +514,15 @@ export interface DeviceDescription {
    * `INFLIGHT_SHMFD` and serves `GET_INFLIGHT_FD` / `SET_INFLIGHT_FD`.
    */
   inflight?: boolean;
+  /**
+   * The driver maps the device's DMA space itself (a VFIO device with
+   * `mapMemory`/`unmapMemory`): behind a vIOMMU (`VIRTIO_F_ACCESS_PLATFORM`
+   * offered and acked) it maps {@linkcode DeviceContext.dmaRanges} at
+   * `start` and gets each IOTLB translation the frontend adds or takes back
+   * as a range at its IOVA. A software device, which reads guest memory
+   * through `ctx.memory` (that translates IOVAs itself), leaves it unset.
+   */
+  mapsIotlb?: boolean;
   /** The operations. */
   ops: DeviceOps;
 }

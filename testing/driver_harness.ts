@@ -70,6 +70,13 @@ export interface DriverHarnessOptions {
    * it; default false: split rings, and the bit is not acked).
    */
   packed?: boolean;
+  /**
+   * Ack `VIRTIO_F_ACCESS_PLATFORM` when the device offers it (default
+   * false: ring and buffer addresses are guest-physical). The harness sends
+   * no IOTLB messages: a test that sets it feeds the device's IOTLB itself
+   * (`device.iotlbUpdate`).
+   */
+  iommu?: boolean;
 }
 
 /** Options of {@linkcode DriverHarness.start}. */
@@ -180,7 +187,8 @@ export class DriverHarness {
     // LOG_ALL is acked when a migration starts, not at start-up (see `logRing`).
     const packedBit = bit(VirtioFeatureBit.RING_PACKED);
     const features = (options.features ?? device.getFeatures()) & device.getFeatures() &
-      ~bit(VHOST_F_LOG_ALL) & (options.packed ? ~0n : ~packedBit);
+      ~bit(VHOST_F_LOG_ALL) & (options.packed ? ~0n : ~packedBit) &
+      (options.iommu ? ~0n : ~bit(VirtioFeatureBit.ACCESS_PLATFORM));
     if (options.packed && (features & packedBit) === 0n) {
       throw new RangeError(`driver ${driver.name} does not offer VIRTIO_F_RING_PACKED`);
     }

@@ -236,6 +236,8 @@ class IfcvfDevice {
       maxQueueSize: maxSize,
       config: this.#readConfig(),
       ops: this.#ops(),
+      // Behind a vIOMMU the IOTLB's translations are VFIO mappings at their IOVAs.
+      mapsIotlb: true,
     };
   }
 
@@ -264,14 +266,15 @@ class IfcvfDevice {
       },
       getNotifyAddr: (q) => this.#notifyArea(q),
       // Memory changes while running: VFIO MAP_DMA / UNMAP_DMA of the one
-      // region, the rings run on (vDPA's dma_map / dma_unmap).
+      // region, the rings run on (vDPA's dma_map / dma_unmap). Behind a
+      // vIOMMU the ranges are the frontend's IOTLB translations, at their IOVAs.
       mapMemory: (range) => {
         if (this.#running) this.#mapRegion(this.#running, range);
       },
       unmapMemory: (range) => {
         const running = this.#running;
         if (!running) return;
-        const i = running.mappings.findIndex((m) => m.iova === range.gpa);
+        const i = running.mappings.findIndex((m) => m.iova === range.iova);
         if (i < 0) return;
         const [m] = running.mappings.splice(i, 1);
         this.#target.dma.unmap(m.iova, m.size);
@@ -502,23 +505,26 @@ class IfcvfDevice {
     if (errors.length) this.#ctx.log.warn(`stopping the device: ${errors.map(String).join("; ")}`);
   }
 
-  /** Map every guest memory region for DMA, IOVA = GPA. */
+  /**
+   * Map the device's DMA space: every guest memory region (IOVA = GPA), or
+   * behind a vIOMMU every IOTLB translation at its IOVA.
+   */
   #mapMemory(running: Running): void {
-    for (const r of this.#ctx.memory.regions) this.#mapRegion(running, r);
+    for (const r of this.#ctx.dmaRanges()) this.#mapRegion(running, r);
   }
 
-  /** Map one guest memory region for DMA, IOVA = GPA. */
+  /** Map one range for DMA at its IOVA. */
   #mapRegion(running: Running, r: MemoryRange): void {
     const dma = this.#target.dma;
     const page = dma.pageSize;
-    if (r.gpa % page !== 0 || r.address % page !== 0) {
+    if (r.iova % page !== 0 || r.address % page !== 0) {
       throw new Error(
-        `memory region at GPA 0x${r.gpa.toString(16)} (host 0x${r.address.toString(16)}) ` +
+        `memory at IOVA 0x${r.iova.toString(16)} (host 0x${r.address.toString(16)}) ` +
           `is not aligned to the IOMMU page size ${page}: the frontend must share page-aligned memory`,
       );
     }
     // The host mapping covers whole pages, so the last partial page may be mapped too.
-    const m: DmaMapping = { iova: r.gpa, size: Math.ceil(r.size / page) * page, vaddr: r.address };
+    const m: DmaMapping = { iova: r.iova, size: Math.ceil(r.size / page) * page, vaddr: r.address };
     dma.map(m);
     running.mappings.push(m);
   }
@@ -566,9 +572,9 @@ class IfcvfDevice {
     const wantVector = r.callFd >= 0 ? vector : VIRTIO_MSI_NO_VECTOR;
     const got = t.setupQueue(r.index, {
       size: r.num,
-      desc: r.descAddr,
-      driver: r.availAddr,
-      device: r.usedAddr,
+      desc: r.dma.desc,
+      driver: r.dma.avail,
+      device: r.dma.used,
       msixVector: wantVector,
     });
     if (got !== wantVector) {

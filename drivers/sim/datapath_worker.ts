@@ -115,7 +115,11 @@ function runOnce(setup: DatapathSetup): void {
   const pair = setup.pair;
   let dp: QueuePairDatapath;
   try {
-    dp = new QueuePairDatapath(GuestMemory.fromShared(setup.memory), setup, rateLimited(pair));
+    dp = new QueuePairDatapath(
+      GuestMemory.fromShared(setup.memory, setup.iotlb),
+      setup,
+      rateLimited(pair),
+    );
   } catch (err) {
     worker.postMessage({ type: "fatal", pair, message: `queue pair ${pair}: ${message(err)}` });
     const packed = setup.features.packed;

@@ -273,6 +273,7 @@ export class SimDevice implements DeviceOps {
       rx,
       tx,
       memory: resources.lease.regions,
+      iotlb: resources.lease.iotlb,
       features,
       mac: this.#options.mac,
       ip: this.#options.ip,

@@ -17,7 +17,8 @@
  * `gso_type` NONE. The datapath completes chains in order, so `IN_ORDER` is
  * offered. There is no control queue: `numQueues` is two per queue pair.
  * Split and packed rings (`VIRTIO_F_RING_PACKED`) both work in every mode;
- * the frontend picks.
+ * the frontend picks. `VIRTIO_F_ACCESS_PLATFORM` is offered: behind a
+ * vIOMMU the Workers translate IOVAs through the device IOTLB.
  *
  * @module
  */
@@ -47,7 +48,7 @@ export function simFeatures(options: SimOptions): bigint {
     bit(VirtioNetFeatureBit.MQ) | bit(VirtioNetFeatureBit.MAC) |
     bit(VirtioNetFeatureBit.STATUS) | bit(VirtioNetFeatureBit.MTU) |
     bit(VirtioNetFeatureBit.CSUM) | bit(VirtioNetFeatureBit.GUEST_CSUM) |
-    bit(VirtioFeatureBit.RING_PACKED);
+    bit(VirtioFeatureBit.RING_PACKED) | bit(VirtioFeatureBit.ACCESS_PLATFORM);
   if (options.mrgRxbuf) f |= bit(VirtioNetFeatureBit.MRG_RXBUF);
   if (options.eventIdx) f |= bit(VirtioFeatureBit.EVENT_IDX);
   if (options.indirect) f |= bit(VirtioFeatureBit.INDIRECT_DESC);

@@ -81,7 +81,11 @@ function add(id: number, setup: DatapathSetup): void {
   const send = rateLimitedReports((message) => worker.postMessage({ type: "warn", id, message }));
   const report = (ring: number, text: string) => send(`ring ${ring}: ${text}`);
   try {
-    const dp = new QueuePairDatapath(GuestMemory.fromShared(setup.memory), setup, report);
+    const dp = new QueuePairDatapath(
+      GuestMemory.fromShared(setup.memory, setup.iotlb),
+      setup,
+      report,
+    );
     dp.disableNotifications(WAIT_RX | WAIT_TX);
     pairs.set(id, { id, setup, dp, control: new Int32Array(setup.control), mask: 0 });
     worker.postMessage({ type: "ready", id });

@@ -12,6 +12,7 @@ import {
   encodeRingIndex,
   type RingPosition,
   type SharedDirtyLog,
+  type SharedIotlb,
   type SharedRegion,
 } from "@vhost-mdev/sdk";
 import type { SimMode } from "./options.ts";
@@ -85,6 +86,8 @@ export interface DatapathSetup {
   tx: RingSetup | null;
   /** The guest memory table, mapped by the main thread. */
   memory: SharedRegion[];
+  /** The device IOTLB buffer addresses translate through (behind a vIOMMU), or null. */
+  iotlb: SharedIotlb | null;
   /** What was negotiated. */
   features: DatapathFeatures;
   /** The NIC's MAC. */

@@ -27,6 +27,7 @@ import type {
   DeviceLog,
   DeviceOps,
   Driver,
+  MemoryRange,
   ProbeParams,
   QueueStats,
   VringInfo,
@@ -50,11 +51,20 @@ import { ProtocolError, RequestRefused } from "./errors.ts";
 import { type IoctlArgs, type IoctlResults, vhostIoctl } from "./ioctl.ts";
 import { DeviceEventHub, type DeviceEventListener } from "./events.ts";
 import { hex } from "../uapi/hex.ts";
-import { checkRingFd, closeQuietly, decodeRingBase, encodeRingBase, RingState } from "./ring.ts";
+import {
+  checkRingFd,
+  closeQuietly,
+  decodeRingBase,
+  encodeRingBase,
+  ringAreaSizes,
+  RingState,
+} from "./ring.ts";
 import { DeviceLifecycle } from "./lifecycle.ts";
 import { MemoryTable } from "./memory_table.ts";
 import { InflightRegion, type InflightShape } from "./inflight.ts";
 import { notReadyReason, shouldRun } from "./run_state.ts";
+import { DeviceIotlb } from "./device_iotlb.ts";
+import type { IotlbEntry } from "../memory/iotlb.ts";
 
 /** Options of {@linkcode VhostMdevDevice.create}. */
 export interface DeviceOptions {
@@ -81,6 +91,12 @@ export interface DeviceOwner {
   notifyConfigChange?(): void;
   /** Hand ring `q`'s doorbell to the frontend (host notifier), or take it back (`null`). */
   setHostNotifier?(q: number, area: { fd: number; offset: number; size: number } | null): void;
+  /**
+   * Ask the frontend for the translation of `iova` with access `perm` (an
+   * IOTLB miss on the backend channel). Returns false when it cannot (no
+   * backend channel).
+   */
+  sendIotlbMiss?(iova: number, perm: number): boolean;
 }
 
 /** Argument of `SET_VRING_ADDR`: frontend virtual addresses. */
@@ -172,6 +188,8 @@ export class VhostMdevDevice {
   #driverLog: DirtyLog | null = null;
   /** The inflight region (`GET_INFLIGHT_FD` / `SET_INFLIGHT_FD`), or null. */
   #inflight: InflightRegion | null = null;
+  /** The device IOTLB while `VIRTIO_F_ACCESS_PLATFORM` is acked, or null. */
+  #iotlb: DeviceIotlb | null = null;
 
   private constructor(
     driver: Driver,
@@ -245,6 +263,7 @@ export class VhostMdevDevice {
       get memory() {
         return need().#table.memory;
       },
+      dmaRanges: () => need().#dmaRanges(),
       signal: (q) => need().#signal(q),
       signalConfigChange: () => need().#notifyConfigChange(),
       reportError: (message, queue) => need().#reportError(message, queue),
@@ -330,9 +349,20 @@ export class VhostMdevDevice {
     return this.#ops.stats?.() ?? [];
   }
 
-  /** The driver's device-wide counters, or an empty record. */
+  /**
+   * The driver's device-wide counters, or an empty record; behind a vIOMMU
+   * also the IOTLB's (`iotlb_entries`, `iotlb_updates`,
+   * `iotlb_invalidations`, `iotlb_misses`, `iotlb_misses_suppressed`,
+   * `iotlb_evictions`).
+   */
   deviceStats(): Record<string, number> {
-    return this.#ops.deviceStats?.() ?? {};
+    const own = this.#ops.deviceStats?.() ?? {};
+    return this.#iotlb === null ? own : { ...own, ...this.#iotlb.stats() };
+  }
+
+  /** The device IOTLB's counters while `VIRTIO_F_ACCESS_PLATFORM` is acked, else null. */
+  iotlbStats(): Record<string, number> | null {
+    return this.#iotlb?.stats() ?? null;
   }
 
   /** The counters the driver declares, per ring and device-wide. */
@@ -777,12 +807,86 @@ export class VhostMdevDevice {
     });
   }
 
+  /**
+   * `IOTLB_MSG` update (behind a vIOMMU): `size` bytes from `iova` are the
+   * frontend's `uaddr`, with `perm` access. Rings waiting for the
+   * translation start; Workers waiting for it are kicked; a driver with
+   * `mapMemory` gets the range mapped at its IOVA (and what the update
+   * replaced unmapped first).
+   *
+   * @throws RequestRefused when `VIRTIO_F_ACCESS_PLATFORM` was not acked, or
+   *   the entry is invalid or not inside one region of the memory table.
+   */
+  iotlbUpdate(entry: IotlbEntry): Promise<void> {
+    return this.#serialize(async () => {
+      const iotlb = this.#requireIotlb("IOTLB update");
+      const what = `IOTLB update iova ${hex(entry.iova)} size ${hex(entry.size)} uaddr ${
+        hex(entry.uaddr)
+      }`;
+      if (
+        !Number.isSafeInteger(entry.uaddr) || !Number.isSafeInteger(entry.size) ||
+        this.#table.memory.findUva(entry.uaddr, entry.size) < 0
+      ) {
+        throw new RequestRefused(
+          `${what}: the range is not inside one region of the memory table`,
+        );
+      }
+      let gone: IotlbEntry[];
+      try {
+        gone = iotlb.update(entry);
+      } catch (e) {
+        throw new RequestRefused(message(e));
+      }
+      await this.#dmaDelta(gone, [entry]);
+      // Rings that waited for this translation may run now.
+      let retranslated = false;
+      for (const r of this.#rings) {
+        if (r.uva !== null && !r.addrValid) {
+          this.#translate(r);
+          retranslated ||= r.addrValid;
+        }
+      }
+      if (retranslated) await this.#evaluate();
+    });
+  }
+
+  /**
+   * `IOTLB_MSG` invalidation: take back `[iova, iova + size)` (`size` 0:
+   * to the end of the address space). Rings whose own areas lose their
+   * translation stop, and start again once the frontend answers their miss;
+   * a driver with `unmapMemory` gets the removed ranges unmapped (and what
+   * stays of them mapped again).
+   *
+   * @throws RequestRefused when `VIRTIO_F_ACCESS_PLATFORM` was not acked.
+   */
+  iotlbInvalidate(iova: number, size: number): Promise<void> {
+    return this.#serialize(async () => {
+      const iotlb = this.#requireIotlb("IOTLB invalidation");
+      const { removed, kept } = iotlb.invalidate(iova, size);
+      if (removed.length === 0) return;
+      const end = size === 0 ? Number.MAX_SAFE_INTEGER : iova + size;
+      for (const r of this.#rings) {
+        if (r.uva === null || !r.addrValid) continue;
+        const [d, a, u] = ringAreaSizes(Math.max(r.num, 1), this.#eventIdx, this.#packed);
+        const hit = ([[r.uva.desc, d], [r.uva.avail, a], [r.uva.used, u]] as const).some(
+          ([start, n]) => start < end && iova < start + n,
+        );
+        if (!hit) continue;
+        await this.#quiesceRing(r, "IOTLB invalidated its addresses");
+        this.#translate(r);
+      }
+      await this.#dmaDelta(removed, kept);
+      await this.#evaluate();
+    });
+  }
+
   /** Destroy the device: stop it, release frontend state, call the driver's `close`. */
   close(): Promise<void> {
     return this.#serialize(async () => {
       if (this.#closed) return;
       await this.#reset();
       this.#closed = true;
+      this.#useIotlb(false);
       this.#table.close();
       try {
         await this.#ops.close?.();
@@ -933,6 +1037,8 @@ export class VhostMdevDevice {
     if (!onlyLogging) await this.#quiesce("features changed");
     this.#acked = features;
     this.#featuresSet = true;
+    this.#useIotlb(hasBit(features, VirtioFeatureBit.ACCESS_PLATFORM));
+    if (!onlyLogging) this.#retranslate();
     this.events.emit("features", `features acked ${hex(features)}`, { features: hex(features) });
     await this.#ops.featuresChanged?.(features);
     await this.#applyLog();
@@ -1009,6 +1115,13 @@ export class VhostMdevDevice {
    */
   async #changeMemory(next: GuestMemory): Promise<void> {
     const old = this.#table.memory;
+    // Behind a vIOMMU the IOTLB's translations end in frontend addresses of
+    // the old table: a new table empties it (the frontend answers misses
+    // again), and a mapping driver unmaps what it had mapped of it.
+    const iotlb = this.#iotlb;
+    const flushed = iotlb === null || !this.#mapsIotlb
+      ? []
+      : iotlb.table.list().flatMap((e) => this.#dmaRange(e) ?? []);
     const removed = old.regions.filter((r) => !holds(next, r));
     const added = next.regions.filter((r) => !holds(old, r));
     const incremental = this.#life.running && this.#ops.mapMemory !== undefined &&
@@ -1032,6 +1145,10 @@ export class VhostMdevDevice {
       throw e;
     }
     this.#table.commit(next);
+    if (iotlb !== null) {
+      iotlb.table.clear();
+      next.useIotlb(iotlb.table);
+    }
     this.#retranslate();
     const total = next.regions.reduce((s, r) => s + r.size, 0);
     this.events.emit(
@@ -1048,10 +1165,19 @@ export class VhostMdevDevice {
       // The table is the new one now: what left it stays mapped in this
       // process while leases hold it, so the driver unmaps it from its
       // device, then maps what joined.
-      const range = (r: GuestRegion) => ({ gpa: r.gpa, size: r.size, address: r.address });
+      const range = (r: GuestRegion) => ({
+        gpa: r.gpa,
+        iova: r.gpa,
+        size: r.size,
+        address: r.address,
+      });
       try {
-        for (const r of removed) await this.#ops.unmapMemory!(range(r));
-        for (const r of added) await this.#ops.mapMemory!(range(r));
+        if (iotlb !== null && this.#mapsIotlb) {
+          for (const r of flushed) await this.#ops.unmapMemory!(r);
+        } else {
+          for (const r of removed) await this.#ops.unmapMemory!(range(r));
+          for (const r of added) await this.#ops.mapMemory!(range(r));
+        }
       } catch (e) {
         this.#reportError(`updating the device's memory mappings failed: ${message(e)}`);
         await this.#life.stop("memory mapping failed");
@@ -1092,7 +1218,7 @@ export class VhostMdevDevice {
       );
     }
     this.#translate(r);
-    if (!r.addrValid) {
+    if (!r.addrValid && r.missing === null) {
       throw new RequestRefused(
         `SET_VRING_ADDR ring ${a.index}: desc ${hex(a.desc)} avail ${hex(a.avail)} ` +
           `used ${hex(a.used)} are not all inside the memory table`,
@@ -1133,12 +1259,110 @@ export class VhostMdevDevice {
     return hasBit(this.#acked, VirtioFeatureBit.RING_PACKED);
   }
 
+  get #eventIdx(): boolean {
+    return hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX);
+  }
+
   #translate(r: RingState): void {
-    r.translate(
-      this.#table.memory,
-      hasBit(this.#acked, VirtioFeatureBit.EVENT_IDX),
-      this.#packed,
-    );
+    const iotlb = this.#iotlb;
+    r.translate(this.#table.memory, this.#eventIdx, this.#packed, iotlb?.table ?? null);
+    if (iotlb === null) return;
+    if (r.missing !== null) iotlb.ask(r.missing);
+    if (r.denied !== null) this.#ringError(r.index, r.denied);
+  }
+
+  /** Whether the driver maps IOTLB translations for DMA itself (`mapsIotlb`). */
+  get #mapsIotlb(): boolean {
+    return this.description.mapsIotlb === true && this.#ops.mapMemory !== undefined &&
+      this.#ops.unmapMemory !== undefined;
+  }
+
+  #requireIotlb(what: string): DeviceIotlb {
+    if (this.#iotlb === null) {
+      throw new RequestRefused(
+        `${what}: VIRTIO_F_ACCESS_PLATFORM was not negotiated, so the device has no IOTLB`,
+      );
+    }
+    return this.#iotlb;
+  }
+
+  /**
+   * Make the device IOTLB exist (`on`, kept if it does) or not; the memory
+   * table translates buffer addresses through it.
+   */
+  #useIotlb(on: boolean): void {
+    if (on && this.#iotlb === null) {
+      this.#iotlb = new DeviceIotlb({
+        sendMiss: (iova, perm) => this.#owner?.sendIotlbMiss?.(iova, perm) ?? false,
+        wake: () => this.#kickRunningRings(),
+      });
+    } else if (!on && this.#iotlb !== null) {
+      this.#iotlb.close();
+      this.#iotlb = null;
+    }
+    this.#table.memory.useIotlb(this.#iotlb?.table ?? null);
+  }
+
+  /**
+   * Kick every running ring, as if the frontend had: a ring whose Worker
+   * waits for a translation looks again (a spurious kick is harmless,
+   * virtio 1.2 §2.7.13).
+   */
+  #kickRunningRings(): void {
+    for (const r of this.#rings) {
+      if (!r.running || r.kickFd < 0) continue;
+      try {
+        eventfdSignal(r.kickFd);
+      } catch {
+        // The frontend closed it: the ring's own Worker reports that.
+      }
+    }
+  }
+
+  /** What the device's DMA space holds: see `DeviceContext.dmaRanges`. */
+  #dmaRanges(): MemoryRange[] {
+    const memory = this.#table.memory;
+    if (this.#iotlb === null) {
+      return memory.regions.map((r) => ({
+        gpa: r.gpa,
+        iova: r.gpa,
+        size: r.size,
+        address: r.address,
+      }));
+    }
+    return this.#iotlb.table.list().flatMap((e) => this.#dmaRange(e) ?? []);
+  }
+
+  /** An IOTLB entry as a DMA range, or null when its memory is not in the table. */
+  #dmaRange(e: IotlbEntry): MemoryRange | null {
+    const memory = this.#table.memory;
+    const i = memory.findUva(e.uaddr, e.size);
+    if (i < 0) return null;
+    const r = memory.regions[i];
+    const offset = e.uaddr - r.uva;
+    return { gpa: r.gpa + offset, iova: e.iova, size: e.size, address: r.address + offset };
+  }
+
+  /**
+   * Behind a vIOMMU, tell a running driver with `mapMemory`/`unmapMemory`
+   * what left its DMA space and what joined it.
+   */
+  async #dmaDelta(removed: IotlbEntry[], added: IotlbEntry[]): Promise<void> {
+    if (!this.#life.running || !this.#mapsIotlb) return;
+    try {
+      for (const e of removed) {
+        const range = this.#dmaRange(e);
+        if (range) await this.#ops.unmapMemory!(range);
+      }
+      for (const e of added) {
+        const range = this.#dmaRange(e);
+        if (range) await this.#ops.mapMemory!(range);
+      }
+    } catch (e) {
+      this.#reportError(`updating the device's IOTLB mappings failed: ${message(e)}`);
+      await this.#life.stop("IOTLB mapping failed");
+      throw new RequestRefused(`the driver failed to update its IOTLB mappings: ${message(e)}`);
+    }
   }
 
   #whyNotReady(): string | null {
@@ -1204,6 +1428,7 @@ export class VhostMdevDevice {
     this.#inflight = null;
     for (const r of this.#rings) r.reset();
     this.#table.clear();
+    this.#useIotlb(false);
     this.#retranslate();
     this.#acked = 0n;
     this.#featuresSet = false;

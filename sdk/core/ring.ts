@@ -7,6 +7,8 @@
 
 import type { RingPosition, VringInfo } from "../ops.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
+import type { IotlbMiss, IotlbView } from "../memory/iotlb.ts";
+import { IotlbAccess } from "../uapi/vhost.ts";
 import { availRingSize, descTableSize, usedRingSize } from "../virtqueue/layout.ts";
 import { EVENT_SUPPRESS_SIZE, packedRingSize } from "../virtqueue/packed_layout.ts";
 import { decodeRingIndex, encodeRingIndex } from "../virtqueue/queue.ts";
@@ -88,6 +90,8 @@ export function ringAreaSizes(
   return [descTableSize(num), availRingSize(num, eventIdx), usedRingSize(num, eventIdx)];
 }
 
+const READ_WRITE_PERM = 3;
+
 /** One virtqueue's configuration and file descriptors. Owns its fds. */
 export class RingState implements VringInfo {
   num = 0;
@@ -102,10 +106,19 @@ export class RingState implements VringInfo {
   callFd = -1;
   errFd = -1;
   enabled = false;
-  /** Frontend virtual addresses as sent, kept to re-translate after a new memory table. */
+  /**
+   * The addresses as the frontend sent them, kept to re-translate after a
+   * new memory table: its virtual addresses, or IOVAs behind a vIOMMU.
+   */
   uva: { desc: number; avail: number; used: number } | null = null;
   /** Whether the addresses translated into the current memory table. */
   addrValid = false;
+  /** Behind a vIOMMU: the translation the ring still needs, or null. */
+  missing: IotlbMiss | null = null;
+  /** Behind a vIOMMU: why the IOTLB refuses the ring's areas (wrong permissions), or null. */
+  denied: string | null = null;
+  /** Whether the addresses were IOVAs translated through an IOTLB. */
+  #viaIotlb = false;
   /** Whether SET_VRING_KICK was received (with an fd or with the no-fd flag). */
   kickSet = false;
 
@@ -122,23 +135,81 @@ export class RingState implements VringInfo {
   }
 
   /**
+   * The addresses the device's DMA uses for the three areas: the IOVAs the
+   * frontend sent behind a vIOMMU, else the guest-physical ones.
+   */
+  get dma(): { desc: number; avail: number; used: number } {
+    if (this.#viaIotlb && this.uva) return this.uva;
+    return { desc: this.descAddr, avail: this.availAddr, used: this.usedAddr };
+  }
+
+  /**
    * Translate the frontend's ring addresses into guest-physical ones in
    * `memory`: valid only when the descriptor table and both rings, at the
    * current size, each lie inside one region (the event fields count only
-   * with `EVENT_IDX`, virtio 1.2 §2.7).
+   * with `EVENT_IDX`, virtio 1.2 §2.7). Behind a vIOMMU (`iotlb` given) the
+   * addresses are IOVAs, translated first through the IOTLB, each area as
+   * one range the device may access as it must (read the descriptors and
+   * the available ring, write the used ring; a packed ring's descriptors
+   * both): a missing translation is left in {@linkcode RingState.missing},
+   * a refused one in {@linkcode RingState.denied}.
    */
-  translate(memory: GuestMemory, eventIdx: boolean, packed = false): void {
+  translate(
+    memory: GuestMemory,
+    eventIdx: boolean,
+    packed = false,
+    iotlb: IotlbView | null = null,
+  ): void {
     this.addrValid = false;
+    this.missing = null;
+    this.denied = null;
+    this.#viaIotlb = iotlb !== null;
     if (!this.uva) return;
     const [desc, avail, used] = ringAreaSizes(Math.max(this.num, 1), eventIdx, packed);
+    const { READ, WRITE, READ_WRITE } = IotlbAccess;
     try {
-      this.descAddr = memory.uvaToGpa(this.uva.desc, desc);
-      this.availAddr = memory.uvaToGpa(this.uva.avail, avail);
-      this.usedAddr = memory.uvaToGpa(this.uva.used, used);
+      const at = (what: string, address: number, size: number, perm: number) =>
+        memory.uvaToGpa(
+          iotlb ? this.#throughIotlb(iotlb, what, address, size, perm) : address,
+          size,
+        );
+      this.descAddr = at("descriptors", this.uva.desc, desc, packed ? READ_WRITE : READ);
+      this.availAddr = at("driver area", this.uva.avail, avail, READ);
+      this.usedAddr = at("device area", this.uva.used, used, WRITE);
       this.addrValid = true;
     } catch {
       this.descAddr = this.availAddr = this.usedAddr = 0;
     }
+  }
+
+  /** The frontend address of an area at `iova`, or throw having noted what is missing. */
+  #throughIotlb(
+    iotlb: IotlbView,
+    what: string,
+    iova: number,
+    size: number,
+    perm: number,
+  ): number {
+    const first = iotlb.translate(iova, perm);
+    let at = iova, expect = first, result = first;
+    while (result >= 0) {
+      if (result !== expect) {
+        this.denied = `ring ${this.index} ${what} at iova ${hex(iova)}: the IOTLB maps it to ` +
+          `discontiguous memory`;
+        throw new RangeError(this.denied);
+      }
+      at += iotlb.span;
+      expect += iotlb.span;
+      if (at >= iova + size) return first;
+      result = iotlb.translate(at, perm);
+    }
+    if (result === -1) {
+      this.missing = { iova: at, perm };
+      throw new RangeError("missing");
+    }
+    this.denied = `ring ${this.index} ${what} at iova ${hex(at)}: the IOTLB does not give the ` +
+      `device ${perm === READ_WRITE_PERM ? "read-write" : perm === 1 ? "read" : "write"} access`;
+    throw new RangeError(this.denied);
   }
 
   /**
@@ -147,7 +218,7 @@ export class RingState implements VringInfo {
    * a ring that runs on through a memory table change.
    */
   sameIn(memory: GuestMemory, eventIdx: boolean, packed = false): boolean {
-    if (!this.uva || !this.addrValid) return false;
+    if (!this.uva || !this.addrValid || this.#viaIotlb) return false;
     const [desc, avail, used] = ringAreaSizes(Math.max(this.num, 1), eventIdx, packed);
     const parts: [number, number, number][] = [
       [this.uva.desc, desc, this.descAddr],
@@ -203,6 +274,9 @@ export class RingState implements VringInfo {
     this.enabled = false;
     this.uva = null;
     this.addrValid = false;
+    this.missing = null;
+    this.denied = null;
+    this.#viaIotlb = false;
   }
 
   /** A plain snapshot for logs and events. */

@@ -60,7 +60,7 @@ import {
   viewOf,
 } from "../sys/mod.ts";
 import { hex } from "../uapi/hex.ts";
-import { type SharedIotlb, IotlbView } from "./iotlb.ts";
+import { IotlbView, type SharedIotlb } from "./iotlb.ts";
 
 /** Default {@linkcode MapOptions.maxBytes}: 4 TiB of guest memory per table. */
 export const DEFAULT_TABLE_BYTES_LIMIT = 4 * 2 ** 40;

@@ -44,7 +44,6 @@
 import { hex } from "../uapi/hex.ts";
 import { IotlbAccess } from "../uapi/vhost.ts";
 
-
 /** One translation: `size` bytes from `iova` are the frontend's `uaddr`. */
 export interface IotlbEntry {
   /** First I/O virtual address. */
@@ -294,7 +293,19 @@ export class Iotlb extends IotlbView {
    */
   async waitForMiss(seen: number, timeoutMs: number): Promise<void> {
     const w = Atomics.waitAsync(this.header, MISS_SIGNAL, seen, timeoutMs);
-    if (w.async) await w.value;
+    if (!w.async) return;
+    // Deno's event loop does not wait for a pending `Atomics.waitAsync`
+    // (denoland/deno#15358): with nothing else pending it would end and the
+    // wait never resolve. A timer keeps it alive until the wait settles.
+    const keepAlive = setInterval(
+      () => {},
+      timeoutMs > 0 && timeoutMs < 0x7fffffff ? timeoutMs : 0x7fffffff,
+    );
+    try {
+      await w.value;
+    } finally {
+      clearInterval(keepAlive);
+    }
   }
 
   /** Take the posted misses out of the shared queue. */
@@ -356,7 +367,9 @@ export class Iotlb extends IotlbView {
    * 2^53, takes back everything from `iova` on (a frontend's "up to the end
    * of the address space"). Returns the entries as they were before the cut,
    * each whole (a DMA mapping is undone whole, then its kept parts mapped
-   * again: see {@linkcode Iotlb.invalidateDetailed}).
+   * again: see {@linkcode Iotlb.invalidateDetailed}), and any entry a full
+   * table evicted to make room for a kept part. A negative size takes back
+   * nothing.
    */
   invalidate(iova: number, size: number): IotlbEntry[] {
     return this.invalidateDetailed(iova, size).removed;
@@ -367,20 +380,30 @@ export class Iotlb extends IotlbView {
    * that stayed (now entries of their own).
    */
   invalidateDetailed(iova: number, size: number): { removed: IotlbEntry[]; kept: IotlbEntry[] } {
-    if (!Number.isSafeInteger(iova) || iova < 0) return { removed: [], kept: [] };
+    if (!Number.isSafeInteger(iova) || iova < 0 || size < 0) return { removed: [], kept: [] };
     const end = size === 0 || !Number.isSafeInteger(size) || iova + size > LIMIT
       ? LIMIT
       : iova + size;
     const removed = this.#remove(iova, end - iova);
-    const kept: IotlbEntry[] = [];
+    const parts: IotlbEntry[] = [];
     for (const r of removed) {
-      if (r.iova < iova) kept.push({ ...r, size: iova - r.iova });
+      if (r.iova < iova) parts.push({ ...r, size: iova - r.iova });
       if (r.iova + r.size > end) {
         const cut = end - r.iova;
-        kept.push({ iova: end, size: r.size - cut, uaddr: r.uaddr + cut, perm: r.perm });
+        parts.push({ iova: end, size: r.size - cut, uaddr: r.uaddr + cut, perm: r.perm });
       }
     }
-    for (const k of kept) this.update(k);
+    const kept: IotlbEntry[] = [];
+    for (const p of parts) {
+      // A part overlaps nothing: all `update` removes is what a full table
+      // evicts, another entry (removed too) or an earlier part (not kept).
+      for (const gone of this.update(p)) {
+        const k = kept.findIndex((e) => e.iova === gone.iova);
+        if (k >= 0) kept.splice(k, 1);
+        else removed.push(gone);
+      }
+      kept.push(p);
+    }
     return { removed, kept };
   }
 

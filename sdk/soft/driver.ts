@@ -200,7 +200,10 @@ export function softwareDriver(spec: SoftwareDeviceSpec): Driver {
       const ops = new SoftwareDevice(ctx, spec.worker, numQueues, config.slice(), options);
       return {
         deviceId: spec.deviceId,
-        features: spec.features | bit(VirtioFeatureBit.RING_PACKED),
+        // Packed rings and a vIOMMU come with the kit: its Workers translate
+        // IOVAs through the device IOTLB.
+        features: spec.features | bit(VirtioFeatureBit.RING_PACKED) |
+          bit(VirtioFeatureBit.ACCESS_PLATFORM),
         numQueues,
         maxQueueSize: spec.maxQueueSize,
         config: config.slice(),
@@ -453,6 +456,7 @@ class SoftwareDevice implements DeviceOps {
       callFd,
       stopFd: resources.stopFd,
       memory: resources.lease.regions,
+      iotlb: resources.lease.iotlb,
       features: ctx.ackedFeatures,
       options: this.#options,
       stats: this.#stats,

@@ -8,6 +8,7 @@
  */
 
 import type { SharedRegion } from "../memory/guest_memory.ts";
+import type { SharedIotlb } from "../memory/iotlb.ts";
 import type { SharedDirtyLog } from "../memory/dirty_log.ts";
 import type { RingPosition } from "../ops.ts";
 import { decodeRingIndex } from "../virtqueue/queue.ts";
@@ -63,6 +64,8 @@ export interface QueueSetup {
   stopFd: number;
   /** The guest memory table, leased by the main thread. */
   memory: SharedRegion[];
+  /** The device IOTLB buffer addresses translate through (behind a vIOMMU), or null. */
+  iotlb: SharedIotlb | null;
   /** Features the frontend acknowledged. */
   features: bigint;
   /** The device's options (`ProbeParams.options` with the declared defaults). */

@@ -286,7 +286,7 @@ class RingServer {
   ) {
     this.#setup = setup;
     this.#log = setup.log === null ? null : DirtyLog.fromShared(setup.log);
-    const memory = GuestMemory.fromShared(setup.memory);
+    const memory = GuestMemory.fromShared(setup.memory, setup.iotlb);
     const packed = hasBit(setup.features, VirtioFeatureBit.RING_PACKED);
     const ringAt = (lastAvailIdx: number) =>
       openVirtqueue(memory, setup, {

@@ -27,10 +27,12 @@ import {
   ProtocolFeatureBit,
 } from "../uapi/vhost_user.ts";
 import { bit, hasBit, VirtioDeviceId, VirtioFeatureBit } from "../uapi/virtio.ts";
+import { IotlbMessageType } from "../uapi/vhost.ts";
 import { MessageSocket } from "./connection.ts";
 import {
   decodeConfig,
   decodeInflightDescription,
+  decodeIotlbMessage,
   decodeLogDescription,
   decodeMemTable,
   decodeRarpMac,
@@ -41,6 +43,7 @@ import {
   decodeVringState,
   encodeConfig,
   encodeInflightDescription,
+  encodeIotlbMessage,
   encodeMessage,
   encodeReply,
   encodeU64,
@@ -210,6 +213,26 @@ export class VhostUserSession {
         `${this.description}: backend channel closed: ${errorMessage(e)}`,
       );
     }
+  }
+
+  /**
+   * Device owner hook: ask the frontend for a translation (an IOTLB miss on
+   * the backend channel, vhost-user "IOMMU support"). False when there is no
+   * backend channel.
+   */
+  sendIotlbMiss(iova: number, perm: number): boolean {
+    if (!this.#backend || !hasBit(this.#protocolFeatures, ProtocolFeatureBit.BACKEND_REQ)) {
+      return false;
+    }
+    const b = encodeIotlbMessage({
+      iova: BigInt(iova),
+      size: 0n,
+      uaddr: 0n,
+      perm,
+      type: IotlbMessageType.MISS,
+    });
+    this.#sendBackend(encodeMessage(BackendRequest.IOTLB_MSG, HeaderFlag.VERSION, b), []);
+    return this.#backend !== null;
   }
 
   /** Device owner hook: hand out (or take back) ring `q`'s doorbell. */
@@ -451,6 +474,38 @@ export class VhostUserSession {
         expectFds(m, 0);
         await dev.announce(decodeRarpMac(m));
         return false;
+      case R.IOTLB_MSG: {
+        expectFds(m, 0);
+        const msg = decodeIotlbMessage(m);
+        const limit = BigInt(Number.MAX_SAFE_INTEGER);
+        if (msg.type === IotlbMessageType.UPDATE) {
+          if (msg.iova + msg.size > limit || msg.uaddr + msg.size > limit) {
+            throw new RequestRefused(
+              `IOTLB update iova 0x${msg.iova.toString(16)} size 0x${msg.size.toString(16)} ` +
+                `uaddr 0x${msg.uaddr.toString(16)}: ends beyond 2^53, outside any memory table`,
+            );
+          }
+          await dev.iotlbUpdate({
+            iova: Number(msg.iova),
+            size: Number(msg.size),
+            uaddr: Number(msg.uaddr),
+            perm: msg.perm,
+          });
+        } else if (msg.type === IotlbMessageType.INVALIDATE) {
+          // Nothing lives at or beyond 2^53; a range reaching past it (or a
+          // size that wrapped to 0) means "to the end".
+          if (msg.iova < limit) {
+            const end = msg.iova + msg.size;
+            const size = msg.size === 0n || end > limit ? 0 : Number(msg.size);
+            await dev.iotlbInvalidate(Number(msg.iova), size);
+          }
+        } else {
+          throw new RequestRefused(
+            `IOTLB_MSG of type ${msg.type}: a frontend sends updates (2) and invalidations (3)`,
+          );
+        }
+        return false;
+      }
       case R.SET_BACKEND_REQ_FD: {
         expectFds(m, 1);
         // Until the channel is made, the fd stays in the message, which

@@ -549,7 +549,9 @@ export class PackedQueue {
     const memory = this.#memory;
     const r = hi > MAX_HIGH_WORD ? -1 : memory.translate(gpa, len, IotlbAccess.READ);
     if (r < 0 || memory.span < len) {
-      const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${hex(gpa)} length ${len}`;
+      const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${
+        hex(gpa)
+      } length ${len}`;
       const fault = r < 0 ? memory.fault : TranslationFault.OUTSIDE;
       if (fault === TranslationFault.MISS) {
         return new ChainFault("miss", i, false, `${why}: no IOTLB translation`);

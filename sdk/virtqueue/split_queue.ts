@@ -331,7 +331,6 @@ export class SplitQueue {
     return true;
   }
 
-
   /**
    * Take chain `head` into `chain` again without consuming the available
    * ring: a head a previous backend took and did not complete (inflight
@@ -633,7 +632,9 @@ export class SplitQueue {
     const memory = this.#memory;
     const r = hi > MAX_HIGH_WORD ? -1 : memory.translate(gpa, len, IotlbAccess.READ);
     if (r < 0 || memory.span < len) {
-      const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${hex64(lo, hi)} length ${len}`;
+      const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${
+        hex64(lo, hi)
+      } length ${len}`;
       if (r < 0 && memory.fault === TranslationFault.MISS) {
         this.#miss(i, false, `${why}: no IOTLB translation`);
       }

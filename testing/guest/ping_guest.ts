@@ -116,7 +116,7 @@ export interface PingGuestRun {
    * machine with `intel-iommu,intremap=on,device-iotlb=on`, the guest
    * kernel `intel_iommu=on`, and the NIC `iommu_platform=on,ats=on` on a
    * PCIe root port; `"platform-off"` the same without `iommu_platform`
-   * (the NIC's DMA bypasses the IOMMU). Either way the guest prints
+   * (the NIC's DMA bypasses the IOMMU, though it keeps `ats=on`). Either way the guest prints
    * `vm-iommu:` lines (`parseIommuReport`). Default: no IOMMU, `pc`
    * machine.
    */
@@ -155,7 +155,9 @@ export function pingGuestArgs(guest: PingGuest, run: PingGuestRun): string[] {
       packed: run.packed,
       multiqueue: run.queues > 1,
       vectors: 0,
-      ...(iommu === false ? {} : { bus: VIOMMU_NIC_PORT, iommuPlatform: iommu === true }),
+      ...(iommu === false
+        ? {}
+        : { bus: VIOMMU_NIC_PORT, iommuPlatform: iommu === true, ats: true }),
     }),
   ];
 }

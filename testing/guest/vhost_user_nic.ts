@@ -33,17 +33,21 @@ export interface VhostUserNicOptions {
   /** Packed rings (`packed=on`: QEMU offers `VIRTIO_F_RING_PACKED` when the backend does). */
   packed?: boolean;
   /**
-   * Put the NIC behind the machine's vIOMMU: `iommu_platform=on,ats=on`
-   * (QEMU offers `VIRTIO_F_ACCESS_PLATFORM`, bit 33, and the guest maps
-   * every buffer through the IOMMU, so the backend sees IOVAs and must ask
-   * QEMU for translations over vhost-user `IOTLB_MSG`), with
-   * `disable-legacy=on` since a legacy device cannot have it. ATS (which
-   * lets the guest send the device-IOTLB invalidations QEMU forwards to a
-   * vhost backend) needs a PCIe device: give a PCIe root port as
-   * {@linkcode VhostUserNicOptions.bus}. Needs an IOMMU on the machine
+   * Put the NIC behind the machine's vIOMMU: `iommu_platform=on` (QEMU
+   * offers `VIRTIO_F_ACCESS_PLATFORM`, bit 33, and the guest maps every
+   * buffer through the IOMMU, so the backend sees IOVAs and must ask QEMU
+   * for translations over vhost-user `IOTLB_MSG`), with `disable-legacy=on`
+   * since a legacy device cannot have it. Needs an IOMMU on the machine
    * (see `viommu.ts`).
    */
   iommuPlatform?: boolean;
+  /**
+   * An ATS capability on the NIC (`ats=on`), which lets the guest send the
+   * device-IOTLB invalidations QEMU forwards to a vhost backend. Only a
+   * PCIe device gets it: give a PCIe root port as
+   * {@linkcode VhostUserNicOptions.bus}.
+   */
+  ats?: boolean;
   /** The bus to plug the NIC into (`bus=`, e.g. a `pcie-root-port`'s id); default: QEMU's choice. */
   bus?: string;
 }
@@ -71,10 +75,10 @@ export function vhostUserNicArgs(nic: VhostUserNicOptions): string[] {
     "-netdev",
     `vhost-user,id=n0,chardev=c0${nic.multiqueue ? `,queues=${nic.queues}` : ""}`,
     "-device",
-    `virtio-net-pci,netdev=n0${nic.bus ? `,bus=${nic.bus}` : ""}${
-      nic.multiqueue ? ",mq=on" : ""
-    }${nic.packed ? ",packed=on" : ""}${
-      nic.iommuPlatform ? ",disable-legacy=on,iommu_platform=on,ats=on" : ""
+    `virtio-net-pci,netdev=n0${nic.bus ? `,bus=${nic.bus}` : ""}${nic.multiqueue ? ",mq=on" : ""}${
+      nic.packed ? ",packed=on" : ""
+    }${nic.iommuPlatform ? ",disable-legacy=on,iommu_platform=on" : ""}${
+      nic.ats ? ",ats=on" : ""
     },vectors=${nic.vectors},mac=${VHOST_USER_NIC_MAC}`,
   ];
 }

@@ -14,8 +14,9 @@
  *   ATS capability (on the q35 root bus it would be a conventional PCI
  *   device, where `ats=on` adds nothing);
  * - the NIC with `iommu_platform=on,ats=on` (`vhost_user_nic.ts`), unless
- *   the mode is `platform-off`: then its DMA bypasses the IOMMU, which still
- *   proves the machine and the guest's `intel_iommu=on`;
+ *   the mode is `platform-off`: then it has `ats=on` only and its DMA
+ *   bypasses the IOMMU, which still proves the machine and the guest's
+ *   `intel_iommu=on`;
  * - the guest kernel booted with `intel_iommu=on` (the Debian kernels have
  *   `CONFIG_INTEL_IOMMU=y` but not on by default), default strictness (lazy
  *   invalidation: `DMA-FQ` domains).
@@ -91,7 +92,7 @@ export const IOMMU_REPORT_SCRIPT: string = `if [ -n "$vm_iommu" ]; then
     off=$(( (h >> 20) & 4092 ))
   done
   echo "vm-iommu: eth0 pci=$pci group=$group type=$type ats=$ats groups=$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)"
-  dmesg | grep -E 'DMAR|IOMMU|iommu' | sed 's/^/vm-iommu: dmesg: /'
+  dmesg | grep -E 'DMAR|IOMMU|iommu' | grep -v -e 'ommand line' -e vm_iommu | sed 's/^/vm-iommu: dmesg: /'
 fi`;
 
 /** What the guest reported about its IOMMU (`vm-iommu:` lines). */

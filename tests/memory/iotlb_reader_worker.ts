@@ -1,7 +1,8 @@
 // Worker for iotlb_test.ts: reads a shared IOTLB without a lock while the
 // main thread changes it. The first message is `{ shared, control, fixed,
-// delta, pages }`: `fixed` is an entry the main thread never touches, every
-// other entry maps `iova` to `iova + delta`. The worker posts `"ready"`,
+// bases, pages, delta }`: `fixed` is an entry the main thread never touches;
+// the others lie in `pages` pages from each of `bases` and map `iova` to
+// `iova + delta`. The worker posts `"ready"`,
 // then translates in a loop until `control[0]` is 1, publishing its lookups
 // in `control[1]`, and ends with `{ lookups, wrongFixed, wrongOther, hitsOther }`.
 
@@ -13,8 +14,9 @@ export interface ReaderSetup {
   shared: SharedIotlb;
   control: SharedArrayBuffer;
   fixed: IotlbEntry;
-  delta: number;
+  bases: number[];
   pages: number;
+  delta: number;
 }
 
 /** What the worker answers at the end. */
@@ -33,7 +35,7 @@ const self = globalThis as unknown as {
 const PAGE = 0x1000;
 
 self.onmessage = (e) => {
-  const { shared, fixed, delta, pages } = e.data;
+  const { shared, fixed, bases, pages, delta } = e.data;
   const control = new Int32Array(e.data.control);
   const view = new IotlbView(shared);
   let lookups = 0, wrongFixed = 0, wrongOther = 0, hitsOther = 0;
@@ -46,11 +48,14 @@ self.onmessage = (e) => {
     const range = view.translateRange(fixed.iova, fixed.size, IotlbAccess.READ_WRITE);
     if (range !== fixed.uaddr) wrongFixed++;
     // A churned page: a miss or a permission fault is fine, a hit must be right.
-    const iova = (round % pages) * PAGE + (round & 0xff);
+    const base = bases[round % bases.length];
+    const iova = base + ((round >> 1) % pages) * PAGE + (round & 0xff);
     const other = view.translate(iova, IotlbAccess.READ);
     if (other >= 0) {
       hitsOther++;
-      if (other !== iova + delta || view.span <= 0 || iova + view.span > pages * PAGE) wrongOther++;
+      if (other !== iova + delta || view.span <= 0 || iova + view.span > base + pages * PAGE) {
+        wrongOther++;
+      }
     } else if (other !== -1 && other !== -2) {
       wrongOther++;
     }
