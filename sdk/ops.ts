@@ -448,6 +448,12 @@ export interface MemoryRange {
    * IOTLB maps.
    */
   readonly iova: number;
+  /**
+   * What the device may do there (`IotlbAccess` bits): read and
+   * write for guest memory, the frontend's permission for an IOTLB
+   * translation (map it with no more: VFIO's `READ`/`WRITE` flags).
+   */
+  readonly access: number;
   /** Bytes. */
   readonly size: number;
   /** Where the region is mapped in this process (VFIO `vaddr`). */

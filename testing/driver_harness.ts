@@ -15,6 +15,8 @@ import {
   type Driver,
   GuestMemory,
   hasBit,
+  IotlbAccess,
+  type IotlbEntry,
   PackedQueueDriver,
   type PackedQueueDriverLayout,
   type ProbeParams,
@@ -77,6 +79,18 @@ export interface DriverHarnessOptions {
    * (`device.iotlbUpdate`).
    */
   iommu?: boolean;
+  /**
+   * With `iommu` acked: where guest memory lies in the device's I/O virtual
+   * address space, IOVA = GPA + `iovaOffset` (a multiple of 4096, at least
+   * `-gpa`). The ring addresses `start` and `logRing` send are these IOVAs,
+   * and a test writes buffer addresses as them ({@linkcode DriverHarness.iova})
+   * and maps them with {@linkcode DriverHarness.iotlbEntries}. Default: the
+   * frontend's virtual address of each byte (GPA + the harness's own offset),
+   * the addresses sent without a vIOMMU. The ring drivers address the
+   * indirect tables they lay out by GPA: with `iommu`, leave
+   * `VIRTIO_F_INDIRECT_DESC` unacked unless IOVA = GPA (`iovaOffset` 0).
+   */
+  iovaOffset?: number;
 }
 
 /** Options of {@linkcode DriverHarness.start}. */
@@ -139,6 +153,8 @@ export class DriverHarness {
   readonly #rings: HarnessRing[];
   readonly #given: { kick: number; call: number }[];
   readonly #gpa: number;
+  /** IOVA - GPA while `VIRTIO_F_ACCESS_PLATFORM` is acked, else null (addresses are GPAs). */
+  readonly #iovaOffset: number | null;
   readonly #memfd: number;
   readonly #mapping: Mapping;
   #next: number;
@@ -153,6 +169,7 @@ export class DriverHarness {
     memfd: number,
     mapping: Mapping,
     next: number,
+    iovaOffset: number | null,
   ) {
     this.device = device;
     this.memory = memory;
@@ -160,6 +177,7 @@ export class DriverHarness {
     this.#rings = rings;
     this.#given = rings.map(() => ({ kick: -1, call: -1 }));
     this.#gpa = gpa;
+    this.#iovaOffset = iovaOffset;
     this.#memfd = memfd;
     this.#mapping = mapping;
     this.#next = next;
@@ -191,6 +209,15 @@ export class DriverHarness {
       (options.iommu ? ~0n : ~bit(VirtioFeatureBit.ACCESS_PLATFORM));
     if (options.packed && (features & packedBit) === 0n) {
       throw new RangeError(`driver ${driver.name} does not offer VIRTIO_F_RING_PACKED`);
+    }
+    const iovaOffset = options.iovaOffset ?? UVA_OFFSET;
+    if (
+      !Number.isSafeInteger(iovaOffset) || iovaOffset % 0x1000 !== 0 || gpa + iovaOffset < 0 ||
+      !Number.isSafeInteger(gpa + size + iovaOffset)
+    ) {
+      throw new RangeError(
+        `iovaOffset ${iovaOffset} does not put guest memory at page-aligned IOVAs`,
+      );
     }
     const memfd = memfdCreate("driver-harness", { allowSealing: true });
     ftruncate(memfd, size);
@@ -231,7 +258,50 @@ export class DriverHarness {
       });
       rings.push({ index: q, driver, queue: driver, packed: null, layout, kick, call });
     }
-    return new DriverHarness(device, memory, features, rings, gpa, memfd, mapping, next);
+    const viaIommu = hasBit(features, VirtioFeatureBit.ACCESS_PLATFORM);
+    return new DriverHarness(
+      device,
+      memory,
+      features,
+      rings,
+      gpa,
+      memfd,
+      mapping,
+      next,
+      viaIommu ? iovaOffset : null,
+    );
+  }
+
+  /**
+   * The address the device's DMA uses for guest-physical `gpa`: its IOVA
+   * (GPA + `iovaOffset`) while `VIRTIO_F_ACCESS_PLATFORM` is acked, else
+   * `gpa` itself. Buffer addresses in descriptors must be these.
+   */
+  iova(gpa: number): number {
+    return this.#iovaOffset === null ? gpa : gpa + this.#iovaOffset;
+  }
+
+  /** The frontend's virtual address of guest-physical `gpa` (an IOTLB entry's `uaddr`). */
+  uva(gpa: number): number {
+    return gpa + UVA_OFFSET;
+  }
+
+  /**
+   * IOTLB entries that map all of guest memory at its IOVAs
+   * ({@linkcode DriverHarness.iova}), `chunk` bytes each (default: one
+   * entry), with access `perm` (default read-write), in IOVA order: what a
+   * test feeds to `device.iotlbUpdate`, as a frontend answering misses would.
+   */
+  iotlbEntries(chunk = this.#mapping.length, perm: number = IotlbAccess.READ_WRITE): IotlbEntry[] {
+    if (!Number.isSafeInteger(chunk) || chunk <= 0 || chunk % 0x1000 !== 0) {
+      throw new RangeError(`IOTLB entry size ${chunk} is not a positive multiple of 4096`);
+    }
+    const out: IotlbEntry[] = [];
+    for (let gpa = this.#gpa; gpa < this.#end; gpa += chunk) {
+      const size = Math.min(chunk, this.#end - gpa);
+      out.push({ iova: this.iova(gpa), size, uaddr: this.uva(gpa), perm });
+    }
+    return out;
   }
 
   /** Ring `q`'s guest side. */
@@ -282,9 +352,9 @@ export class DriverHarness {
       await d.setVringAddr({
         index: q,
         flags: 0,
-        desc: r.layout.descAddr + UVA_OFFSET,
-        avail: r.layout.availAddr + UVA_OFFSET,
-        used: r.layout.usedAddr + UVA_OFFSET,
+        desc: this.#ringAddress(r.layout.descAddr),
+        avail: this.#ringAddress(r.layout.availAddr),
+        used: this.#ringAddress(r.layout.usedAddr),
         log: 0,
       });
       // The device owns what it is given: it gets duplicates, the guest keeps its ends.
@@ -313,11 +383,19 @@ export class DriverHarness {
     await this.device.setVringAddr({
       index: q,
       flags: on ? VRING_F_LOG : 0,
-      desc: r.layout.descAddr + UVA_OFFSET,
-      avail: r.layout.availAddr + UVA_OFFSET,
-      used: r.layout.usedAddr + UVA_OFFSET,
+      desc: this.#ringAddress(r.layout.descAddr),
+      avail: this.#ringAddress(r.layout.availAddr),
+      used: this.#ringAddress(r.layout.usedAddr),
       log: on ? r.layout.usedAddr : 0,
     });
+  }
+
+  /**
+   * What `SET_VRING_ADDR` carries for guest-physical `gpa`: the frontend's
+   * virtual address, or behind a vIOMMU the IOVA.
+   */
+  #ringAddress(gpa: number): number {
+    return this.#iovaOffset === null ? gpa + UVA_OFFSET : gpa + this.#iovaOffset;
   }
 
   /** Stop the device as a frontend resetting it does (`SET_STATUS 0`). */

@@ -15,6 +15,7 @@ import {
   type DeviceDescription,
   type DeviceOps,
   type DirtyLog,
+  IotlbAccess,
   type MemoryRange,
   type NotifyArea,
   type ProbeParams,
@@ -64,6 +65,8 @@ export interface IfcvfTarget {
 /** virtio-net features the driver passes from the device to the frontend. */
 const NET_FEATURES: bigint = [
   F.VERSION_1,
+  // Behind a vIOMMU the frontend's IOTLB becomes VFIO mappings (`mapsIotlb`).
+  F.ACCESS_PLATFORM,
   F.ANY_LAYOUT,
   F.INDIRECT_DESC,
   F.EVENT_IDX,
@@ -87,6 +90,7 @@ const NET_FEATURES: bigint = [
 /** virtio-blk features passed through (SIZE_MAX .. WRITE_ZEROES, no legacy SCSI). */
 const BLK_FEATURES: bigint = [
   F.VERSION_1,
+  F.ACCESS_PLATFORM,
   F.ANY_LAYOUT,
   F.INDIRECT_DESC,
   F.EVENT_IDX,
@@ -524,7 +528,14 @@ class IfcvfDevice {
       );
     }
     // The host mapping covers whole pages, so the last partial page may be mapped too.
-    const m: DmaMapping = { iova: r.iova, size: Math.ceil(r.size / page) * page, vaddr: r.address };
+    const m: DmaMapping = {
+      iova: r.iova,
+      size: Math.ceil(r.size / page) * page,
+      vaddr: r.address,
+      // A translation the guest made read-only stays read-only for the device.
+      readable: (r.access & IotlbAccess.READ) !== 0,
+      writable: (r.access & IotlbAccess.WRITE) !== 0,
+    };
     dma.map(m);
     running.mappings.push(m);
   }

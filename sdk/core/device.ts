@@ -46,7 +46,7 @@ import {
   VirtioFeatureBit,
   VirtioStatus,
 } from "../uapi/virtio.ts";
-import { VhostMdevState } from "../uapi/vhost.ts";
+import { IotlbAccess, VhostMdevState } from "../uapi/vhost.ts";
 import { ProtocolError, RequestRefused } from "./errors.ts";
 import { type IoctlArgs, type IoctlResults, vhostIoctl } from "./ioctl.ts";
 import { DeviceEventHub, type DeviceEventListener } from "./events.ts";
@@ -831,13 +831,13 @@ export class VhostMdevDevice {
           `${what}: the range is not inside one region of the memory table`,
         );
       }
-      let gone: IotlbEntry[];
+      let gone: IotlbEntry[] | null;
       try {
         gone = iotlb.update(entry);
       } catch (e) {
         throw new RequestRefused(message(e));
       }
-      await this.#dmaDelta(gone, [entry]);
+      if (gone !== null) await this.#dmaDelta(gone, [entry]);
       // Rings that waited for this translation may run now.
       let retranslated = false;
       for (const r of this.#rings) {
@@ -1170,6 +1170,7 @@ export class VhostMdevDevice {
         iova: r.gpa,
         size: r.size,
         address: r.address,
+        access: IotlbAccess.READ_WRITE,
       });
       try {
         if (iotlb !== null && this.#mapsIotlb) {
@@ -1265,10 +1266,12 @@ export class VhostMdevDevice {
 
   #translate(r: RingState): void {
     const iotlb = this.#iotlb;
+    const deniedBefore = r.denied;
     r.translate(this.#table.memory, this.#eventIdx, this.#packed, iotlb?.table ?? null);
     if (iotlb === null) return;
     if (r.missing !== null) iotlb.ask(r.missing);
-    if (r.denied !== null) this.#ringError(r.index, r.denied);
+    // Reported once, not at every IOTLB update that re-translates the ring.
+    if (r.denied !== null && r.denied !== deniedBefore) this.#ringError(r.index, r.denied);
   }
 
   /** Whether the driver maps IOTLB translations for DMA itself (`mapsIotlb`). */
@@ -1295,7 +1298,7 @@ export class VhostMdevDevice {
       this.#iotlb = new DeviceIotlb({
         sendMiss: (iova, perm) => this.#owner?.sendIotlbMiss?.(iova, perm) ?? false,
         wake: () => this.#kickRunningRings(),
-      });
+      }, { evict: !this.#mapsIotlb });
     } else if (!on && this.#iotlb !== null) {
       this.#iotlb.close();
       this.#iotlb = null;
@@ -1328,6 +1331,7 @@ export class VhostMdevDevice {
         iova: r.gpa,
         size: r.size,
         address: r.address,
+        access: IotlbAccess.READ_WRITE,
       }));
     }
     return this.#iotlb.table.list().flatMap((e) => this.#dmaRange(e) ?? []);
@@ -1340,7 +1344,13 @@ export class VhostMdevDevice {
     if (i < 0) return null;
     const r = memory.regions[i];
     const offset = e.uaddr - r.uva;
-    return { gpa: r.gpa + offset, iova: e.iova, size: e.size, address: r.address + offset };
+    return {
+      gpa: r.gpa + offset,
+      iova: e.iova,
+      size: e.size,
+      address: r.address + offset,
+      access: e.perm,
+    };
   }
 
   /**

@@ -78,11 +78,13 @@ export class DeviceIotlb {
    * Make an empty IOTLB and start draining its misses.
    *
    * @param hooks How to reach the frontend and the rings.
-   * @param capacity Entries kept at most (default {@linkcode Iotlb}'s).
+   * @param options `evict`: whether a full table forgets its oldest entry
+   *   (false when a driver mirrors it into hardware DMA mappings);
+   *   `capacity`: entries kept at most (default {@linkcode Iotlb}'s).
    */
-  constructor(hooks: DeviceIotlbHooks, capacity?: number) {
+  constructor(hooks: DeviceIotlbHooks, options: { evict: boolean; capacity?: number }) {
     this.#hooks = hooks;
-    this.table = new Iotlb({ capacity });
+    this.table = new Iotlb(options);
     this.#pump().catch(() => {
       // The pump only ends when the device closes.
     });
@@ -103,12 +105,17 @@ export class DeviceIotlb {
 
   /**
    * An `IOTLB_MSG` update. Returns what left the table to make room (the
-   * entries it overlapped, an evicted one).
+   * entries it overlapped, an evicted one), or null when the table held
+   * exactly this entry already (a repeated answer changes nothing).
    *
    * @throws RangeError for an entry the table refuses (see {@linkcode Iotlb.update}).
    */
-  update(entry: IotlbEntry): IotlbEntry[] {
-    const gone = this.table.update(entry);
+  update(entry: IotlbEntry): IotlbEntry[] | null {
+    const same = this.table.entryAt(entry.iova);
+    const gone = same !== null && same.iova === entry.iova && same.size === entry.size &&
+        same.uaddr === entry.uaddr && same.perm === entry.perm
+      ? null
+      : this.table.update(entry);
     this.counters.updates++;
     const first = Math.floor(entry.iova / PAGE),
       last = Math.floor((entry.iova + entry.size - 1) / PAGE);

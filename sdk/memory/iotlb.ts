@@ -68,6 +68,13 @@ export interface IotlbMiss {
 export interface IotlbOptions {
   /** Most entries kept (default {@linkcode DEFAULT_IOTLB_CAPACITY}). */
   capacity?: number;
+  /**
+   * When full, evict the oldest entry to make room (default true: a cache
+   * may forget, the frontend answers a miss again). False for a table that
+   * mirrors hardware DMA mappings, which must not vanish under a running
+   * device: an update past the capacity is refused instead.
+   */
+  evict?: boolean;
 }
 
 /** Default {@linkcode IotlbOptions.capacity}. */
@@ -114,10 +121,15 @@ export class IotlbView {
   readonly shared: SharedIotlb;
   /** After a successful {@linkcode IotlbView.translate}: bytes mapped from the address on (entry end). */
   span = 0;
+  /** Header words: sequence counter, entry count, generation, miss queue state. */
   protected readonly header: Int32Array;
+  /** The entries: iova, size, uaddr, perm per entry, in IOVA order. */
   protected readonly entries: Float64Array;
+  /** The miss queue's slot states (empty, being written, full). */
   protected readonly missStates: Int32Array;
+  /** The miss queue's slots: iova and perm per slot. */
   protected readonly missValues: Float64Array;
+  /** Most entries the table holds. */
   protected readonly capacity: number;
   #last = 0;
 
@@ -252,6 +264,7 @@ export class Iotlb extends IotlbView {
   /** Entries evicted to make room since the table was made. */
   evictions = 0;
   #order: number[] = []; // iova of entries, oldest first (eviction order)
+  readonly #evict: boolean;
 
   /**
    * Make an empty table.
@@ -264,6 +277,22 @@ export class Iotlb extends IotlbView {
       throw new RangeError(`IOTLB capacity ${capacity} is not an integer from 1 to 2^20`);
     }
     super({ buffer: new SharedArrayBuffer(layout(capacity).bytes), capacity });
+    this.#evict = options.evict ?? true;
+  }
+
+  /**
+   * The entry holding `iova`, or null (a copy; for the owner's decisions,
+   * e.g. whether an update changes anything).
+   */
+  entryAt(iova: number): IotlbEntry | null {
+    const e = this.entries;
+    for (let i = 0, n = this.size; i < n; i++) {
+      const at = i * ENTRY_WORDS;
+      if (iova >= e[at] && iova - e[at] < e[at + 1]) {
+        return { iova: e[at], size: e[at + 1], uaddr: e[at + 2], perm: e[at + 3] };
+      }
+    }
+    return null;
   }
 
   /** The entries, in IOVA order (a copy). */
@@ -342,6 +371,14 @@ export class Iotlb extends IotlbView {
     if (!Number.isInteger(perm) || perm < IotlbAccess.READ || perm > IotlbAccess.READ_WRITE) {
       throw new RangeError(`${what}: permission ${perm} is not read (1), write (2) or both (3)`);
     }
+    if (!this.#evict && this.size === this.capacity) {
+      const freed = this.list().filter((g) => g.iova < iova + size && iova < g.iova + g.size);
+      if (freed.length === 0) {
+        throw new RangeError(
+          `${what}: the IOTLB is full (${this.capacity} entries) and may not forget any`,
+        );
+      }
+    }
     const gone = this.#remove(iova, size);
     if (this.size === this.capacity) gone.push(this.#evictOldest());
     this.#begin();
@@ -395,6 +432,9 @@ export class Iotlb extends IotlbView {
     }
     const kept: IotlbEntry[] = [];
     for (const p of parts) {
+      // A table that may not evict, full again: the part is forgotten (it
+      // was in `removed`, whole).
+      if (!this.#evict && this.size === this.capacity) continue;
       // A part overlaps nothing: all `update` removes is what a full table
       // evicts, another entry (removed too) or an earlier part (not kept).
       for (const gone of this.update(p)) {
