@@ -153,6 +153,7 @@ export class QueuePairDatapath {
   #logMisses = 0;
   /** Head of the transmit chain whose frame is being delivered, or -1. */
   #txPending = -1;
+  #txPendingBytes = 0;
   #rxBroken = false;
   #txBroken = false;
   /** The receive ring's used index when it was last published. */
@@ -387,11 +388,13 @@ export class QueuePairDatapath {
         continue;
       }
       this.#read(chain, frame);
-      local[TX + STAT_PACKETS]++;
-      local[TX + STAT_BYTES] += total - hdr;
+      // A frame is counted once its chain completes: one held for receive
+      // buffers is given back if the ring stops first, and taken (and
+      // counted) again after.
       let out: Uint8Array, outLen: number;
       if (this.#mode === MODE_LOOPBACK) {
         if (!this.#loopbackHeader(chain.head, total)) {
+          this.#countTx(total - hdr);
           this.#pushTx(chain.head);
           continue;
         }
@@ -408,6 +411,7 @@ export class QueuePairDatapath {
           this.#setup.ip,
         );
         if (n === 0) {
+          this.#countTx(total - hdr);
           local[TX + STAT_DROPS]++;
           this.#pushTx(chain.head);
           continue;
@@ -417,11 +421,13 @@ export class QueuePairDatapath {
         outLen = hdr + n;
       }
       if (this.rx === null) {
+        this.#countTx(total - hdr);
         local[TX + STAT_DROPS]++;
         this.#pushTx(chain.head);
         continue;
       }
       this.#txPending = chain.head;
+      this.#txPendingBytes = total - hdr;
       this.#rxd!.begin(out, outLen);
       if (!this.#deliver()) break;
       this.#completeTx();
@@ -497,8 +503,15 @@ export class QueuePairDatapath {
   }
 
   #completeTx(): void {
+    this.#countTx(this.#txPendingBytes);
     this.#pushTx(this.#txPending);
     this.#txPending = -1;
+  }
+
+  /** Count one transmitted frame of `bytes` (header excluded). */
+  #countTx(bytes: number): void {
+    this.#local[TX + STAT_PACKETS]++;
+    this.#local[TX + STAT_BYTES] += bytes;
   }
 
   #pushTx(head: number): void {

@@ -64,6 +64,7 @@ import { MemoryTable } from "./memory_table.ts";
 import { InflightRegion, type InflightShape } from "./inflight.ts";
 import { notReadyReason, shouldRun } from "./run_state.ts";
 import { DeviceIotlb } from "./device_iotlb.ts";
+import { IOTLB_MISS_TIMEOUT_MS } from "../virtqueue/translation_wait.ts";
 import type { IotlbEntry } from "../memory/iotlb.ts";
 
 /** Options of {@linkcode VhostMdevDevice.create}. */
@@ -190,6 +191,8 @@ export class VhostMdevDevice {
   #inflight: InflightRegion | null = null;
   /** The device IOTLB while `VIRTIO_F_ACCESS_PLATFORM` is acked, or null. */
   #iotlb: DeviceIotlb | null = null;
+  /** Fires when running rings that wait to be translated again time out. */
+  #revalidationTimer: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(
     driver: Driver,
@@ -838,24 +841,32 @@ export class VhostMdevDevice {
         throw new RequestRefused(message(e));
       }
       if (gone !== null) await this.#dmaDelta(gone, [entry]);
-      // Rings that waited for this translation may run now.
-      let retranslated = false;
+      // Rings that waited for this translation may run now; running rings
+      // whose areas were invalidated may see them translated again.
+      let changed = false;
       for (const r of this.#rings) {
-        if (r.uva !== null && !r.addrValid) {
+        if (r.revalidating >= 0) {
+          changed = (await this.#revalidate(r)) || changed;
+        } else if (r.uva !== null && !r.addrValid) {
           this.#translate(r);
-          retranslated ||= r.addrValid;
+          changed ||= r.addrValid;
         }
       }
-      if (retranslated) await this.#evaluate();
+      if (changed) await this.#evaluate();
     });
   }
 
   /**
    * `IOTLB_MSG` invalidation: take back `[iova, iova + size)` (`size` 0:
-   * to the end of the address space). Rings whose own areas lose their
-   * translation stop, and start again once the frontend answers their miss;
-   * a driver with `unmapMemory` gets the removed ranges unmapped (and what
-   * stays of them mapped again).
+   * to the end of the address space). A running ring whose own areas lose
+   * their translation asks for them again and runs on meanwhile (a guest
+   * flushing its IOTLB still maps its rings): when the answers translate to
+   * the same memory nothing stops; when they move, are refused or do not
+   * come within `IOTLB_MISS_TIMEOUT_MS`, the ring stops (the others run on)
+   * and starts again once translated. A driver that maps the IOTLB itself
+   * (`mapsIotlb`) cannot keep a DMA mapping the guest took back: its rings
+   * stop at once. A driver with `unmapMemory` gets the removed ranges
+   * unmapped (and what stays of them mapped again).
    *
    * @throws RequestRefused when `VIRTIO_F_ACCESS_PLATFORM` was not acked.
    */
@@ -872,9 +883,15 @@ export class VhostMdevDevice {
           ([start, n]) => start < end && iova < start + n,
         );
         if (!hit) continue;
+        if (r.running && !this.#mapsIotlb) {
+          if (r.revalidating < 0) r.revalidating = performance.now();
+          await this.#revalidate(r);
+          continue;
+        }
         await this.#quiesceRing(r, "IOTLB invalidated its addresses");
         this.#translate(r);
       }
+      if (this.#rings.some((r) => r.revalidating >= 0)) this.#scheduleRevalidation();
       await this.#dmaDelta(removed, kept);
       await this.#evaluate();
     });
@@ -1280,6 +1297,64 @@ export class VhostMdevDevice {
       this.#ops.unmapMemory !== undefined;
   }
 
+  /**
+   * A running ring whose areas were invalidated: translate them again. The
+   * same memory: it runs on. Missing: ask again (it runs on until the
+   * timeout). Moved or refused: stop it, re-translated (reported when
+   * refused). Returns true when the ring was stopped.
+   */
+  async #revalidate(r: RingState): Promise<boolean> {
+    const iotlb = this.#iotlb;
+    if (iotlb === null || !r.running) {
+      r.revalidating = -1;
+      return false;
+    }
+    const gpas = r.resolve(this.#table.memory, this.#eventIdx, this.#packed, iotlb.table);
+    if (gpas !== null && gpas[0] === r.descAddr && gpas[1] === r.availAddr &&
+      gpas[2] === r.usedAddr) {
+      r.revalidating = -1;
+      return false;
+    }
+    if (gpas === null && r.missing !== null) {
+      iotlb.ask(r.missing);
+      return false;
+    }
+    r.revalidating = -1;
+    await this.#quiesceRing(r, "IOTLB moved or refused its addresses");
+    this.#translate(r);
+    return true;
+  }
+
+  /**
+   * Once `IOTLB_MISS_TIMEOUT_MS` has passed, stop the rings still waiting
+   * to see their areas translated again.
+   */
+  #scheduleRevalidation(): void {
+    if (this.#revalidationTimer !== undefined) return;
+    this.#revalidationTimer = setTimeout(() => {
+      this.#revalidationTimer = undefined;
+      this.#serialize(async () => {
+        if (this.#closed) return;
+        const now = performance.now();
+        let stopped = false;
+        for (const r of this.#rings) {
+          if (r.revalidating < 0) continue;
+          if (!r.running) {
+            r.revalidating = -1;
+            continue;
+          }
+          if (now - r.revalidating < IOTLB_MISS_TIMEOUT_MS) continue;
+          r.revalidating = -1;
+          await this.#quiesceRing(r, "IOTLB translation of its addresses did not come back");
+          this.#translate(r);
+          stopped = true;
+        }
+        if (this.#rings.some((r) => r.revalidating >= 0)) this.#scheduleRevalidation();
+        if (stopped) await this.#evaluate();
+      }).catch((e) => this.events.emit("warn", `re-translating rings: ${message(e)}`));
+    }, IOTLB_MISS_TIMEOUT_MS + 10);
+  }
+
   #requireIotlb(what: string): DeviceIotlb {
     if (this.#iotlb === null) {
       throw new RequestRefused(
@@ -1302,6 +1377,9 @@ export class VhostMdevDevice {
     } else if (!on && this.#iotlb !== null) {
       this.#iotlb.close();
       this.#iotlb = null;
+      clearTimeout(this.#revalidationTimer);
+      this.#revalidationTimer = undefined;
+      for (const r of this.#rings) r.revalidating = -1;
     }
     this.#table.memory.useIotlb(this.#iotlb?.table ?? null);
   }

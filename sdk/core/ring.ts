@@ -117,6 +117,11 @@ export class RingState implements VringInfo {
   missing: IotlbMiss | null = null;
   /** Behind a vIOMMU: why the IOTLB refuses the ring's areas (wrong permissions), or null. */
   denied: string | null = null;
+  /**
+   * Behind a vIOMMU: since when (`performance.now()`) a running ring has
+   * waited to see its areas translated again after an invalidation, or -1.
+   */
+  revalidating = -1;
   /** Whether the addresses were IOVAs translated through an IOTLB. */
   #viaIotlb = false;
   /** Whether SET_VRING_KICK was received (with an fd or with the no-fd flag). */
@@ -161,24 +166,43 @@ export class RingState implements VringInfo {
     iotlb: IotlbView | null = null,
   ): void {
     this.addrValid = false;
+    this.#viaIotlb = iotlb !== null;
+    const gpas = this.resolve(memory, eventIdx, packed, iotlb);
+    if (gpas === null) {
+      this.descAddr = this.availAddr = this.usedAddr = 0;
+      return;
+    }
+    [this.descAddr, this.availAddr, this.usedAddr] = gpas;
+    this.addrValid = true;
+  }
+
+  /**
+   * The guest-physical addresses of the three areas as
+   * {@linkcode RingState.translate} would set them, without setting them,
+   * or null (with {@linkcode RingState.missing} or
+   * {@linkcode RingState.denied} saying why, behind a vIOMMU).
+   */
+  resolve(
+    memory: GuestMemory,
+    eventIdx: boolean,
+    packed = false,
+    iotlb: IotlbView | null = null,
+  ): [desc: number, avail: number, used: number] | null {
     this.missing = null;
     this.denied = null;
-    this.#viaIotlb = iotlb !== null;
-    if (!this.uva) return;
+    if (!this.uva) return null;
     const [desc, avail, used] = ringAreaSizes(Math.max(this.num, 1), eventIdx, packed);
     const { READ, WRITE, READ_WRITE } = IotlbAccess;
     try {
       const at = (what: string, address: number, size: number, perm: number) =>
-        memory.uvaToGpa(
-          iotlb ? this.#throughIotlb(iotlb, what, address, size, perm) : address,
-          size,
-        );
-      this.descAddr = at("descriptors", this.uva.desc, desc, packed ? READ_WRITE : READ);
-      this.availAddr = at("driver area", this.uva.avail, avail, READ);
-      this.usedAddr = at("device area", this.uva.used, used, WRITE);
-      this.addrValid = true;
+        memory.uvaToGpa(iotlb ? this.#throughIotlb(iotlb, what, address, size, perm) : address, size);
+      return [
+        at("descriptors", this.uva.desc, desc, packed ? READ_WRITE : READ),
+        at("driver area", this.uva.avail, avail, READ),
+        at("device area", this.uva.used, used, WRITE),
+      ];
     } catch {
-      this.descAddr = this.availAddr = this.usedAddr = 0;
+      return null;
     }
   }
 
@@ -276,6 +300,7 @@ export class RingState implements VringInfo {
     this.addrValid = false;
     this.missing = null;
     this.denied = null;
+    this.revalidating = -1;
     this.#viaIotlb = false;
   }
 
