@@ -112,18 +112,18 @@ export interface IommuReport {
 }
 
 /**
- * Read the `vm-iommu:` lines of a guest console (see
+ * Read the `vm-iommu:` lines of a guest console's `text` (see
  * {@linkcode IOMMU_REPORT_SCRIPT}); `null` when it printed none.
  */
-export function parseIommuReport(console: string): IommuReport | null {
-  const m = /vm-iommu: eth0 ([^\n]*)\n/.exec(console);
+export function parseIommuReport(text: string): IommuReport | null {
+  const m = /vm-iommu: eth0 ([^\n]*)\n/.exec(text);
   if (m === null) return null;
   const fields = new Map<string, string>();
   for (const part of m[1].trim().split(/\s+/)) {
     const eq = part.indexOf("=");
     if (eq > 0) fields.set(part.slice(0, eq), part.slice(eq + 1));
   }
-  const dmesg = [...console.matchAll(/vm-iommu: dmesg: ([^\n]*)/g)].map((d) => d[1]);
+  const dmesg = [...text.matchAll(/vm-iommu: dmesg: ([^\n]*)/g)].map((d) => d[1]);
   return {
     pci: fields.get("pci") ?? "",
     group: fields.get("group") ?? "none",

@@ -7,11 +7,12 @@
  * guest has the IOMMU and puts the NIC in an IOMMU group, but the NIC's DMA
  * bypasses it, so this proves the machine and guest side with any backend.
  * The second is the real thing (`iommu_platform=on,ats=on`): the device
- * sees IOVAs, so it must have missed translations and received IOTLB
- * updates from QEMU (`iotlb_misses` > 0, `iotlb_updates` > 0 in
- * `device.deviceStats()`), and still ping must lose nothing and both sides'
- * counters agree. Each test re-checks the example's JSON result rather than
- * trusting its exit code alone.
+ * sees IOVAs, so it must have missed translations, received IOTLB updates
+ * from QEMU and, the NIC having ATS, invalidations (`iotlb_misses`,
+ * `iotlb_updates`, `iotlb_invalidations` > 0 in `device.deviceStats()`),
+ * and still ping must lose nothing and both sides' counters agree. Each
+ * test re-checks the example's JSON result rather than trusting its exit
+ * code alone.
  */
 
 import assert from "node:assert/strict";
@@ -89,6 +90,11 @@ Deno.test({
     assert.ok(
       (stats.iotlb_misses ?? 0) > 0,
       `the device asked for no translation: ${JSON.stringify(stats)}`,
+    );
+    // ATS is on, so the guest's unmaps reach the device as invalidations.
+    assert.ok(
+      (stats.iotlb_invalidations ?? 0) > 0,
+      `the device saw no IOTLB invalidation: ${JSON.stringify(stats)}`,
     );
   },
 });
