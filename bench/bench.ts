@@ -27,6 +27,7 @@ import { fixed, type Spread, spread, textTable } from "./summary.ts";
 import { type RunConfig, runOnce, type RunResult, SCENARIOS, type Side } from "./throughput.ts";
 import { BLK_WORKLOADS, blkBench, type BlkWorkloadResult } from "./blk.ts";
 import { formatScale, scaleBench, type ScaleResult } from "./scale.ts";
+import { formatIommu, IOMMU_WORKLOADS, iommuBench, type IommuWorkloadResult } from "./iommu.ts";
 
 const HELP = `Usage: deno task bench [options]
 
@@ -52,6 +53,13 @@ Options:
                         virtio-blk guest over its TypeScript frontend; --runs, --seconds,
                         --warmup and --backend-cpu apply
   --blk-file-mib N      size of the blk backing file (default 256)
+  --iommu LIST          comma-separated vIOMMU workloads (default all), none to skip:
+                          ${IOMMU_WORKLOADS.map((w) => w.id).join(", ")}
+                        the sim behind the test kit's IOMMU (every address an IOVA the
+                        device translates through its IOTLB, misses answered) against the
+                        same without, both driven by the test kit's virtio-net guest
+                        (testpmd's virtio_user speaks no IOTLB); --runs, --seconds,
+                        --warmup and --backend-cpu apply
   --scale               also the scale part: one daemon's RSS with 1, 16 and 64 idle sim
                         devices, and 1 against 4 devices with traffic on one pooled
                         datapath Worker (one testpmd drives them all); --runs, --seconds,
@@ -77,6 +85,7 @@ interface Args {
   warmup: number;
   scenarios: string[];
   blk: string[];
+  iommu: string[];
   blkFileMiB: number;
   sides: Side[];
   latencySamples: number;
@@ -100,6 +109,7 @@ function parseArgs(argv: readonly string[]): Args {
     warmup: 1,
     scenarios: SCENARIOS.map((s) => s.id),
     blk: BLK_WORKLOADS.map((w) => w.id),
+    iommu: IOMMU_WORKLOADS.map((w) => w.id),
     blkFileMiB: 256,
     sides: ["ours", "dpdk"],
     latencySamples: 5000,
@@ -133,6 +143,7 @@ function parseArgs(argv: readonly string[]): Args {
         warmup: { type: "string" },
         scenario: { type: "string" },
         blk: { type: "string" },
+        iommu: { type: "string" },
         "blk-file-mib": { type: "string" },
         sides: { type: "string" },
         "latency-samples": { type: "string" },
@@ -169,6 +180,7 @@ function parseArgs(argv: readonly string[]): Args {
     a.scenarios = ids("scenario", v.scenario, SCENARIOS.map((s) => s.id));
   }
   if (v.blk !== undefined) a.blk = ids("blk", v.blk, BLK_WORKLOADS.map((w) => w.id));
+  if (v.iommu !== undefined) a.iommu = ids("iommu", v.iommu, IOMMU_WORKLOADS.map((w) => w.id));
   if (v["blk-file-mib"] !== undefined) {
     a.blkFileMiB = num("blk-file-mib", v["blk-file-mib"], 16, true);
   }
@@ -253,6 +265,8 @@ export interface BenchReport {
   latency: LatencyReport | null;
   /** blk: ours vs qemu-storage-daemon per workload (empty when skipped). */
   blk: BlkWorkloadResult[];
+  /** vIOMMU: the sim with and without the IOTLB per workload (empty when skipped). */
+  iommu: IommuWorkloadResult[];
   /** The scale part, or null when not asked for. */
   scale: ScaleResult | null;
 }
@@ -322,6 +336,7 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
     scenarios: [],
     latency: null,
     blk: [],
+    iommu: [],
     scale: null,
   };
   try {
@@ -379,6 +394,18 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
         root,
         dir,
         fileMiB: args.blkFileMiB,
+        progress,
+      });
+    }
+    if (args.iommu.length > 0) {
+      report.iommu = await iommuBench({
+        runs: args.runs,
+        seconds: args.seconds,
+        warmup: args.warmup,
+        workloads: args.iommu,
+        backendCpu: args.backendCpu,
+        root,
+        dir,
         progress,
       });
     }
@@ -451,22 +478,26 @@ function range(s: Spread, digits: number): string {
 export function formatReport(r: BenchReport): string {
   const out: string[] = [];
   const c = r.config;
-  out.push(
-    `Throughput, Mpps received: median of ${c.runs} run(s) (min-max), ${c.seconds} s measured ` +
-      `per run after ${c.warmupSeconds} s warm-up; backend on CPU ${c.backendCpu}, ` +
-      `frontend (testpmd net_virtio_user) on CPU ${c.frontendCpu}`,
-  );
-  out.push("");
-  out.push(textTable(
-    ["scenario", "frame", "ours (sim)", "DPDK net_vhost", "ours/DPDK"],
-    r.scenarios.map((s) => [
-      s.direction,
-      `${s.frameSize} B`,
-      s.ours ? range(s.ours.summary, 3) : "-",
-      s.dpdk ? range(s.dpdk.summary, 3) : "-",
-      s.ratio === null ? "-" : fixed(s.ratio, 2),
-    ]),
-  ));
+  if (r.scenarios.length > 0) {
+    out.push(
+      `Throughput, Mpps received: median of ${c.runs} run(s) (min-max), ${c.seconds} s ` +
+        `measured per run after ${c.warmupSeconds} s warm-up; backend on CPU ${c.backendCpu}, ` +
+        `frontend (testpmd net_virtio_user) on CPU ${c.frontendCpu}`,
+    );
+    out.push("");
+  }
+  if (r.scenarios.length > 0) {
+    out.push(textTable(
+      ["scenario", "frame", "ours (sim)", "DPDK net_vhost", "ours/DPDK"],
+      r.scenarios.map((s) => [
+        s.direction,
+        `${s.frameSize} B`,
+        s.ours ? range(s.ours.summary, 3) : "-",
+        s.dpdk ? range(s.dpdk.summary, 3) : "-",
+        s.ratio === null ? "-" : fixed(s.ratio, 2),
+      ]),
+    ));
+  }
   const foreign = r.scenarios.flatMap((s) => [
     ...(s.ours?.foreignCpus ?? []),
     ...(s.dpdk?.foreignCpus ?? []),
@@ -536,6 +567,10 @@ export function formatReport(r: BenchReport): string {
         ];
       }),
     ));
+  }
+  if (r.iommu.length > 0) {
+    out.push("");
+    out.push(...formatIommu(r.iommu, c.runs));
   }
   if (r.scale) {
     out.push("");

@@ -73,6 +73,8 @@ Deno.test({
       "f2b-64",
       "--latency-samples",
       "300",
+      "--iommu",
+      "f2b-64",
       "--testpmd",
       TESTPMD!,
       "--json",
@@ -93,6 +95,19 @@ Deno.test({
     // Progress went to stderr, one line per run.
     assert.match(r.stderr, /f2b-64 run 1\/1 ours: /);
     assert.match(r.stderr, /f2b-64 run 1\/1 dpdk: /);
+
+    // The vIOMMU part: the same sim with and without the IOTLB, misses answered.
+    assert.equal(report.iommu.length, 1);
+    const io = report.iommu[0];
+    assert.equal(io.id, "f2b-64");
+    for (const side of [io.off, io.on]) {
+      assert.equal(side.mpps.length, 1);
+      assert.ok(side.mpps[0] > 0, `vIOMMU run moved frames: ${side.mpps[0]} Mpps`);
+      assert.ok(side.nsPerPacket[0] > 0);
+    }
+    assert.ok(io.misses > 0, `the device asked for translations (${io.misses} misses answered)`);
+    assert.equal(io.ratio, io.on.summary.median / io.off.summary.median);
+    assert.match(r.stderr, /iommu f2b-64 run 1\/1 on: /);
 
     const l = report.latency;
     assert.equal(l.samples, 300);
