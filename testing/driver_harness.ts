@@ -292,7 +292,10 @@ export class DriverHarness {
    * entry), with access `perm` (default read-write), in IOVA order: what a
    * test feeds to `device.iotlbUpdate`, as a frontend answering misses would.
    */
-  iotlbEntries(chunk = this.#mapping.length, perm: number = IotlbAccess.READ_WRITE): IotlbEntry[] {
+  iotlbEntries(
+    chunk: number = this.#mapping.length,
+    perm: number = IotlbAccess.READ_WRITE,
+  ): IotlbEntry[] {
     if (!Number.isSafeInteger(chunk) || chunk <= 0 || chunk % 0x1000 !== 0) {
       throw new RangeError(`IOTLB entry size ${chunk} is not a positive multiple of 4096`);
     }

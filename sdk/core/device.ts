@@ -1310,8 +1310,10 @@ export class VhostMdevDevice {
       return false;
     }
     const gpas = r.resolve(this.#table.memory, this.#eventIdx, this.#packed, iotlb.table);
-    if (gpas !== null && gpas[0] === r.descAddr && gpas[1] === r.availAddr &&
-      gpas[2] === r.usedAddr) {
+    if (
+      gpas !== null && gpas[0] === r.descAddr && gpas[1] === r.availAddr &&
+      gpas[2] === r.usedAddr
+    ) {
       r.revalidating = -1;
       return false;
     }

@@ -195,7 +195,10 @@ export class RingState implements VringInfo {
     const { READ, WRITE, READ_WRITE } = IotlbAccess;
     try {
       const at = (what: string, address: number, size: number, perm: number) =>
-        memory.uvaToGpa(iotlb ? this.#throughIotlb(iotlb, what, address, size, perm) : address, size);
+        memory.uvaToGpa(
+          iotlb ? this.#throughIotlb(iotlb, what, address, size, perm) : address,
+          size,
+        );
       return [
         at("descriptors", this.uva.desc, desc, packed ? READ_WRITE : READ),
         at("driver area", this.uva.avail, avail, READ),
