@@ -11,6 +11,14 @@
  * asks for an ack, and a non-zero ack fails the call. Every error names the
  * request it came from.
  *
+ * Behind a vIOMMU (`iommu` option, `VIRTIO_F_ACCESS_PLATFORM`), it does what
+ * QEMU does for a device with `iommu_platform=on`: it asks for `BACKEND_REQ`
+ * and `REPLY_ACK`, opens the backend channel (`SET_BACKEND_REQ_FD`) and
+ * reads it without blocking the event loop, programs ring addresses as
+ * IOVAs, and answers the backend's IOTLB misses from a page table the test
+ * controls ({@linkcode FrontendIommu}): an `IOTLB_MSG` update for a mapped
+ * page, nothing for an unmapped one; unmapping a page sends an invalidation.
+ *
  * @example
  * ```ts
  * import { VhostUserFrontend } from "@vhost-mdev/testing";
@@ -43,6 +51,7 @@ import {
   mmap,
   pollAsync,
   POLLIN,
+  socketPair,
   SysError,
   unixSocket,
 } from "@vhost-mdev/sdk/sys";
@@ -52,10 +61,12 @@ import {
   type ConfigPayload,
   decodeConfig,
   decodeInflightDescription,
+  decodeIotlbMessage,
   decodeU64,
   decodeVringState,
   encodeConfig,
   encodeInflightDescription,
+  encodeIotlbMessage,
   encodeLogDescription,
   encodeMemTable,
   encodeMessage,
@@ -66,9 +77,11 @@ import {
   encodeVringFileIndex,
   encodeVringState,
   type InflightDescription,
+  type IotlbMessage,
   type VhostUserMessage,
 } from "@vhost-mdev/sdk/vhost-user";
 import {
+  BackendRequest,
   CONFIG_HEADER_SIZE,
   FrontendRequest,
   frontendRequestName,
@@ -80,7 +93,16 @@ import {
   VRING_STATE_SIZE,
 } from "@vhost-mdev/sdk/vhost-user";
 import { bit, hasBit, VirtioFeatureBit } from "@vhost-mdev/sdk";
-import { availRingSize, descTableSize, usedRingSize } from "@vhost-mdev/sdk";
+import {
+  availRingSize,
+  descTableSize,
+  EVENT_SUPPRESS_SIZE,
+  IotlbAccess,
+  type IotlbEntry,
+  IotlbMessageType,
+  packedRingSize,
+  usedRingSize,
+} from "@vhost-mdev/sdk";
 
 /** Protocol features the frontend asks for unless told otherwise. */
 export const DEFAULT_FRONTEND_PROTOCOL_FEATURES: bigint = bit(ProtocolFeatureBit.MQ) |
@@ -102,6 +124,281 @@ export interface VhostUserFrontendOptions {
    * (default 5000 ms). `listen`: how long to wait for the backend (default 10000 ms).
    */
   connectTimeoutMs?: number;
+  /**
+   * Put the device behind a vIOMMU, as QEMU does with `iommu_platform=on`:
+   * ask for `BACKEND_REQ` and `REPLY_ACK` as well, open the backend channel
+   * in {@linkcode VhostUserFrontend.handshake}, program ring addresses as
+   * IOVAs once `VIRTIO_F_ACCESS_PLATFORM` is acked, and answer IOTLB misses
+   * from {@linkcode VhostUserFrontend.iommu}'s page table. `true` is `{}`.
+   */
+  iommu?: boolean | FrontendIommuOptions;
+}
+
+/** Bytes of a page of {@linkcode FrontendIommu}: it maps, answers and invalidates whole pages. */
+export const IOMMU_PAGE_SIZE = 4096;
+
+/** Options of the frontend's IOMMU ({@linkcode VhostUserFrontendOptions.iommu}). */
+export interface FrontendIommuOptions {
+  /**
+   * Answer misses from the page table (default true). False models an
+   * IOMMU that never answers; {@linkcode FrontendIommu.respond} changes it later.
+   */
+  respond?: boolean;
+  /** Misses kept in {@linkcode FrontendIommu.missLog} (default 4096; the oldest go first). */
+  missLogSize?: number;
+}
+
+/** One page of a {@linkcode FrontendIommu}'s page table. */
+export interface IommuPage {
+  /** Guest-physical address of the page. */
+  gpa: number;
+  /** What the device may do with it: `IotlbAccess` bits (1 read, 2 write, 3 both). */
+  perm: number;
+}
+
+/** A miss the backend sent, as a {@linkcode FrontendIommu} recorded it. */
+export interface IommuMiss {
+  /** The address the backend asked for. */
+  iova: number;
+  /** The access it asked for (`IotlbAccess`). */
+  perm: number;
+  /** Whether an update answered it (false: the page is unmapped, or answering is off). */
+  answered: boolean;
+}
+
+/** What a {@linkcode FrontendIommu} counted. */
+export interface FrontendIommuCounters {
+  /** IOTLB misses received on the backend channel. */
+  missesReceived: number;
+  /** Misses answered with an `IOTLB_MSG` update. */
+  missesAnswered: number;
+  /** Misses left unanswered: the page is unmapped, or answering is off. */
+  missesUnanswered: number;
+  /** `IOTLB_MSG` updates this IOMMU sent (its answers). */
+  updatesSent: number;
+  /** `IOTLB_MSG` invalidations this IOMMU sent (unmaps, remaps, flushes). */
+  invalidationsSent: number;
+  /** Of those updates and invalidations, the ones that failed (refused, or the connection ended). */
+  failures: number;
+}
+
+/** `n` rounded down to a page. */
+function pageFloor(n: number): number {
+  return Math.floor(n / IOMMU_PAGE_SIZE) * IOMMU_PAGE_SIZE;
+}
+
+/**
+ * The guest's IOMMU as a frontend models it: a page table from IOVA pages
+ * to guest-physical pages with permissions, which the test controls, and
+ * the answers to the backend's IOTLB misses. A miss for a mapped page is
+ * answered with an `IOTLB_MSG` update of that page (its frontend address,
+ * its permissions, even when they lack the access asked for: the backend
+ * then refuses the access); a miss for an unmapped page is not answered, as
+ * QEMU does not. Unmapping or remapping a page the backend may have cached
+ * sends an invalidation and waits for its ack.
+ *
+ * Made by a {@linkcode VhostUserFrontend} with the `iommu` option; the
+ * frontend hands it the misses it reads from the backend channel.
+ *
+ * @example Map guest memory at an IOVA offset, take a page away again
+ * ```ts
+ * import { VhostUserFrontend } from "@vhost-mdev/testing";
+ *
+ * const fe = await VhostUserFrontend.connect("/tmp/vhost.sock", { iommu: true });
+ * await fe.handshake();
+ * const iommu = fe.iommu!;
+ * await iommu.map(0x80_0000_0000, fe.memoryGpa, fe.memorySize);
+ * // ... the backend misses, the IOMMU answers ...
+ * await iommu.unmap(0x80_0000_0000, 4096); // INVALIDATE; later misses there go unanswered
+ * console.log(iommu.counters.missesReceived, iommu.counters.missesAnswered);
+ * fe.close();
+ * ```
+ */
+export class FrontendIommu {
+  /** What was counted so far. */
+  readonly counters: FrontendIommuCounters = {
+    missesReceived: 0,
+    missesAnswered: 0,
+    missesUnanswered: 0,
+    updatesSent: 0,
+    invalidationsSent: 0,
+    failures: 0,
+  };
+  /** Whether misses for mapped pages are answered (see {@linkcode FrontendIommuOptions.respond}). */
+  respond: boolean;
+  readonly #frontend: VhostUserFrontend;
+  readonly #pages = new Map<number, IommuPage>();
+  readonly #log: IommuMiss[] = [];
+  readonly #logSize: number;
+  readonly #inflight = new Set<Promise<void>>();
+  #lastError = "";
+
+  /**
+   * An IOMMU with an empty page table for `frontend` (which makes one
+   * itself with the `iommu` option).
+   *
+   * @throws RangeError for a `missLogSize` that is not a non-negative integer.
+   */
+  constructor(frontend: VhostUserFrontend, options: FrontendIommuOptions = {}) {
+    const size = options.missLogSize ?? 4096;
+    if (!Number.isInteger(size) || size < 0) {
+      throw new RangeError(`missLogSize ${size} is not a non-negative integer`);
+    }
+    this.#frontend = frontend;
+    this.respond = options.respond ?? true;
+    this.#logSize = size;
+  }
+
+  /** The most recent misses, oldest first (at most `missLogSize`). */
+  get missLog(): readonly IommuMiss[] {
+    return this.#log;
+  }
+
+  /** Pages mapped now. */
+  get mappedPages(): number {
+    return this.#pages.size;
+  }
+
+  /** Why the last update or invalidation failed, or `""`. */
+  get lastError(): string {
+    return this.#lastError;
+  }
+
+  /** The page holding `iova`, or null when it is unmapped. */
+  lookup(iova: number): IommuPage | null {
+    const page = this.#pages.get(Math.floor(iova / IOMMU_PAGE_SIZE));
+    return page ? { ...page } : null;
+  }
+
+  /**
+   * Map `size` bytes (whole pages) from `iova` to guest-physical `gpa`
+   * with `perm` (default read-write). Pages that were mapped otherwise are
+   * invalidated first (the backend may have cached them); resolves once
+   * those invalidations were acked.
+   *
+   * @throws RangeError for unaligned addresses, a size that is not
+   *   positive, permissions outside 1..3, or a range outside guest memory.
+   */
+  async map(
+    iova: number,
+    gpa: number,
+    size: number,
+    perm: number = IotlbAccess.READ_WRITE,
+  ): Promise<void> {
+    const fe = this.#frontend;
+    if (
+      !Number.isSafeInteger(iova) || iova < 0 || iova % IOMMU_PAGE_SIZE !== 0 ||
+      !Number.isSafeInteger(gpa) || gpa % IOMMU_PAGE_SIZE !== 0
+    ) {
+      throw new RangeError(`map: iova ${iova} and gpa ${gpa} must be page-aligned addresses`);
+    }
+    if (!(size > 0) || !Number.isSafeInteger(iova + size)) {
+      throw new RangeError(`map: size ${size} is not a positive byte count`);
+    }
+    if (!Number.isInteger(perm) || perm < IotlbAccess.READ || perm > IotlbAccess.READ_WRITE) {
+      throw new RangeError(`map: permission ${perm} is not read (1), write (2) or both (3)`);
+    }
+    const pages = Math.ceil(size / IOMMU_PAGE_SIZE);
+    fe.frontendAddress(gpa, pages * IOMMU_PAGE_SIZE); // throws outside guest memory
+    const first = iova / IOMMU_PAGE_SIZE;
+    const changed: number[] = [];
+    for (let i = 0; i < pages; i++) {
+      const old = this.#pages.get(first + i);
+      const now = { gpa: gpa + i * IOMMU_PAGE_SIZE, perm };
+      if (old && (old.gpa !== now.gpa || old.perm !== now.perm)) changed.push(first + i);
+      this.#pages.set(first + i, now);
+    }
+    await this.#invalidateRuns(changed);
+  }
+
+  /**
+   * Unmap `size` bytes (whole pages) from `iova`: later misses there go
+   * unanswered. The pages that were mapped are invalidated; resolves once
+   * the invalidations were acked.
+   */
+  async unmap(iova: number, size: number): Promise<void> {
+    const first = Math.floor(iova / IOMMU_PAGE_SIZE);
+    const end = Math.ceil((iova + size) / IOMMU_PAGE_SIZE);
+    const gone: number[] = [];
+    for (let p = first; p < end; p++) {
+      if (this.#pages.delete(p)) gone.push(p);
+    }
+    await this.#invalidateRuns(gone);
+  }
+
+  /**
+   * Invalidate `size` bytes from `iova` without changing the page table
+   * (an IOTLB flush): the backend forgets them and misses again.
+   */
+  invalidate(iova: number, size: number): Promise<void> {
+    return this.#send(this.#frontend.iotlbInvalidate(iova, size), "invalidation");
+  }
+
+  /**
+   * A miss the backend sent (the frontend calls this for every `IOTLB_MSG`
+   * miss it reads on the backend channel): counted, logged, and answered
+   * with an update of the page when it is mapped and answering is on.
+   */
+  handleMiss(iova: number, perm: number): void {
+    this.counters.missesReceived++;
+    const page = this.respond ? this.#pages.get(Math.floor(iova / IOMMU_PAGE_SIZE)) : undefined;
+    this.#record({ iova, perm, answered: page !== undefined });
+    if (page === undefined) {
+      this.counters.missesUnanswered++;
+      return;
+    }
+    this.counters.missesAnswered++;
+    const entry = {
+      iova: pageFloor(iova),
+      size: IOMMU_PAGE_SIZE,
+      uaddr: this.#frontend.frontendAddress(page.gpa, IOMMU_PAGE_SIZE),
+      perm: page.perm,
+    };
+    this.#send(this.#frontend.iotlbUpdate(entry), "update").catch(() => {
+      // Counted in `failures`, kept in `lastError`.
+    });
+  }
+
+  /** Resolves once every update and invalidation sent so far was acked (or failed). */
+  async settled(): Promise<void> {
+    while (this.#inflight.size > 0) {
+      await Promise.allSettled([...this.#inflight]);
+    }
+  }
+
+  #record(miss: IommuMiss): void {
+    if (this.#logSize === 0) return;
+    if (this.#log.length >= this.#logSize) this.#log.shift();
+    this.#log.push(miss);
+  }
+
+  /** Invalidate the runs of consecutive page numbers in `pages` (ascending). */
+  async #invalidateRuns(pages: number[]): Promise<void> {
+    let i = 0;
+    const sends: Promise<void>[] = [];
+    while (i < pages.length) {
+      let j = i + 1;
+      while (j < pages.length && pages[j] === pages[j - 1] + 1) j++;
+      const iova = pages[i] * IOMMU_PAGE_SIZE, size = (j - i) * IOMMU_PAGE_SIZE;
+      sends.push(this.#send(this.#frontend.iotlbInvalidate(iova, size), "invalidation"));
+      i = j;
+    }
+    await Promise.all(sends);
+  }
+
+  /** Count and track one message sent; rethrows its failure after counting it. */
+  #send(sent: Promise<void>, kind: "update" | "invalidation"): Promise<void> {
+    if (kind === "update") this.counters.updatesSent++;
+    else this.counters.invalidationsSent++;
+    const tracked = sent.catch((e) => {
+      this.counters.failures++;
+      this.#lastError = (e as Error).message;
+      throw e;
+    });
+    const done = tracked.then(() => {}, () => {}).finally(() => this.#inflight.delete(done));
+    this.#inflight.add(done);
+    return tracked;
+  }
 }
 
 /** A ring's layout as guest-physical addresses (what a virtio driver programs). */
@@ -159,6 +456,11 @@ export class VhostUserFrontend {
   readonly memoryGpa: number;
   /** Memory size in bytes. */
   readonly memorySize: number;
+  /**
+   * The guest's IOMMU (page table and miss answers) when made with the
+   * `iommu` option, else null.
+   */
+  readonly iommu: FrontendIommu | null;
   #socket: MessageSocket;
   #memfd: number;
   #mapping: Mapping;
@@ -171,6 +473,11 @@ export class VhostUserFrontend {
   #protocolFeatures = 0n;
   #protocolNegotiated = false;
   #queueNum = 0;
+  #acked = 0n;
+  #backend: MessageSocket | null = null;
+  #backendReaders = new Set<Promise<void>>();
+  #backendCounts = new Map<number, number>();
+  #backendError = "";
 
   private constructor(fd: number, options: VhostUserFrontendOptions) {
     const size = (options.memoryMiB ?? 64) * MIB;
@@ -218,6 +525,13 @@ export class VhostUserFrontend {
     this.memorySize = size;
     this.#replyTimeoutMs = options.replyTimeoutMs ?? 5000;
     this.#wantProtocol = options.protocolFeatures ?? DEFAULT_FRONTEND_PROTOCOL_FEATURES;
+    const iommu = options.iommu === true ? {} : options.iommu || null;
+    this.iommu = iommu === null ? null : new FrontendIommu(this, iommu);
+    if (iommu !== null) {
+      // QEMU needs both for a device behind a vIOMMU.
+      this.#wantProtocol |= bit(ProtocolFeatureBit.BACKEND_REQ) |
+        bit(ProtocolFeatureBit.REPLY_ACK);
+    }
   }
 
   /**
@@ -321,6 +635,37 @@ export class VhostUserFrontend {
   /** Whether {@linkcode close} was called or the connection failed. */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Virtio features acknowledged with the last `SET_FEATURES` (0 before). */
+  get ackedFeatures(): bigint {
+    return this.#acked;
+  }
+
+  /**
+   * Whether ring addresses are IOVAs: the frontend has an IOMMU and
+   * `VIRTIO_F_ACCESS_PLATFORM` was acked.
+   */
+  get iovaRings(): boolean {
+    return this.iommu !== null && hasBit(this.#acked, VirtioFeatureBit.ACCESS_PLATFORM);
+  }
+
+  /** Whether the backend channel ({@linkcode openBackendChannel}) is open. */
+  get backendChannelOpen(): boolean {
+    return this.#backend !== null && !this.#backend.closed;
+  }
+
+  /**
+   * Why reading the backend channel failed (a malformed message), or `""`.
+   * The channel is closed then.
+   */
+  get backendChannelError(): string {
+    return this.#backendError;
+  }
+
+  /** Messages with request code `request` (`BackendRequest`) received on the backend channel. */
+  backendRequests(request: number): number {
+    return this.#backendCounts.get(request) ?? 0;
   }
 
   /** The kick eventfd of ring `q` (the frontend writes it), or -1 before {@linkcode setupRing}. */
@@ -491,7 +836,10 @@ export class VhostUserFrontend {
     return this.#backendFeatures;
   }
 
-  /** `SET_FEATURES`: acknowledge `features`; refuses bits the backend did not offer. */
+  /**
+   * `SET_FEATURES`: acknowledge `features`; refuses bits the backend did not
+   * offer. Kept in {@linkcode ackedFeatures}.
+   */
   async setFeatures(features: bigint): Promise<void> {
     const extra = features & ~this.#backendFeatures;
     if (extra !== 0n) {
@@ -503,6 +851,7 @@ export class VhostUserFrontend {
       );
     }
     await this.#u64(FrontendRequest.SET_FEATURES, features);
+    this.#acked = features;
   }
 
   /** `GET_PROTOCOL_FEATURES`: the backend's protocol feature bits. */
@@ -534,7 +883,13 @@ export class VhostUserFrontend {
    * The opening every frontend does: `SET_OWNER`, `GET_FEATURES`, and when
    * the backend offers protocol features, `GET_PROTOCOL_FEATURES`,
    * `SET_PROTOCOL_FEATURES` (the offer intersected with what was asked) and,
-   * with `MQ`, `GET_QUEUE_NUM`. Returns the backend's virtio features.
+   * with `MQ`, `GET_QUEUE_NUM`. With the `iommu` option and `BACKEND_REQ`
+   * negotiated it then opens the backend channel
+   * ({@linkcode openBackendChannel}). Returns the backend's virtio features.
+   *
+   * @throws VhostUserFrontendError with the `iommu` option when the backend
+   *   offers `VIRTIO_F_ACCESS_PLATFORM` without `BACKEND_REQ` and `REPLY_ACK`
+   *   (QEMU refuses such a backend too).
    */
   async handshake(): Promise<bigint> {
     await this.setOwner();
@@ -544,7 +899,104 @@ export class VhostUserFrontend {
       await this.setProtocolFeatures(offer & this.#wantProtocol);
       if (hasBit(this.#protocolFeatures, ProtocolFeatureBit.MQ)) await this.getQueueNum();
     }
+    if (this.iommu !== null && hasBit(features, VirtioFeatureBit.ACCESS_PLATFORM)) {
+      const pf = this.#protocolFeatures;
+      if (
+        !hasBit(pf, ProtocolFeatureBit.BACKEND_REQ) || !hasBit(pf, ProtocolFeatureBit.REPLY_ACK)
+      ) {
+        throw new VhostUserFrontendError(
+          FrontendRequest.SET_PROTOCOL_FEATURES,
+          `an IOMMU needs the BACKEND_REQ and REPLY_ACK protocol features; negotiated 0x${
+            pf.toString(16)
+          }`,
+        );
+      }
+      await this.openBackendChannel();
+    }
     return features;
+  }
+
+  /**
+   * `SET_BACKEND_REQ_FD` (needs `BACKEND_REQ`): make a socket pair, send one
+   * end, and read the backend's requests from the other without blocking
+   * the event loop: IOTLB misses go to {@linkcode iommu}, every request is
+   * counted ({@linkcode backendRequests}), fds that come with one are
+   * closed, and one that asks for a reply (`NEED_REPLY`) gets ack 0 (1 for
+   * an IOTLB message this frontend cannot take). A channel opened before is
+   * closed.
+   */
+  async openBackendChannel(): Promise<void> {
+    const req = FrontendRequest.SET_BACKEND_REQ_FD;
+    if (!hasBit(this.#protocolFeatures, ProtocolFeatureBit.BACKEND_REQ)) {
+      throw new VhostUserFrontendError(req, "the BACKEND_REQ protocol feature was not negotiated");
+    }
+    const [ours, theirs] = socketPair();
+    let channel: MessageSocket;
+    try {
+      channel = new MessageSocket(ours);
+    } catch (e) {
+      close(ours);
+      close(theirs);
+      throw e;
+    }
+    try {
+      await this.request(req, new Uint8Array(0), [theirs]);
+    } catch (e) {
+      channel.close();
+      throw e;
+    } finally {
+      close(theirs);
+    }
+    this.#backend?.close();
+    this.#backend = channel;
+    const reader = this.#readBackend(channel);
+    this.#backendReaders.add(reader);
+    reader.finally(() => this.#backendReaders.delete(reader));
+  }
+
+  /** Serve the backend channel until it closes. */
+  async #readBackend(channel: MessageSocket): Promise<void> {
+    try {
+      for (;;) {
+        let m: VhostUserMessage | null;
+        try {
+          m = await channel.read();
+        } catch (e) {
+          this.#backendError = (e as Error).message;
+          return;
+        }
+        if (m === null) return;
+        for (const fd of m.fds) close(fd);
+        this.#backendCounts.set(m.request, (this.#backendCounts.get(m.request) ?? 0) + 1);
+        let status = 0n;
+        if (m.request === BackendRequest.IOTLB_MSG) status = this.#backendIotlb(m);
+        if ((m.flags & HeaderFlag.NEED_REPLY) !== 0) {
+          const flags = HeaderFlag.VERSION | HeaderFlag.REPLY;
+          try {
+            channel.send(encodeMessage(m.request, flags, encodeU64(status)));
+          } catch (e) {
+            this.#backendError = `replying on the backend channel: ${(e as Error).message}`;
+            return;
+          }
+        }
+      }
+    } finally {
+      channel.close();
+      if (this.#backend === channel) this.#backend = null;
+    }
+  }
+
+  /** An `IOTLB_MSG` on the backend channel: a miss goes to the IOMMU. Returns the ack status. */
+  #backendIotlb(m: VhostUserMessage): bigint {
+    let msg: IotlbMessage;
+    try {
+      msg = decodeIotlbMessage(m);
+    } catch {
+      return 1n;
+    }
+    if (msg.type !== IotlbMessageType.MISS || this.iommu === null) return 1n;
+    this.iommu.handleMiss(Number(msg.iova), msg.perm);
+    return 0n;
   }
 
   /** `SET_MEM_TABLE`: share the guest memory (one region, the memfd) with the backend. */
@@ -585,20 +1037,44 @@ export class VhostUserFrontend {
 
   /**
    * `SET_VRING_ADDR`: ring `q`'s tables. `layout` holds GPAs; like QEMU, the
-   * message carries this frontend's virtual addresses of them.
+   * message carries this frontend's virtual addresses of them. Behind the
+   * IOMMU ({@linkcode iovaRings}) `layout` holds IOVAs, which the message
+   * carries as they are (the backend translates them through its IOTLB).
    */
   async setVringAddr(q: number, layout: FrontendRingLayout, flags = 0): Promise<void> {
     // With VHOST_VRING_F_LOG the used ring's guest-physical address is the log address.
     const log = (flags & VRING_F_LOG) !== 0 ? layout.usedAddr : 0;
     const n = layout.num;
-    const addr = encodeVringAddr({
-      index: q,
-      flags,
-      desc: this.frontendAddress(layout.descAddr, descTableSize(n)),
-      used: this.frontendAddress(layout.usedAddr, usedRingSize(n)),
-      avail: this.frontendAddress(layout.availAddr, availRingSize(n)),
-      log,
-    });
+    let addr: Uint8Array;
+    if (this.iovaRings) {
+      for (const a of [layout.descAddr, layout.availAddr, layout.usedAddr]) {
+        if (!Number.isSafeInteger(a) || a < 0) {
+          throw new RangeError(`ring ${q}: IOVA ${a} is not an address below 2^53`);
+        }
+      }
+      addr = encodeVringAddr({
+        index: q,
+        flags,
+        desc: layout.descAddr,
+        used: layout.usedAddr,
+        avail: layout.availAddr,
+        log,
+      });
+    } else {
+      // A packed ring's driver and device areas are the 4-byte event areas.
+      const packed = hasBit(this.#acked, VirtioFeatureBit.RING_PACKED);
+      addr = encodeVringAddr({
+        index: q,
+        flags,
+        desc: this.frontendAddress(layout.descAddr, packed ? packedRingSize(n) : descTableSize(n)),
+        used: this.frontendAddress(layout.usedAddr, packed ? EVENT_SUPPRESS_SIZE : usedRingSize(n)),
+        avail: this.frontendAddress(
+          layout.availAddr,
+          packed ? EVENT_SUPPRESS_SIZE : availRingSize(n),
+        ),
+        log,
+      });
+    }
     await this.request(FrontendRequest.SET_VRING_ADDR, addr);
   }
 
@@ -691,6 +1167,38 @@ export class VhostUserFrontend {
     );
   }
 
+  /**
+   * `IOTLB_MSG` update (with `VIRTIO_F_ACCESS_PLATFORM` acked): `size` bytes
+   * from `iova` are this frontend's `uaddr` (see {@linkcode frontendAddress}),
+   * with `perm` (`IotlbAccess`: 1 the device reads, 2 it writes, 3 both).
+   * With `REPLY_ACK`, a refusal fails the call.
+   */
+  async iotlbUpdate(entry: IotlbEntry): Promise<void> {
+    await this.iotlbMessage({
+      iova: BigInt(entry.iova),
+      size: BigInt(entry.size),
+      uaddr: BigInt(entry.uaddr),
+      perm: entry.perm,
+      type: IotlbMessageType.UPDATE,
+    });
+  }
+
+  /** `IOTLB_MSG` invalidation: the backend forgets its translations of `[iova, iova + size)`. */
+  async iotlbInvalidate(iova: number, size: number): Promise<void> {
+    await this.iotlbMessage({
+      iova: BigInt(iova),
+      size: BigInt(size),
+      uaddr: 0n,
+      perm: IotlbAccess.NONE,
+      type: IotlbMessageType.INVALIDATE,
+    });
+  }
+
+  /** `IOTLB_MSG` as given: any type, any field (for testing what a backend refuses). */
+  async iotlbMessage(msg: IotlbMessage): Promise<void> {
+    await this.request(FrontendRequest.IOTLB_MSG, encodeIotlbMessage(msg));
+  }
+
   /** `SEND_RARP` (with `RARP`): ask the backend to announce `mac` after a migration. */
   async sendRarp(mac: Uint8Array): Promise<void> {
     await this.request(FrontendRequest.SEND_RARP, encodeRarpMac(mac));
@@ -769,13 +1277,16 @@ export class VhostUserFrontend {
 
   /**
    * Close the connection (the backend sees the frontend go away), the
-   * eventfds and the memfd, and unmap the memory. Idempotent. Views of
-   * {@linkcode memory} must not be used afterwards.
+   * backend channel, the eventfds and the memfd, and unmap the memory.
+   * Idempotent. Views of {@linkcode memory} must not be used afterwards.
+   * Requests in flight and the backend channel's reader end a moment later:
+   * {@linkcode shutdown} waits for them.
    */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#socket.close();
+    this.#backend?.close();
     for (const { kick, call } of this.#rings.values()) {
       close(kick);
       close(call);
@@ -784,5 +1295,17 @@ export class VhostUserFrontend {
     this.memory.close();
     this.#mapping.unmap();
     close(this.#memfd);
+  }
+
+  /**
+   * {@linkcode close}, then wait until the requests in flight (the IOMMU's
+   * answers among them) and the backend channel's reader have ended: what a
+   * test awaits so that nothing of the frontend outlives it.
+   */
+  async shutdown(): Promise<void> {
+    this.close();
+    await this.#queue.catch(() => {});
+    await this.iommu?.settled();
+    while (this.#backendReaders.size > 0) await Promise.all([...this.#backendReaders]);
   }
 }

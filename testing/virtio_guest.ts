@@ -8,6 +8,17 @@
  * it: they choose the features and queue count and post their buffers
  * between {@linkcode VirtioGuest.setup} and {@linkcode VirtioGuest.activate}.
  *
+ * Packed rings (`packed` option, `VIRTIO_F_RING_PACKED`) are driven by a
+ * `PackedQueueDriver`: {@linkcode VirtioGuest.ring} returns either kind.
+ *
+ * Behind a vIOMMU (`iommu` option, with a frontend made with `iommu`), the
+ * guest acknowledges `VIRTIO_F_ACCESS_PLATFORM` and gives the device I/O
+ * virtual addresses: each guest-physical address plus a fixed
+ * {@linkcode VirtioGuest.iovaOffset}, in ring addresses and in every
+ * descriptor its rings' `add`/`addBuffer` write (they take GPAs and write
+ * IOVAs). Before the rings are programmed, the frontend's page table maps
+ * all of guest memory there read-write, so the device's misses are answered.
+ *
  * Interrupts: {@linkcode VirtioGuest.waitUsed} asks for one (clears
  * `VIRTQ_AVAIL_F_NO_INTERRUPT`, or with `EVENT_IDX` sets `used_event` to the
  * next used index) only when the ring has nothing waiting, and sleeps on the
@@ -43,13 +54,33 @@ import { pollAsync, POLLIN } from "@vhost-mdev/sdk/sys";
 import { ProtocolFeatureBit } from "@vhost-mdev/sdk/vhost-user";
 import {
   bit,
+  type GuestMemory,
   hasBit,
+  isValidPackedQueueSize,
   isValidQueueSize,
+  PackedQueueDriver,
+  type PackedQueueDriverOptions,
+  type PackedQueueLayout,
   SplitQueueDriver,
+  type SplitQueueDriverOptions,
+  type SplitQueueLayout,
   VirtioFeatureBit,
   VirtioStatus,
+  type VirtqueueDriver,
 } from "@vhost-mdev/sdk";
-import type { VhostUserFrontend } from "./vhost_user_frontend.ts";
+import type { FrontendRingLayout, VhostUserFrontend } from "./vhost_user_frontend.ts";
+
+/** Default {@linkcode VirtioGuestIommuOptions.iovaOffset}: 512 GiB, far above any GPA here. */
+export const DEFAULT_IOVA_OFFSET = 0x80_0000_0000;
+
+/** Options of a guest behind the frontend's IOMMU ({@linkcode VirtioGuestOptions.iommu}). */
+export interface VirtioGuestIommuOptions {
+  /**
+   * What is added to a guest-physical address to make the IOVA the device
+   * is given (default {@linkcode DEFAULT_IOVA_OFFSET}); a multiple of 4096.
+   */
+  iovaOffset?: number;
+}
 
 /** Options of {@linkcode VirtioGuest.setup}. */
 export interface VirtioGuestOptions {
@@ -64,6 +95,76 @@ export interface VirtioGuestOptions {
   required?: bigint;
   /** Feature bits acknowledged when the device offers them. */
   optional?: bigint;
+  /** Drive packed rings (`VIRTIO_F_RING_PACKED`, then required); default split. */
+  packed?: boolean;
+  /**
+   * Run behind the frontend's IOMMU (the frontend must be made with
+   * `iommu`): `VIRTIO_F_ACCESS_PLATFORM` is required and acknowledged, and
+   * every address the device is given is an IOVA (see the module
+   * documentation). `true` is `{}`.
+   */
+  iommu?: boolean | VirtioGuestIommuOptions;
+}
+
+/** A split ring whose descriptors get IOVAs: `add`/`addBuffer` take GPAs and add the offset. */
+class IovaSplitQueueDriver extends SplitQueueDriver {
+  readonly #offset: number;
+
+  constructor(
+    memory: GuestMemory,
+    layout: SplitQueueLayout,
+    options: SplitQueueDriverOptions,
+    offset: number,
+  ) {
+    super(memory, layout, options);
+    this.#offset = offset;
+  }
+
+  override add(
+    segments: readonly { gpa: number; len: number; write: boolean }[],
+    token: number,
+  ): boolean {
+    const off = this.#offset;
+    return super.add(
+      segments.map((s) => ({ gpa: s.gpa + off, len: s.len, write: s.write })),
+      token,
+    );
+  }
+
+  override addBuffer(gpa: number, len: number, write: boolean, token: number): boolean {
+    return super.addBuffer(gpa + this.#offset, len, write, token);
+  }
+}
+
+/** A packed ring whose descriptors get IOVAs, as {@linkcode IovaSplitQueueDriver}. */
+class IovaPackedQueueDriver extends PackedQueueDriver {
+  readonly #offset: number;
+
+  constructor(
+    memory: GuestMemory,
+    layout: PackedQueueLayout,
+    options: PackedQueueDriverOptions,
+    offset: number,
+  ) {
+    super(memory, layout, options);
+    this.#offset = offset;
+  }
+
+  override add(
+    segments: readonly { gpa: number; len: number; write: boolean }[],
+    token: number,
+  ): boolean {
+    const off = this.#offset;
+    return super.add(
+      segments.map((s) => ({ gpa: s.gpa + off, len: s.len, write: s.write })),
+      token,
+    );
+  }
+
+  override addBuffer(gpa: number, len: number, write: boolean, token: number): boolean {
+    // The packed driver's `addBuffer` goes through `add`: add the offset once.
+    return super.add([{ gpa: gpa + this.#offset, len, write }], token);
+  }
 }
 
 /** Bytes of a page: rings and buffer areas start on one. */
@@ -87,7 +188,15 @@ export class VirtioGuest {
   readonly ringSize: number;
   /** Whether `VIRTIO_F_EVENT_IDX` was negotiated. */
   readonly eventIdx: boolean;
-  readonly #queues: SplitQueueDriver[];
+  /** Whether the rings are packed (`VIRTIO_F_RING_PACKED` negotiated). */
+  readonly packed: boolean;
+  /**
+   * What is added to a guest-physical address to make the address the
+   * device is given: the IOVA offset behind the IOMMU, else 0.
+   */
+  readonly iovaOffset: number;
+  readonly #queues: VirtqueueDriver[];
+  readonly #layouts: FrontendRingLayout[];
   readonly #calls: number[];
   readonly #statusFeature: boolean;
   #next: number;
@@ -97,14 +206,19 @@ export class VirtioGuest {
     frontend: VhostUserFrontend,
     features: bigint,
     ringSize: number,
-    queues: SplitQueueDriver[],
+    queues: VirtqueueDriver[],
+    layouts: FrontendRingLayout[],
     next: number,
+    iovaOffset: number,
   ) {
     this.frontend = frontend;
     this.features = features;
     this.ringSize = ringSize;
     this.eventIdx = hasBit(features, VirtioFeatureBit.EVENT_IDX);
+    this.packed = hasBit(features, VirtioFeatureBit.RING_PACKED);
+    this.iovaOffset = iovaOffset;
     this.#queues = queues;
+    this.#layouts = layouts;
     this.#calls = queues.map(() => 0);
     this.#statusFeature = hasBit(frontend.protocolFeatures, ProtocolFeatureBit.STATUS);
     this.#next = next;
@@ -114,10 +228,13 @@ export class VirtioGuest {
    * Handshake, negotiate features, `SET_STATUS` ACKNOWLEDGE|DRIVER|
    * FEATURES_OK (with the `STATUS` protocol feature), `SET_MEM_TABLE`, and
    * program every ring (`SET_VRING_*`). The rings are not enabled and the
-   * device is not live until {@linkcode VirtioGuest.activate}.
+   * device is not live until {@linkcode VirtioGuest.activate}. Behind the
+   * IOMMU, all of guest memory is mapped at the IOVA offset in the
+   * frontend's page table before the rings are programmed.
    *
    * @throws RangeError for bad options or rings that do not fit in guest
-   *   memory; Error naming missing feature bits or a failed request.
+   *   memory; Error naming missing feature bits or a failed request, or an
+   *   `iommu` guest on a frontend without one.
    */
   static async setup(
     frontend: VhostUserFrontend,
@@ -128,11 +245,31 @@ export class VirtioGuest {
     if (!Number.isInteger(queues) || queues < 1 || queues > 256) {
       throw new RangeError(`queues ${queues} is not within 1..256`);
     }
-    if (!isValidQueueSize(ringSize)) {
-      throw new RangeError(`ringSize ${ringSize} is not a power of two within 1..32768`);
+    const packed = options.packed ?? false;
+    if (!(packed ? isValidPackedQueueSize(ringSize) : isValidQueueSize(ringSize))) {
+      throw new RangeError(
+        packed
+          ? `ringSize ${ringSize} is not within 1..32768`
+          : `ringSize ${ringSize} is not a power of two within 1..32768`,
+      );
+    }
+    const iommu = options.iommu === true ? {} : options.iommu || null;
+    const iovaOffset = iommu === null ? 0 : iommu.iovaOffset ?? DEFAULT_IOVA_OFFSET;
+    if (iommu !== null) {
+      if (frontend.iommu === null) {
+        throw new Error("virtio: a guest behind an IOMMU needs a frontend made with `iommu`");
+      }
+      if (
+        !Number.isSafeInteger(iovaOffset) || iovaOffset < 0 || iovaOffset % 4096 !== 0 ||
+        !Number.isSafeInteger(iovaOffset + frontend.memoryGpa + frontend.memorySize)
+      ) {
+        throw new RangeError(`iovaOffset ${iovaOffset} is not a page-aligned offset below 2^53`);
+      }
     }
     const offered = await frontend.handshake();
-    const required = bit(VirtioFeatureBit.VERSION_1) | (options.required ?? 0n);
+    const required = bit(VirtioFeatureBit.VERSION_1) | (options.required ?? 0n) |
+      (packed ? bit(VirtioFeatureBit.RING_PACKED) : 0n) |
+      (iommu !== null ? bit(VirtioFeatureBit.ACCESS_PLATFORM) : 0n);
     const missing = required & ~offered;
     if (missing !== 0n) {
       throw new Error(
@@ -147,12 +284,22 @@ export class VirtioGuest {
       await frontend.setStatus(FEATURES_OK);
     }
     await frontend.setMemTable();
+    if (iommu !== null) {
+      await frontend.iommu!.map(
+        frontend.memoryGpa + iovaOffset,
+        frontend.memoryGpa,
+        frontend.memorySize,
+      );
+    }
 
     const eventIdx = hasBit(features, VirtioFeatureBit.EVENT_IDX);
-    const ringBytes = SplitQueueDriver.layout(ringSize, 0).bytes;
+    const ringBytes = packed
+      ? PackedQueueDriver.layout(ringSize, 0).bytes
+      : SplitQueueDriver.layout(ringSize, 0).bytes;
     // Page 0 stays unused, so GPA 0 is never a valid buffer.
     let next = frontend.memoryGpa + PAGE;
-    const rings: SplitQueueDriver[] = [];
+    const rings: VirtqueueDriver[] = [];
+    const layouts: FrontendRingLayout[] = [];
     for (let q = 0; q < queues; q++) {
       const at = next;
       next = alignUp(next + ringBytes, PAGE);
@@ -162,11 +309,40 @@ export class VirtioGuest {
             `${frontend.memorySize / 1048576} MiB of guest memory`,
         );
       }
-      const layout = SplitQueueDriver.layout(ringSize, at);
-      rings.push(new SplitQueueDriver(frontend.memory, layout, { eventIdx }));
-      await frontend.setupRing(q, layout);
+      const memory = frontend.memory;
+      let layout: FrontendRingLayout;
+      if (packed) {
+        const l = PackedQueueDriver.layout(ringSize, at);
+        rings.push(
+          iommu === null
+            ? new PackedQueueDriver(memory, l, { eventIdx })
+            : new IovaPackedQueueDriver(memory, l, { eventIdx }, iovaOffset),
+        );
+        layout = { num: l.num, descAddr: l.descAddr, availAddr: l.availAddr, usedAddr: l.usedAddr };
+      } else {
+        const l = SplitQueueDriver.layout(ringSize, at);
+        rings.push(
+          iommu === null
+            ? new SplitQueueDriver(memory, l, { eventIdx })
+            : new IovaSplitQueueDriver(memory, l, { eventIdx }, iovaOffset),
+        );
+        layout = { num: l.num, descAddr: l.descAddr, availAddr: l.availAddr, usedAddr: l.usedAddr };
+      }
+      layouts.push(layout);
+      // The device is given IOVAs behind the IOMMU; a packed ring starts
+      // with both wrap counters at 1 (virtio 1.2 §2.8.1).
+      await frontend.setupRing(
+        q,
+        {
+          num: layout.num,
+          descAddr: layout.descAddr + iovaOffset,
+          availAddr: layout.availAddr + iovaOffset,
+          usedAddr: layout.usedAddr + iovaOffset,
+        },
+        packed ? 0x8000 : 0,
+      );
     }
-    return new VirtioGuest(frontend, features, ringSize, rings, next);
+    return new VirtioGuest(frontend, features, ringSize, rings, layouts, next, iovaOffset);
   }
 
   /** Rings set up. */
@@ -175,14 +351,42 @@ export class VirtioGuest {
   }
 
   /**
-   * The driver side of ring `q`.
+   * The driver side of split ring `q`.
+   *
+   * @throws RangeError when there is no ring `q`; TypeError when the rings
+   *   are packed (use {@linkcode VirtioGuest.ring}).
+   */
+  queue(q: number): SplitQueueDriver {
+    const ring = this.ring(q);
+    if (!(ring instanceof SplitQueueDriver)) {
+      throw new TypeError(`ring ${q} is packed: use ring(${q})`);
+    }
+    return ring;
+  }
+
+  /**
+   * The driver side of ring `q`, split or packed. Behind the IOMMU its
+   * `add` and `addBuffer` take guest-physical addresses and write IOVAs;
+   * other addresses it is given (`writeDescriptor`) go to the device as
+   * they are.
    *
    * @throws RangeError when there is no ring `q`.
    */
-  queue(q: number): SplitQueueDriver {
+  ring(q: number): VirtqueueDriver {
     const ring = this.#queues[q];
     if (!ring) throw new RangeError(`queue ${q} is not within 0..${this.#queues.length - 1}`);
     return ring;
+  }
+
+  /** Where ring `q` lies in guest memory (GPAs; the device is given {@linkcode deviceAddress}es). */
+  ringLayout(q: number): FrontendRingLayout {
+    this.ring(q);
+    return { ...this.#layouts[q] };
+  }
+
+  /** The address the device is given for guest-physical `gpa`: its IOVA behind the IOMMU. */
+  deviceAddress(gpa: number): number {
+    return gpa + this.iovaOffset;
   }
 
   /**
@@ -223,7 +427,7 @@ export class VirtioGuest {
 
   /** Publish what was added to ring `q` and kick when the device asks for it; true when kicked. */
   publish(q: number): boolean {
-    const ring = this.queue(q);
+    const ring = this.ring(q);
     ring.publish();
     if (!ring.kickNeeded()) return false;
     this.frontend.kick(q);
@@ -232,7 +436,7 @@ export class VirtioGuest {
 
   /** Interrupts (call eventfd counts) seen on ring `q` so far. */
   calls(q: number): number {
-    this.queue(q);
+    this.ring(q);
     this.#calls[q] += this.frontend.takeCalls(q);
     return this.#calls[q];
   }
@@ -245,7 +449,7 @@ export class VirtioGuest {
    */
   async waitUsed(queues: number | readonly number[], timeoutMs = 5000): Promise<number> {
     const list = typeof queues === "number" ? [queues] : queues;
-    const rings = list.map((q) => this.queue(q));
+    const rings = list.map((q) => this.ring(q));
     const fds = list.map((q) => ({ fd: this.frontend.callFd(q), events: POLLIN }));
     const deadline = performance.now() + timeoutMs;
     for (;;) {

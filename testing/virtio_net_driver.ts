@@ -12,7 +12,9 @@
  *
  * Receive and transmit buffers are one descriptor each, of `bufferSize`
  * bytes, at fixed guest-physical addresses after the rings. The rings,
- * features and interrupts are a {@linkcode VirtioGuest}'s.
+ * features and interrupts are a {@linkcode VirtioGuest}'s: split or packed
+ * (`packed`), and behind the frontend's IOMMU when asked (`iommu`: the
+ * device is given IOVAs, which it must translate through its IOTLB).
  *
  * Two ways to move frames: {@linkcode VirtioNetDriver.send} and
  * {@linkcode VirtioNetDriver.receive} take and return arrays of copies, easy
@@ -39,9 +41,9 @@
 
 import { bit, VIRTIO_NET_HDR_SIZE, VirtioFeatureBit, VirtioNetFeatureBit } from "@vhost-mdev/sdk";
 import { readNumBuffers } from "@vhost-mdev/sdk/net";
-import type { SplitQueueDriver } from "@vhost-mdev/sdk";
+import type { VirtqueueDriver } from "@vhost-mdev/sdk";
 import type { VhostUserFrontend } from "./vhost_user_frontend.ts";
-import { VirtioGuest } from "./virtio_guest.ts";
+import { VirtioGuest, type VirtioGuestIommuOptions } from "./virtio_guest.ts";
 
 /** Options of {@linkcode VirtioNetDriver.start}. */
 export interface VirtioNetDriverOptions {
@@ -60,6 +62,13 @@ export interface VirtioNetDriverOptions {
   bufferSize?: number;
   /** More feature bits to acknowledge when the backend offers them. */
   extraFeatures?: bigint;
+  /** Drive packed rings (`VIRTIO_F_RING_PACKED`, then required); default split. */
+  packed?: boolean;
+  /**
+   * Run behind the frontend's IOMMU (a frontend made with `iommu`): see
+   * {@linkcode VirtioGuestOptions.iommu}.
+   */
+  iommu?: boolean | VirtioGuestIommuOptions;
 }
 
 /** Counters of one queue pair. */
@@ -106,8 +115,8 @@ export type FrameWriter = (bytes: Uint8Array, offset: number, index: number) => 
 export type FrameReader = (bytes: Uint8Array, offset: number, length: number) => void;
 
 interface Pair {
-  rx: SplitQueueDriver;
-  tx: SplitQueueDriver;
+  rx: VirtqueueDriver;
+  tx: VirtqueueDriver;
   rxBufGpa: number;
   txBufGpa: number;
   txFree: Int32Array;
@@ -158,7 +167,9 @@ export class VirtioNetDriver {
 
   private constructor(
     guest: VirtioGuest,
-    options: Required<Omit<VirtioNetDriverOptions, "extraFeatures" | "eventIdx">>,
+    options: Required<
+      Omit<VirtioNetDriverOptions, "extraFeatures" | "eventIdx" | "packed" | "iommu">
+    >,
   ) {
     this.frontend = guest.frontend;
     this.guest = guest;
@@ -175,8 +186,8 @@ export class VirtioNetDriver {
       const txFree = new Int32Array(n);
       for (let i = 0; i < n; i++) txFree[i] = n - 1 - i;
       this.#pairs.push({
-        rx: guest.queue(2 * p),
-        tx: guest.queue(2 * p + 1),
+        rx: guest.ring(2 * p),
+        tx: guest.ring(2 * p + 1),
         rxBufGpa: guest.allocate(n * options.bufferSize),
         txBufGpa: guest.allocate(n * options.bufferSize),
         txFree,
@@ -227,6 +238,8 @@ export class VirtioNetDriver {
         ringSize: opts.ringSize,
         required,
         optional: options.extraFeatures,
+        packed: options.packed,
+        iommu: options.iommu,
       });
     } catch (e) {
       if (e instanceof Error && e.message.startsWith("virtio: the device does not offer")) {

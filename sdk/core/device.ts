@@ -140,6 +140,9 @@ const MAX_RING_SIZE = 32768;
  */
 const UNPARK_MS = 50;
 
+/** How often a ring waiting for the translation of its own addresses asks again, in ms. */
+const RING_RETRY_MS = 250;
+
 /**
  * One device created by a driver's `probe`, served to one frontend at a time.
  *
@@ -193,6 +196,8 @@ export class VhostMdevDevice {
   #iotlb: DeviceIotlb | null = null;
   /** Fires when running rings that wait to be translated again time out. */
   #revalidationTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Fires to translate again rings that wait for a translation of their addresses. */
+  #ringRetryTimer: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(
     driver: Driver,
@@ -1286,7 +1291,12 @@ export class VhostMdevDevice {
     const deniedBefore = r.denied;
     r.translate(this.#table.memory, this.#eventIdx, this.#packed, iotlb?.table ?? null);
     if (iotlb === null) return;
-    if (r.missing !== null) iotlb.ask(r.missing);
+    if (r.missing !== null) {
+      iotlb.ask(r.missing);
+      // A frontend that ignores the miss (an unmapped page) is asked again
+      // until it answers: a ring never waits on one lost message.
+      this.#scheduleRingRetry();
+    }
     // Reported once, not at every IOTLB update that re-translates the ring.
     if (r.denied !== null && r.denied !== deniedBefore) this.#ringError(r.index, r.denied);
   }
@@ -1325,6 +1335,28 @@ export class VhostMdevDevice {
     await this.#quiesceRing(r, "IOTLB moved or refused its addresses");
     this.#translate(r);
     return true;
+  }
+
+  /**
+   * Every {@linkcode RING_RETRY_MS}, translate again the rings that wait
+   * for a translation of their own addresses (asking for it again, within
+   * the miss bounds), and run those that now translate.
+   */
+  #scheduleRingRetry(): void {
+    if (this.#ringRetryTimer !== undefined) return;
+    this.#ringRetryTimer = setTimeout(() => {
+      this.#ringRetryTimer = undefined;
+      this.#serialize(async () => {
+        if (this.#closed || this.#iotlb === null) return;
+        let translated = false;
+        for (const r of this.#rings) {
+          if (r.uva === null || r.addrValid || r.missing === null) continue;
+          this.#translate(r);
+          translated ||= r.addrValid;
+        }
+        if (translated) await this.#evaluate();
+      }).catch((e) => this.events.emit("warn", `translating rings again: ${message(e)}`));
+    }, RING_RETRY_MS);
   }
 
   /**
@@ -1381,6 +1413,8 @@ export class VhostMdevDevice {
       this.#iotlb = null;
       clearTimeout(this.#revalidationTimer);
       this.#revalidationTimer = undefined;
+      clearTimeout(this.#ringRetryTimer);
+      this.#ringRetryTimer = undefined;
       for (const r of this.#rings) r.revalidating = -1;
     }
     this.#table.memory.useIotlb(this.#iotlb?.table ?? null);

@@ -73,6 +73,8 @@ export class DeviceIotlb {
   #refilled = performance.now();
   #closed = false;
   #deadline: ReturnType<typeof setTimeout> | undefined;
+  /** When the rings must be woken: the timeout after the latest ask. */
+  #wakeAt = 0;
 
   /**
    * Make an empty IOTLB and start draining its misses.
@@ -143,6 +145,10 @@ export class DeviceIotlb {
   ask(miss: IotlbMiss): void {
     if (this.#closed) return;
     const now = performance.now();
+    // Whatever becomes of this miss (sent, or suppressed below), the ring
+    // that wants it gives up after the timeout: wake the rings then, in
+    // case no update comes.
+    this.#wakeLater(now);
     const key = Math.floor(miss.iova / PAGE) * 4 + (miss.perm & 3);
     const asked = this.#pending.get(key);
     if (asked !== undefined && now - asked < MISS_REPEAT_MS) {
@@ -163,12 +169,23 @@ export class DeviceIotlb {
     this.#tokens--;
     this.#pending.set(key, now);
     this.counters.misses++;
-    // Rings waiting for this translation give up after the timeout: wake
-    // them then, in case no update comes.
-    this.#deadline ??= setTimeout(() => {
+  }
+
+  /**
+   * Wake the rings {@linkcode IOTLB_MISS_TIMEOUT_MS} after `now` (one timer
+   * for the device, moved on to the latest ask's deadline).
+   */
+  #wakeLater(now: number): void {
+    this.#wakeAt = now + IOTLB_MISS_TIMEOUT_MS + 20;
+    if (this.#deadline !== undefined) return;
+    const fire = () => {
       this.#deadline = undefined;
-      if (!this.#closed) this.#hooks.wake();
-    }, IOTLB_MISS_TIMEOUT_MS + 20);
+      if (this.#closed) return;
+      this.#hooks.wake();
+      const left = this.#wakeAt - performance.now();
+      if (left > 1) this.#deadline = setTimeout(fire, left);
+    };
+    this.#deadline = setTimeout(fire, this.#wakeAt - now);
   }
 
   /** Stop the pump and the timers. */
