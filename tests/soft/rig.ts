@@ -25,6 +25,7 @@ export async function withDevice(
   body: (rig: SoftRig) => Promise<void>,
   options: Record<string, string> = {},
   ringSize = 64,
+  iommu = false,
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "soft_test" });
   const device = await VhostMdevDevice.create(driver, { queues: 1, options });
@@ -35,12 +36,17 @@ export async function withDevice(
   const fe = await VhostUserFrontend.connect(`${dir}/vhost.sock`, {
     memoryMiB: 4,
     replyTimeoutMs: 30_000,
+    iommu,
   });
   try {
     const guest = await VirtioGuest.setup(fe, {
       queues: 1,
       ringSize,
-      optional: bit(VirtioFeatureBit.EVENT_IDX) | bit(VirtioFeatureBit.INDIRECT_DESC),
+      // The guest writes its indirect tables' own addresses as guest-physical:
+      // behind the IOMMU it uses direct descriptors only.
+      optional: bit(VirtioFeatureBit.EVENT_IDX) |
+        (iommu ? 0n : bit(VirtioFeatureBit.INDIRECT_DESC)),
+      iommu,
     });
     await body({ device, fe, guest, events });
   } finally {

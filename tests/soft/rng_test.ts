@@ -5,7 +5,7 @@
 // returned with length 0, and every fd the kit took given back.
 
 import assert from "node:assert/strict";
-import { VirtioStatus } from "@vhost-mdev/sdk";
+import { IotlbAccess, VirtioStatus } from "@vhost-mdev/sdk";
 import { until, type VirtioGuest } from "@vhost-mdev/testing";
 import { driver } from "../../examples/rng.ts";
 import { settledFdCount } from "../support/peers.ts";
@@ -183,4 +183,52 @@ Deno.test("rng: stopping a ring confirms and releases its fds; none are left aft
     await guest.stop();
   });
   assert.equal(await settledFdCount({ target: before }), before, "fds after close");
+});
+
+Deno.test("rng behind a vIOMMU: buffers at IOVAs are filled through the device IOTLB; a read-only one is never written", async () => {
+  await withDevice(
+    driver,
+    async (rig) => {
+      const { guest, fe, device, events } = rig;
+      await guest.activate();
+      const sizes = [64, 4096, 9000];
+      const at = post(guest, sizes, 0);
+      guest.publish(0);
+      const lens = await takeUsed(guest, 3);
+      for (const [token, gpa] of at) {
+        assert.equal(lens.get(token), sizes[token], `used len of buffer ${token}`);
+        assert.ok(
+          fe.memory.bytes(gpa, sizes[token]).some((x) => x !== 0),
+          `buffer ${token} filled`,
+        );
+      }
+      // Every translation the device has came from a miss the frontend answered.
+      const io = fe.iommu!.counters;
+      const s = device.deviceStats();
+      assert.ok(s.iotlb_misses > 0, `the device asked for translations (${s.iotlb_misses})`);
+      assert.equal(s.iotlb_misses, io.missesReceived);
+      assert.equal(s.iotlb_updates, io.updatesSent);
+
+      // The guest makes one page read-only for the device and posts it as writable.
+      const page = guest.allocate(4096);
+      const bytes = fe.memory.bytes(page, 4096);
+      bytes.fill(0xa5);
+      await fe.iommu!.map(guest.deviceAddress(page), page, 4096, IotlbAccess.READ);
+      assert.ok(guest.queue(0).addBuffer(page, 4096, true, 10));
+      guest.publish(0);
+      const refused = await takeUsed(guest, 1);
+      assert.equal(refused.get(10), 0, "returned unused");
+      assert.ok(bytes.every((x) => x === 0xa5), "not one byte of the read-only page was written");
+      await until("the refused request counted", () => stats(rig).errors === 1);
+      assert.ok(
+        events.some((e) => e.message.includes("access-denied")),
+        "the ring reported access-denied",
+      );
+      assert.equal(stats(rig).requests, 3);
+      await guest.stop();
+    },
+    {},
+    64,
+    true,
+  );
 });
