@@ -62,6 +62,14 @@ export function appendBuffer(
   }
   if (len === 0) return null;
   const address = lo + hi * TWO_32;
+  if (memory.iotlb === null) {
+    // Guest-physical: the common case, one region holds the whole buffer.
+    const r = memory.find(address, len);
+    if (r >= 0) {
+      chain.addSegment(address, len, r, address - regionGpa[r], writable);
+      return null;
+    }
+  }
   const perm = writable ? IotlbAccess.WRITE : IotlbAccess.READ;
   let at = address, left = len;
   while (left > 0) {

@@ -109,8 +109,6 @@ export interface SplitQueueCounters {
 }
 
 const TWO_32 = 4294967296;
-/** Thrown inside a chain walk that met a missing translation; never escapes the queue. */
-const MISS = Symbol("iotlb miss");
 
 /**
  * The device side of one split virtqueue over a {@linkcode GuestMemory}.
@@ -317,10 +315,7 @@ export class SplitQueue {
       );
     }
     const generation = this.#wait.snapshot();
-    try {
-      this.#walk(chain, head);
-    } catch (e) {
-      if (e !== MISS) throw e;
+    if (!this.#walk(chain, head)) {
       if (!this.#wait.missed(this.#memory, generation)) this.#unmapped(chain);
       // Not the guest's fault: the entry goes back until the translation comes.
       this.#lastAvail = before;
@@ -351,10 +346,7 @@ export class SplitQueue {
         `head index ${head} is not below the queue size ${this.num}`,
       );
     }
-    try {
-      this.#walk(chain, head);
-    } catch (e) {
-      if (e !== MISS) throw e;
+    if (!this.#walk(chain, head)) {
       // A resubmitted chain is not waited for: it fails at once.
       this.#memory.iotlb?.requestMiss(this.#memory.missAddress, this.#memory.missPerm);
       this.#unmapped(chain);
@@ -362,7 +354,8 @@ export class SplitQueue {
   }
 
   /** Walk chain `head` into `chain` (the head is known to be in range). */
-  #walk(chain: DescriptorChain, head: number): void {
+  /** Walk chain `head` into `chain`: false when a translation is missing (see `#miss`). */
+  #walk(chain: DescriptorChain, head: number): boolean {
     chain.head = head;
     const stamp = this.#nextStamp();
     const desc = this.#desc, seen = this.#seen;
@@ -378,7 +371,7 @@ export class SplitQueue {
       const lo = desc[w], hi = desc[w + 1], len = desc[w + 2], fn = desc[w + 3];
       const flags = fn & 0xffff;
       if ((flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
-        this.#indirectTable(chain, i, lo, hi, len, flags, buffers);
+        if (!this.#indirectTable(chain, i, lo, hi, len, flags, buffers)) return false;
         break;
       }
       if (++buffers > this.#maxChain) {
@@ -390,7 +383,7 @@ export class SplitQueue {
           `chain is longer than ${this.#maxChain} descriptors`,
         );
       }
-      this.#buffer(chain, i, false, lo, hi, len, flags);
+      if (!this.#buffer(chain, i, false, lo, hi, len, flags)) return false;
       if ((flags & VIRTQ_DESC_F_NEXT) === 0) break;
       const next = fn >>> 16;
       if (next >= this.num) {
@@ -405,6 +398,7 @@ export class SplitQueue {
       i = next;
     }
     this.counters.chains++;
+    return true;
   }
 
   /**
@@ -561,19 +555,19 @@ export class SplitQueue {
     hi: number,
     len: number,
     flags: number,
-  ): void {
+  ): boolean {
     const f = appendBuffer(chain, this.#memory, this.#regionGpa, lo, hi, len, flags);
-    if (f === null) return;
-    if (f.kind === "miss") this.#miss(i, inTable, f.why);
+    if (f === null) return true;
+    if (f.kind === "miss") return this.#miss(i, inTable, f.why);
     this.#fail(chain, f.kind, i, inTable, f.why);
   }
 
   /** Leave the walk for a missing translation (see {@linkcode TranslationWait}). */
-  #miss(i: number, inTable: boolean, why: string): never {
+  #miss(i: number, inTable: boolean, why: string): false {
     this.#missDesc = i;
     this.#missInTable = inTable;
     this.#missWhy = why;
-    throw MISS;
+    return false;
   }
 
   /** The chain waited its full time for a translation: it fails, consumed. */
@@ -596,7 +590,7 @@ export class SplitQueue {
     len: number,
     flags: number,
     buffers: number,
-  ): void {
+  ): boolean {
     if (!this.#indirect) {
       this.#fail(
         chain,
@@ -636,7 +630,7 @@ export class SplitQueue {
         hex64(lo, hi)
       } length ${len}`;
       if (r < 0 && memory.fault === TranslationFault.MISS) {
-        this.#miss(i, false, `${why}: no IOTLB translation`);
+        return this.#miss(i, false, `${why}: no IOTLB translation`);
       }
       this.#fail(
         chain,
@@ -689,8 +683,8 @@ export class SplitQueue {
           `chain is longer than ${this.#maxChain} descriptors`,
         );
       }
-      this.#buffer(chain, j, true, dlo, dhi, dlen, dflags);
-      if ((dflags & VIRTQ_DESC_F_NEXT) === 0) return;
+      if (!this.#buffer(chain, j, true, dlo, dhi, dlen, dflags)) return false;
+      if ((dflags & VIRTQ_DESC_F_NEXT) === 0) return true;
       const next = view.getUint16(at + 14, true);
       if (next >= entries) {
         this.#fail(
