@@ -54,16 +54,11 @@ import { pollAsync, POLLIN } from "@vhost-mdev/sdk/sys";
 import { ProtocolFeatureBit } from "@vhost-mdev/sdk/vhost-user";
 import {
   bit,
-  type GuestMemory,
   hasBit,
   isValidPackedQueueSize,
   isValidQueueSize,
   PackedQueueDriver,
-  type PackedQueueDriverOptions,
-  type PackedQueueLayout,
   SplitQueueDriver,
-  type SplitQueueDriverOptions,
-  type SplitQueueLayout,
   VirtioFeatureBit,
   VirtioStatus,
   type VirtqueueDriver,
@@ -104,67 +99,6 @@ export interface VirtioGuestOptions {
    * documentation). `true` is `{}`.
    */
   iommu?: boolean | VirtioGuestIommuOptions;
-}
-
-/** A split ring whose descriptors get IOVAs: `add`/`addBuffer` take GPAs and add the offset. */
-class IovaSplitQueueDriver extends SplitQueueDriver {
-  readonly #offset: number;
-
-  constructor(
-    memory: GuestMemory,
-    layout: SplitQueueLayout,
-    options: SplitQueueDriverOptions,
-    offset: number,
-  ) {
-    super(memory, layout, options);
-    this.#offset = offset;
-  }
-
-  override add(
-    segments: readonly { gpa: number; len: number; write: boolean }[],
-    token: number,
-  ): boolean {
-    const off = this.#offset;
-    return super.add(
-      segments.map((s) => ({ gpa: s.gpa + off, len: s.len, write: s.write })),
-      token,
-    );
-  }
-
-  override addBuffer(gpa: number, len: number, write: boolean, token: number): boolean {
-    return super.addBuffer(gpa + this.#offset, len, write, token);
-  }
-}
-
-/** A packed ring whose descriptors get IOVAs, as {@linkcode IovaSplitQueueDriver}. */
-class IovaPackedQueueDriver extends PackedQueueDriver {
-  readonly #offset: number;
-
-  constructor(
-    memory: GuestMemory,
-    layout: PackedQueueLayout,
-    options: PackedQueueDriverOptions,
-    offset: number,
-  ) {
-    super(memory, layout, options);
-    this.#offset = offset;
-  }
-
-  override add(
-    segments: readonly { gpa: number; len: number; write: boolean }[],
-    token: number,
-  ): boolean {
-    const off = this.#offset;
-    return super.add(
-      segments.map((s) => ({ gpa: s.gpa + off, len: s.len, write: s.write })),
-      token,
-    );
-  }
-
-  override addBuffer(gpa: number, len: number, write: boolean, token: number): boolean {
-    // The packed driver's `addBuffer` goes through `add`: add the offset once.
-    return super.add([{ gpa: gpa + this.#offset, len, write }], token);
-  }
 }
 
 /** Bytes of a page: rings and buffer areas start on one. */
@@ -255,6 +189,7 @@ export class VirtioGuest {
     }
     const iommu = options.iommu === true ? {} : options.iommu || null;
     const iovaOffset = iommu === null ? 0 : iommu.iovaOffset ?? DEFAULT_IOVA_OFFSET;
+    const deviceAddressOffset = iovaOffset;
     if (iommu !== null) {
       if (frontend.iommu === null) {
         throw new Error("virtio: a guest behind an IOMMU needs a frontend made with `iommu`");
@@ -313,19 +248,11 @@ export class VirtioGuest {
       let layout: FrontendRingLayout;
       if (packed) {
         const l = PackedQueueDriver.layout(ringSize, at);
-        rings.push(
-          iommu === null
-            ? new PackedQueueDriver(memory, l, { eventIdx })
-            : new IovaPackedQueueDriver(memory, l, { eventIdx }, iovaOffset),
-        );
+        rings.push(new PackedQueueDriver(memory, l, { eventIdx, deviceAddressOffset }));
         layout = { num: l.num, descAddr: l.descAddr, availAddr: l.availAddr, usedAddr: l.usedAddr };
       } else {
         const l = SplitQueueDriver.layout(ringSize, at);
-        rings.push(
-          iommu === null
-            ? new SplitQueueDriver(memory, l, { eventIdx })
-            : new IovaSplitQueueDriver(memory, l, { eventIdx }, iovaOffset),
-        );
+        rings.push(new SplitQueueDriver(memory, l, { eventIdx, deviceAddressOffset }));
         layout = { num: l.num, descAddr: l.descAddr, availAddr: l.availAddr, usedAddr: l.usedAddr };
       }
       layouts.push(layout);

@@ -52,6 +52,13 @@ export interface PackedQueueDriverOptions {
   eventIdx: boolean;
   /** `VIRTIO_F_INDIRECT_DESC` was negotiated: chains of 2+ segments go in a table. */
   indirect?: boolean;
+  /**
+   * Added to every guest-physical address the driver writes into a
+   * descriptor (buffers and indirect tables; not {@linkcode PackedQueueDriver.writeDescriptor}'s):
+   * the device is given I/O virtual addresses, as behind an IOMMU that maps
+   * guest memory at that offset (default 0).
+   */
+  deviceAddressOffset?: number;
 }
 
 const TWO_32 = 4294967296;
@@ -91,6 +98,7 @@ export class PackedQueueDriver {
   /** Always true. */
   readonly packed = true;
   readonly #memory: GuestMemory;
+  readonly #offset: number;
   readonly #desc: Uint32Array;
   readonly #desc16: Uint16Array;
   readonly #driverEvent: Uint16Array;
@@ -172,6 +180,7 @@ export class PackedQueueDriver {
     const num = layout.num;
     this.num = num;
     this.#memory = memory;
+    this.#offset = options.deviceAddressOffset ?? 0;
     this.#desc = views.desc;
     this.#desc16 = views.desc16;
     this.#driverEvent = views.driverEvent;
@@ -237,19 +246,20 @@ export class PackedQueueDriver {
       const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       for (let j = 0; j < k; j++) {
         const s = segments[j], at = j * DESC_SIZE;
-        dv.setUint32(at, s.gpa % TWO_32, true);
-        dv.setUint32(at + 4, Math.floor(s.gpa / TWO_32), true);
+        const addr = s.gpa + this.#offset;
+        dv.setUint32(at, addr % TWO_32, true);
+        dv.setUint32(at + 4, Math.floor(addr / TWO_32), true);
         dv.setUint32(at + 8, s.len, true);
         dv.setUint16(at + 12, 0, true);
         dv.setUint16(at + 14, s.write ? VIRTQ_DESC_F_WRITE : 0, true);
       }
-      this.#put(table, k * DESC_SIZE, id, VIRTQ_DESC_F_INDIRECT, true);
+      this.#put(table + this.#offset, k * DESC_SIZE, id, VIRTQ_DESC_F_INDIRECT, true);
       return true;
     }
     for (let j = 0; j < k; j++) {
       const s = segments[j];
       this.#put(
-        s.gpa,
+        s.gpa + this.#offset,
         s.len,
         id,
         (s.write ? VIRTQ_DESC_F_WRITE : 0) | (j < k - 1 ? VIRTQ_DESC_F_NEXT : 0),

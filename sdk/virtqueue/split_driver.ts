@@ -59,6 +59,13 @@ export interface SplitQueueDriverOptions {
    * {@linkcode SplitQueueDriver.writeDescriptor} (default 0).
    */
   reserved?: number;
+  /**
+   * Added to every guest-physical address the driver writes into a
+   * descriptor (buffers and indirect tables; not {@linkcode SplitQueueDriver.writeDescriptor}'s):
+   * the device is given I/O virtual addresses, as behind an IOMMU that maps
+   * guest memory at that offset (default 0).
+   */
+  deviceAddressOffset?: number;
 }
 
 /** A chain the device returned. */
@@ -101,6 +108,7 @@ export class SplitQueueDriver {
   /** Always false: the ring is split. */
   readonly packed = false;
   readonly #memory: GuestMemory;
+  readonly #offset: number;
   readonly #desc: Uint32Array;
   readonly #avail: Uint16Array;
   readonly #used: Uint16Array;
@@ -186,6 +194,7 @@ export class SplitQueueDriver {
     this.#usedElems = views.usedElems;
     this.#mask = num - 1;
     this.#eventIdx = options.eventIdx;
+    this.#offset = options.deviceAddressOffset ?? 0;
     this.#availEventSlot = 2 + 4 * num;
     if (options.indirect) {
       const segments = layout.indirectSegments ?? 0;
@@ -262,8 +271,9 @@ export class SplitQueueDriver {
       for (let j = 0; j < k; j++) {
         const s = segments[j];
         const at = j * DESC_SIZE;
-        dv.setUint32(at, s.gpa % 4294967296, true);
-        dv.setUint32(at + 4, Math.floor(s.gpa / 4294967296), true);
+        const addr = s.gpa + this.#offset;
+        dv.setUint32(at, addr % 4294967296, true);
+        dv.setUint32(at + 4, Math.floor(addr / 4294967296), true);
         dv.setUint32(at + 8, s.len, true);
         dv.setUint16(
           at + 12,
@@ -272,7 +282,7 @@ export class SplitQueueDriver {
         );
         dv.setUint16(at + 14, j < k - 1 ? j + 1 : 0, true);
       }
-      this.#setDesc(head, table, k * DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
+      this.#setDesc(head, table + this.#offset, k * DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
       this.#queue(head, 1, token);
       return true;
     }
@@ -285,7 +295,7 @@ export class SplitQueueDriver {
       const next = last ? 0 : this.#next[i];
       this.#setDesc(
         i,
-        s.gpa,
+        s.gpa + this.#offset,
         s.len,
         (s.write ? VIRTQ_DESC_F_WRITE : 0) | (last ? 0 : VIRTQ_DESC_F_NEXT),
         next,
@@ -300,7 +310,7 @@ export class SplitQueueDriver {
   addBuffer(gpa: number, len: number, write: boolean, token: number): boolean {
     if (this.#numFree < 1) return false;
     const head = this.#alloc(1);
-    this.#setDesc(head, gpa, len, write ? VIRTQ_DESC_F_WRITE : 0, 0);
+    this.#setDesc(head, gpa + this.#offset, len, write ? VIRTQ_DESC_F_WRITE : 0, 0);
     this.#queue(head, 1, token);
     return true;
   }

@@ -42,10 +42,7 @@ export async function withDevice(
     const guest = await VirtioGuest.setup(fe, {
       queues: 1,
       ringSize,
-      // The guest writes its indirect tables' own addresses as guest-physical:
-      // behind the IOMMU it uses direct descriptors only.
-      optional: bit(VirtioFeatureBit.EVENT_IDX) |
-        (iommu ? 0n : bit(VirtioFeatureBit.INDIRECT_DESC)),
+      optional: bit(VirtioFeatureBit.EVENT_IDX) | bit(VirtioFeatureBit.INDIRECT_DESC),
       iommu,
     });
     await body({ device, fe, guest, events });
