@@ -118,6 +118,8 @@ export class PackedQueue {
   readonly #regionViews: DataView[];
   readonly #regionGpa: Float64Array;
   readonly #wait: TranslationWait;
+  /** Behind a vIOMMU: buffer addresses are IOVAs, and a pop may wait for a translation. */
+  readonly #viaIotlb: boolean;
   readonly #desc: Uint32Array;
   readonly #desc16: Uint16Array;
   readonly #driverEvent: Uint16Array;
@@ -156,6 +158,7 @@ export class PackedQueue {
     this.#regionViews = memory.regions.map((r) => r.view);
     this.#regionGpa = new Float64Array(memory.regions.map((r) => r.gpa));
     this.#wait = new TranslationWait(memory);
+    this.#viaIotlb = memory.iotlb !== null;
     this.#desc = views.desc;
     this.#desc16 = views.desc16;
     this.#driverEvent = views.driverEvent;
@@ -265,10 +268,10 @@ export class PackedQueue {
    */
   pop(chain: DescriptorChain): boolean {
     chain.reset(-1);
-    if (this.#wait.waiting()) return false;
+    if (this.#viaIotlb && this.#wait.waiting()) return false;
     const start = this.#next, startWrap = this.#availWrap;
     if (!this.#isAvail(start, startWrap)) return false;
-    const generation = this.#wait.snapshot();
+    const generation = this.#viaIotlb ? this.#wait.snapshot() : 0;
     const num = this.num, desc = this.#desc;
     let i = start,
       wrap = startWrap,
@@ -351,7 +354,7 @@ export class PackedQueue {
     if (fault !== null) this.#throw(chain, valid ? id : -1, fault);
     chain.head = id;
     this.counters.chains++;
-    this.#wait.done();
+    if (this.#viaIotlb) this.#wait.done();
     return true;
   }
 
@@ -464,7 +467,7 @@ export class PackedQueue {
     Atomics.store(this.#deviceEvent, 1, RING_EVENT_FLAGS_ENABLE);
     if (this.#log !== null) this.#log.mark(this.#deviceEventAddr, 4);
     // Waiting for a translation: the core kicks the ring when it comes.
-    if (this.#wait.waiting()) return false;
+    if (this.#viaIotlb && this.#wait.waiting()) return false;
     return this.#isAvail(this.#next, this.#availWrap);
   }
 

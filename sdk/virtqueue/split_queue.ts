@@ -146,6 +146,8 @@ export class SplitQueue {
   readonly #regionViews: DataView[];
   readonly #regionGpa: Float64Array;
   readonly #wait: TranslationWait;
+  /** Behind a vIOMMU: buffer addresses are IOVAs, and a pop may wait for a translation. */
+  readonly #viaIotlb: boolean;
   #missDesc = 0;
   #missInTable = false;
   #missWhy = "";
@@ -189,6 +191,7 @@ export class SplitQueue {
     this.#regionViews = memory.regions.map((r) => r.view);
     this.#regionGpa = new Float64Array(memory.regions.map((r) => r.gpa));
     this.#wait = new TranslationWait(memory);
+    this.#viaIotlb = memory.iotlb !== null;
     this.#desc = views.desc;
     this.#avail = views.avail;
     this.#used = views.used;
@@ -300,7 +303,7 @@ export class SplitQueue {
    */
   pop(chain: DescriptorChain): boolean {
     chain.reset(-1);
-    if (this.#wait.waiting()) return false;
+    if (this.#viaIotlb && this.#wait.waiting()) return false;
     if (this.#lastAvail === this.#shadowAvail && this.available() === 0) return false;
     const before = this.#lastAvail;
     const head = this.#avail[2 + (before & this.#mask)];
@@ -314,7 +317,7 @@ export class SplitQueue {
         `head index ${head} is not below the queue size ${this.num}`,
       );
     }
-    const generation = this.#wait.snapshot();
+    const generation = this.#viaIotlb ? this.#wait.snapshot() : 0;
     if (!this.#walk(chain, head)) {
       if (!this.#wait.missed(this.#memory, generation)) this.#unmapped(chain);
       // Not the guest's fault: the entry goes back until the translation comes.
@@ -322,7 +325,7 @@ export class SplitQueue {
       chain.reset(-1);
       return false;
     }
-    this.#wait.done();
+    if (this.#viaIotlb) this.#wait.done();
     return true;
   }
 
@@ -503,7 +506,7 @@ export class SplitQueue {
       this.#log.mark(this.#usedAddr + at, 2);
     }
     // Waiting for a translation: the core kicks the ring when it comes.
-    if (this.#wait.waiting()) return false;
+    if (this.#viaIotlb && this.#wait.waiting()) return false;
     return Atomics.load(this.#avail, 1) !== this.#lastAvail;
   }
 
