@@ -751,6 +751,35 @@ export class GuestMemory {
   }
 
   /**
+   * {@linkcode GuestMemory.translate} for a range that must be one host
+   * range (an indirect table): the region index when all of
+   * `[address, address + length)` maps, with `perm`, to consecutive bytes
+   * of one region (across adjacent IOTLB entries too), with
+   * {@linkcode GuestMemory.offset} set and `span` = `length`; else -1 with
+   * {@linkcode GuestMemory.fault} set (`OUTSIDE` also for a range that is
+   * mapped but not contiguous).
+   */
+  translateWhole(address: number, length: number, perm: number): number {
+    const r = this.translate(address, length, perm);
+    if (r < 0 || this.span >= length) return r;
+    const offset = this.offset;
+    let at = address + this.span, expect = offset + this.span;
+    while (at < address + length) {
+      const k = this.translate(at, address + length - at, perm);
+      if (k < 0) return -1;
+      if (k !== r || this.offset !== expect) {
+        this.fault = TranslationFault.OUTSIDE;
+        return -1;
+      }
+      at += this.span;
+      expect += this.span;
+    }
+    this.offset = offset;
+    this.span = length;
+    return r;
+  }
+
+  /**
    * Index of the region holding all of `[uva, uva + length)` in the
    * frontend's address space, or -1; allocation-free, like
    * {@linkcode GuestMemory.find}.

@@ -550,12 +550,12 @@ export class PackedQueue {
     }
     const gpa = lo + hi * TWO_32;
     const memory = this.#memory;
-    const r = hi > MAX_HIGH_WORD ? -1 : memory.translate(gpa, len, IotlbAccess.READ);
-    if (r < 0 || memory.span < len) {
+    const r = hi > MAX_HIGH_WORD ? -1 : memory.translateWhole(gpa, len, IotlbAccess.READ);
+    if (r < 0) {
       const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${
         hex(gpa)
       } length ${len}`;
-      const fault = r < 0 ? memory.fault : TranslationFault.OUTSIDE;
+      const fault = hi > MAX_HIGH_WORD ? TranslationFault.OUTSIDE : memory.fault;
       if (fault === TranslationFault.MISS) {
         return new ChainFault("miss", i, false, `${why}: no IOTLB translation`);
       }

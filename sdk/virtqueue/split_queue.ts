@@ -627,20 +627,21 @@ export class SplitQueue {
     }
     const gpa = lo + hi * TWO_32;
     const memory = this.#memory;
-    const r = hi > MAX_HIGH_WORD ? -1 : memory.translate(gpa, len, IotlbAccess.READ);
-    if (r < 0 || memory.span < len) {
+    const r = hi > MAX_HIGH_WORD ? -1 : memory.translateWhole(gpa, len, IotlbAccess.READ);
+    if (r < 0) {
       const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${
         hex64(lo, hi)
       } length ${len}`;
-      if (r < 0 && memory.fault === TranslationFault.MISS) {
+      const fault = hi > MAX_HIGH_WORD ? TranslationFault.OUTSIDE : memory.fault;
+      if (fault === TranslationFault.MISS) {
         return this.#miss(i, false, `${why}: no IOTLB translation`);
       }
       this.#fail(
         chain,
-        r < 0 && memory.fault === TranslationFault.DENIED ? "access-denied" : "out-of-bounds",
+        fault === TranslationFault.DENIED ? "access-denied" : "out-of-bounds",
         i,
         false,
-        r < 0 && memory.fault === TranslationFault.DENIED
+        fault === TranslationFault.DENIED
           ? `${why}: the IOTLB does not let the device read it`
           : `${why} is not inside one region of guest memory (or one IOTLB mapping)`,
       );

@@ -3,7 +3,8 @@
 // across with/without with no mapping or fd left behind.
 
 import assert from "node:assert/strict";
-import { GuestMemory, GuestMemoryError } from "../../sdk/memory/mod.ts";
+import { GuestMemory, GuestMemoryError, Iotlb, TranslationFault } from "../../sdk/memory/mod.ts";
+import { IotlbAccess } from "../../sdk/uapi/vhost.ts";
 import { close, ftruncate, memfdCreate, mmap, openFdCount } from "../../sdk/sys/mod.ts";
 
 const KiB = 1024;
@@ -290,4 +291,33 @@ Deno.test("share/fromShared: a second view of the same bytes that owns nothing",
   const buffers = GuestMemory.fromBuffers([{ gpa: 0, bytes: new Uint8Array(16) }]);
   refused(() => buffers.share(), "JavaScript buffer");
   refused(() => GuestMemory.empty().bytes(0, 1), "the table is empty");
+});
+
+Deno.test("translateWhole: a range over two IOTLB entries contiguous in host memory is one range; moved, missing or not permitted it is not", () => {
+  const memory = GuestMemory.fromBuffers([
+    { gpa: 0, uva: 0x10000, bytes: new Uint8Array(0x10000) },
+  ]);
+  const iotlb = new Iotlb();
+  memory.useIotlb(iotlb);
+  iotlb.update({ iova: 0x100000, size: 0x1000, uaddr: 0x12000, perm: IotlbAccess.READ });
+  iotlb.update({ iova: 0x101000, size: 0x1000, uaddr: 0x13000, perm: IotlbAccess.READ });
+  // translate stops at the entry's end; translateWhole goes on into the next.
+  assert.equal(memory.translate(0x100ff0, 32, IotlbAccess.READ), 0);
+  assert.equal(memory.span, 16);
+  assert.equal(memory.translateWhole(0x100ff0, 32, IotlbAccess.READ), 0);
+  assert.equal(memory.offset, 0x2ff0);
+  assert.equal(memory.span, 32);
+  // The second page moved elsewhere in host memory: not one range.
+  iotlb.update({ iova: 0x101000, size: 0x1000, uaddr: 0x15000, perm: IotlbAccess.READ });
+  assert.equal(memory.translateWhole(0x100ff0, 32, IotlbAccess.READ), -1);
+  assert.equal(memory.fault, TranslationFault.OUTSIDE);
+  // Taken back: a miss, at the first byte without a translation.
+  iotlb.invalidate(0x101000, 0x1000);
+  assert.equal(memory.translateWhole(0x100ff0, 32, IotlbAccess.READ), -1);
+  assert.equal(memory.fault, TranslationFault.MISS);
+  assert.equal(memory.missAddress, 0x101000);
+  // Read-only: no write.
+  assert.equal(memory.translateWhole(0x100ff0, 16, IotlbAccess.WRITE), -1);
+  assert.equal(memory.fault, TranslationFault.DENIED);
+  memory.close();
 });
