@@ -124,6 +124,22 @@ export function renderMetrics(devices: readonly DeviceEntry[]): string {
         totals[c.name],
       );
     }
+    // Behind a vIOMMU: the device IOTLB's counters (the SDK's, whatever the driver).
+    const iotlb = device.iotlbStats();
+    if (iotlb !== null) {
+      for (const [key, value] of Object.entries(iotlb)) {
+        const help = IOTLB_METRICS[key];
+        if (help === undefined) continue;
+        const gauge = key === "iotlb_entries";
+        add(
+          `vhost_mdev_${metricPart(key)}${gauge ? "" : "_total"}`,
+          gauge ? "gauge" : "counter",
+          help,
+          d,
+          value,
+        );
+      }
+    }
   }
   let out = "";
   for (const [name, f] of families) {
@@ -132,6 +148,17 @@ export function renderMetrics(devices: readonly DeviceEntry[]): string {
   }
   return out;
 }
+
+/** Help of each device IOTLB counter (`VhostMdevDevice.iotlbStats`), by its key. */
+const IOTLB_METRICS: Record<string, string> = {
+  iotlb_entries: "Behind a vIOMMU: translations in the device IOTLB now.",
+  iotlb_updates: "Behind a vIOMMU: IOTLB updates the frontend sent.",
+  iotlb_invalidations: "Behind a vIOMMU: IOTLB invalidations the frontend sent.",
+  iotlb_misses: "Behind a vIOMMU: IOTLB misses the device sent the frontend.",
+  iotlb_misses_suppressed:
+    "Behind a vIOMMU: IOTLB misses not sent (repeated, over a bound, or no channel).",
+  iotlb_evictions: "Behind a vIOMMU: IOTLB entries evicted to make room.",
+};
 
 /**
  * Parse `HOST:PORT` for the metrics listener, refusing any address that is

@@ -198,10 +198,10 @@ export class RawControl {
 }
 
 /** A frontend on `socket` with a virtio-net guest brought up on it. */
-export async function attachGuest(socket: string, queuePairs = 1) {
-  const fe = await VhostUserFrontend.connect(socket, { memoryMiB: 16 });
+export async function attachGuest(socket: string, queuePairs = 1, iommu = false) {
+  const fe = await VhostUserFrontend.connect(socket, { memoryMiB: 16, iommu });
   try {
-    const net = await VirtioNetDriver.start(fe, { queuePairs, ringSize: 128 });
+    const net = await VirtioNetDriver.start(fe, { queuePairs, ringSize: 128, iommu });
     return { fe, net };
   } catch (e) {
     fe.close();

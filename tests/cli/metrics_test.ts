@@ -47,7 +47,11 @@ Deno.test("metrics scraped during traffic agree with dev stats", async () => {
       ),
     );
 
-    guests.push(await attachGuest(`${d.dir}/a.sock`), await attachGuest(`${d.dir}/b.sock`));
+    // b's guest sits behind a vIOMMU: its device has an IOTLB, a's has none.
+    guests.push(
+      await attachGuest(`${d.dir}/a.sock`),
+      await attachGuest(`${d.dir}/b.sock`, 1, true),
+    );
     // Scrape while both devices move frames.
     const traffic = Promise.all([loop(guests[0].net, 1, 3000), loop(guests[1].net, 2, 1000)]);
     const during: number[] = [];
@@ -81,7 +85,16 @@ Deno.test("metrics scraped during traffic agree with dev stats", async () => {
         }
       }
       for (const [c, v] of Object.entries(s.device)) {
-        assert.equal(metric(text, `vhost_mdev_device_${c}_total`, { device: name }), v);
+        if (c.startsWith("iotlb_")) {
+          const gauge = c === "iotlb_entries";
+          assert.equal(
+            metric(text, `vhost_mdev_${c}${gauge ? "" : "_total"}`, { device: name }),
+            v,
+            `${name} ${c}`,
+          );
+        } else {
+          assert.equal(metric(text, `vhost_mdev_device_${c}_total`, { device: name }), v);
+        }
       }
       assert.equal(metric(text, "vhost_mdev_device_running", { device: name }), 1);
       assert.equal(metric(text, "vhost_mdev_device_frontend_connected", { device: name }), 1);
@@ -93,6 +106,11 @@ Deno.test("metrics scraped during traffic agree with dev stats", async () => {
     assert.equal(metric(text, "vhost_mdev_ring_packets_total", { device: "a", queue: "1" }), 3000);
     assert.equal(metric(text, "vhost_mdev_ring_packets_total", { device: "b", queue: "0" }), 1000);
     assert.equal(metric(text, "vhost_mdev_ring_bytes_total", { device: "b", queue: "1" }), 64000);
+    // The IOTLB: b asked its frontend for translations, a has no IOTLB at all.
+    assert.ok((metric(text, "vhost_mdev_iotlb_misses_total", { device: "b" }) ?? 0) > 0);
+    assert.ok((metric(text, "vhost_mdev_iotlb_updates_total", { device: "b" }) ?? 0) > 0);
+    assert.equal(metric(text, "vhost_mdev_iotlb_misses_total", { device: "a" }), undefined);
+    assert.match(text, /^# TYPE vhost_mdev_iotlb_entries gauge$/m);
 
     // A frontend leaves: its device stops and shows no frontend.
     guests.shift()!.fe.close();
