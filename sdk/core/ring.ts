@@ -90,8 +90,6 @@ export function ringAreaSizes(
   return [descTableSize(num), availRingSize(num, eventIdx), usedRingSize(num, eventIdx)];
 }
 
-const READ_WRITE_PERM = 3;
-
 /** One virtqueue's configuration and file descriptors. Owns its fds. */
 export class RingState implements VringInfo {
   num = 0;
@@ -217,25 +215,21 @@ export class RingState implements VringInfo {
     size: number,
     perm: number,
   ): number {
-    const first = iotlb.translate(iova, perm);
-    let at = iova, expect = first, result = first;
-    while (result >= 0) {
-      if (result !== expect) {
-        this.denied = `ring ${this.index} ${what} at iova ${hex(iova)}: the IOTLB maps it to ` +
-          `discontiguous memory`;
-        throw new RangeError(this.denied);
-      }
-      at += iotlb.span;
-      expect += iotlb.span;
-      if (at >= iova + size) return first;
-      result = iotlb.translate(at, perm);
-    }
-    if (result === -1) {
-      this.missing = { iova: at, perm };
+    const uaddr = iotlb.translateRange(iova, size, perm);
+    if (uaddr >= 0) return uaddr;
+    if (uaddr === -1 && iotlb.missAt >= 0) {
+      this.missing = { iova: iotlb.missAt, perm };
       throw new RangeError("missing");
     }
-    this.denied = `ring ${this.index} ${what} at iova ${hex(at)}: the IOTLB does not give the ` +
-      `device ${perm === READ_WRITE_PERM ? "read-write" : perm === 1 ? "read" : "write"} access`;
+    const access = perm === IotlbAccess.READ_WRITE
+      ? "read-write"
+      : perm === IotlbAccess.READ
+      ? "read"
+      : "write";
+    this.denied = `ring ${this.index} ${what} at iova ${hex(iova)}: ` +
+      (uaddr === -1
+        ? "the IOTLB maps it to discontiguous memory"
+        : `the IOTLB does not give the device ${access} access`);
     throw new RangeError(this.denied);
   }
 

@@ -726,16 +726,7 @@ export class GuestMemory {
       return r;
     }
     const uva = iotlb.translate(address, perm);
-    if (uva < 0) {
-      if (uva === -1) {
-        this.fault = TranslationFault.MISS;
-        this.missAddress = address;
-        this.missPerm = perm;
-      } else {
-        this.fault = TranslationFault.DENIED;
-      }
-      return -1;
-    }
+    if (uva < 0) return this.#iotlbFault(uva === -1 ? address : -1, perm);
     const entrySpan = iotlb.span;
     const r = this.findUva(uva, 0);
     if (r < 0) {
@@ -760,23 +751,40 @@ export class GuestMemory {
    * mapped but not contiguous).
    */
   translateWhole(address: number, length: number, perm: number): number {
-    const r = this.translate(address, length, perm);
-    if (r < 0 || this.span >= length) return r;
-    const offset = this.offset;
-    let at = address + this.span, expect = offset + this.span;
-    while (at < address + length) {
-      const k = this.translate(at, address + length - at, perm);
-      if (k < 0) return -1;
-      if (k !== r || this.offset !== expect) {
-        this.fault = TranslationFault.OUTSIDE;
-        return -1;
-      }
-      at += this.span;
-      expect += this.span;
+    const iotlb = this.#iotlb;
+    let r: number, offset: number;
+    if (iotlb === null) {
+      r = this.find(address, length);
+      offset = r < 0 ? 0 : address - this.#start[r];
+    } else {
+      const uva = iotlb.translateRange(address, length, perm);
+      if (uva < 0) return this.#iotlbFault(uva === -1 ? iotlb.missAt : -1, perm, uva === -1);
+      r = this.findUva(uva, length);
+      offset = r < 0 ? 0 : uva - this.#uva[r];
+    }
+    if (r < 0) {
+      this.fault = TranslationFault.OUTSIDE;
+      return -1;
     }
     this.offset = offset;
     this.span = length;
     return r;
+  }
+
+  /**
+   * A translation the IOTLB refused: a miss at `missAt` (>= 0), else
+   * refused access, or (`mapped`) a range mapped but not contiguously.
+   * Returns -1.
+   */
+  #iotlbFault(missAt: number, perm: number, mapped = false): -1 {
+    if (missAt >= 0) {
+      this.fault = TranslationFault.MISS;
+      this.missAddress = missAt;
+      this.missPerm = perm;
+    } else {
+      this.fault = mapped ? TranslationFault.OUTSIDE : TranslationFault.DENIED;
+    }
+    return -1;
   }
 
   /**

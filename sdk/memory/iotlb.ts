@@ -121,6 +121,12 @@ export class IotlbView {
   readonly shared: SharedIotlb;
   /** After a successful {@linkcode IotlbView.translate}: bytes mapped from the address on (entry end). */
   span = 0;
+  /**
+   * After {@linkcode IotlbView.translateRange} returned -1: the first
+   * address of the range without a translation (what to ask the frontend
+   * for), or -1 when all of it is mapped but not contiguously.
+   */
+  missAt = -1;
   /** Header words: sequence counter, entry count, generation, miss queue state. */
   protected readonly header: Int32Array;
   /** The entries: iova, size, uaddr, perm per entry, in IOVA order. */
@@ -201,10 +207,12 @@ export class IotlbView {
    */
   translateRange(iova: number, length: number, perm: number): number {
     const first = this.translate(iova, perm);
+    this.missAt = first === -1 ? iova : -1;
     if (first < 0) return first;
     let at = iova + this.span, expect = first + this.span;
     while (at < iova + length) {
       const next = this.translate(at, perm);
+      if (next === -1) this.missAt = at;
       if (next < 0) return next;
       if (next !== expect) return -1;
       at += this.span;
