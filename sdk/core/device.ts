@@ -194,10 +194,8 @@ export class VhostMdevDevice {
   #inflight: InflightRegion | null = null;
   /** The device IOTLB while `VIRTIO_F_ACCESS_PLATFORM` is acked, or null. */
   #iotlb: DeviceIotlb | null = null;
-  /** Fires when running rings that wait to be translated again time out. */
-  #revalidationTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Fires to translate again rings that wait for a translation of their addresses. */
-  #ringRetryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Fires to translate again the rings that wait for their addresses' translation. */
+  #ringCheckTimer: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(
     driver: Driver,
@@ -848,16 +846,7 @@ export class VhostMdevDevice {
       if (gone !== null) await this.#dmaDelta(gone, [entry]);
       // Rings that waited for this translation may run now; running rings
       // whose areas were invalidated may see them translated again.
-      let changed = false;
-      for (const r of this.#rings) {
-        if (r.revalidating >= 0) {
-          changed = (await this.#revalidate(r)) || changed;
-        } else if (r.uva !== null && !r.addrValid) {
-          this.#translate(r);
-          changed ||= r.addrValid;
-        }
-      }
-      if (changed) await this.#evaluate();
+      await this.#recheckRings(false);
     });
   }
 
@@ -896,7 +885,7 @@ export class VhostMdevDevice {
         await this.#quiesceRing(r, "IOTLB invalidated its addresses");
         this.#translate(r);
       }
-      if (this.#rings.some((r) => r.revalidating >= 0)) this.#scheduleRevalidation();
+      if (this.#rings.some((r) => r.revalidating >= 0)) this.#scheduleRingCheck();
       await this.#dmaDelta(removed, kept);
       await this.#evaluate();
     });
@@ -1187,19 +1176,12 @@ export class VhostMdevDevice {
       // The table is the new one now: what left it stays mapped in this
       // process while leases hold it, so the driver unmaps it from its
       // device, then maps what joined.
-      const range = (r: GuestRegion) => ({
-        gpa: r.gpa,
-        iova: r.gpa,
-        size: r.size,
-        address: r.address,
-        access: IotlbAccess.READ_WRITE,
-      });
       try {
         if (iotlb !== null && this.#mapsIotlb) {
           for (const r of flushed) await this.#ops.unmapMemory!(r);
         } else {
-          for (const r of removed) await this.#ops.unmapMemory!(range(r));
-          for (const r of added) await this.#ops.mapMemory!(range(r));
+          for (const r of removed) await this.#ops.unmapMemory!(regionRange(r));
+          for (const r of added) await this.#ops.mapMemory!(regionRange(r));
         }
       } catch (e) {
         this.#reportError(`updating the device's memory mappings failed: ${message(e)}`);
@@ -1295,7 +1277,7 @@ export class VhostMdevDevice {
       iotlb.ask(r.missing);
       // A frontend that ignores the miss (an unmapped page) is asked again
       // until it answers: a ring never waits on one lost message.
-      this.#scheduleRingRetry();
+      this.#scheduleRingCheck();
     }
     // Reported once, not at every IOTLB update that re-translates the ring.
     if (r.denied !== null && r.denied !== deniedBefore) this.#ringError(r.index, r.denied);
@@ -1338,55 +1320,48 @@ export class VhostMdevDevice {
   }
 
   /**
-   * Every {@linkcode RING_RETRY_MS}, translate again the rings that wait
-   * for a translation of their own addresses (asking for it again, within
-   * the miss bounds), and run those that now translate.
+   * While a ring waits for the translation of its own addresses (never
+   * translated yet, or running and checking them again after an
+   * invalidation), look again every {@linkcode RING_RETRY_MS}: ask the
+   * frontend again (within the miss bounds), run what now translates, and
+   * stop a running ring whose areas did not come back within
+   * `IOTLB_MISS_TIMEOUT_MS`.
    */
-  #scheduleRingRetry(): void {
-    if (this.#ringRetryTimer !== undefined) return;
-    this.#ringRetryTimer = setTimeout(() => {
-      this.#ringRetryTimer = undefined;
+  #scheduleRingCheck(): void {
+    if (this.#ringCheckTimer !== undefined) return;
+    this.#ringCheckTimer = setTimeout(() => {
+      this.#ringCheckTimer = undefined;
       this.#serialize(async () => {
-        if (this.#closed || this.#iotlb === null) return;
-        let translated = false;
-        for (const r of this.#rings) {
-          if (r.uva === null || r.addrValid || r.missing === null) continue;
-          this.#translate(r);
-          translated ||= r.addrValid;
-        }
-        if (translated) await this.#evaluate();
+        if (!this.#closed && this.#iotlb !== null) await this.#recheckRings(true);
       }).catch((e) => this.events.emit("warn", `translating rings again: ${message(e)}`));
     }, RING_RETRY_MS);
   }
 
   /**
-   * Once `IOTLB_MISS_TIMEOUT_MS` has passed, stop the rings still waiting
-   * to see their areas translated again.
+   * Translate again the rings that wait for their addresses (`periodic`:
+   * only those a miss is out for, and with the timeout applied; else, after
+   * an update, also those refused before) and run what now translates.
    */
-  #scheduleRevalidation(): void {
-    if (this.#revalidationTimer !== undefined) return;
-    this.#revalidationTimer = setTimeout(() => {
-      this.#revalidationTimer = undefined;
-      this.#serialize(async () => {
-        if (this.#closed) return;
-        const now = performance.now();
-        let stopped = false;
-        for (const r of this.#rings) {
-          if (r.revalidating < 0) continue;
-          if (!r.running) {
-            r.revalidating = -1;
-            continue;
-          }
-          if (now - r.revalidating < IOTLB_MISS_TIMEOUT_MS) continue;
+  async #recheckRings(periodic: boolean): Promise<void> {
+    const now = performance.now();
+    let changed = false;
+    for (const r of this.#rings) {
+      if (r.revalidating >= 0) {
+        if (periodic && r.running && now - r.revalidating >= IOTLB_MISS_TIMEOUT_MS) {
           r.revalidating = -1;
           await this.#quiesceRing(r, "IOTLB translation of its addresses did not come back");
           this.#translate(r);
-          stopped = true;
+          changed = true;
+        } else {
+          changed = (await this.#revalidate(r)) || changed;
         }
-        if (this.#rings.some((r) => r.revalidating >= 0)) this.#scheduleRevalidation();
-        if (stopped) await this.#evaluate();
-      }).catch((e) => this.events.emit("warn", `re-translating rings: ${message(e)}`));
-    }, IOTLB_MISS_TIMEOUT_MS + 10);
+      } else if (r.uva !== null && !r.addrValid && (!periodic || r.missing !== null)) {
+        this.#translate(r);
+        changed ||= r.addrValid;
+      }
+    }
+    if (this.#rings.some((r) => r.revalidating >= 0)) this.#scheduleRingCheck();
+    if (changed) await this.#evaluate();
   }
 
   #requireIotlb(what: string): DeviceIotlb {
@@ -1411,10 +1386,8 @@ export class VhostMdevDevice {
     } else if (!on && this.#iotlb !== null) {
       this.#iotlb.close();
       this.#iotlb = null;
-      clearTimeout(this.#revalidationTimer);
-      this.#revalidationTimer = undefined;
-      clearTimeout(this.#ringRetryTimer);
-      this.#ringRetryTimer = undefined;
+      clearTimeout(this.#ringCheckTimer);
+      this.#ringCheckTimer = undefined;
       for (const r of this.#rings) r.revalidating = -1;
     }
     this.#table.memory.useIotlb(this.#iotlb?.table ?? null);
@@ -1439,15 +1412,7 @@ export class VhostMdevDevice {
   /** What the device's DMA space holds: see `DeviceContext.dmaRanges`. */
   #dmaRanges(): MemoryRange[] {
     const memory = this.#table.memory;
-    if (this.#iotlb === null) {
-      return memory.regions.map((r) => ({
-        gpa: r.gpa,
-        iova: r.gpa,
-        size: r.size,
-        address: r.address,
-        access: IotlbAccess.READ_WRITE,
-      }));
-    }
+    if (this.#iotlb === null) return memory.regions.map(regionRange);
     return this.#iotlb.table.list().flatMap((e) => this.#dmaRange(e) ?? []);
   }
 
@@ -1600,6 +1565,17 @@ function validateDescription(name: string, d: DeviceDescription): void {
   if (typeof d.ops?.getVringState !== "function") {
     throw new RangeError(`driver ${name}: ops.getVringState is required`);
   }
+}
+
+/** A memory table region as the device's DMA sees it without a vIOMMU: IOVA = GPA, read-write. */
+function regionRange(r: GuestRegion): MemoryRange {
+  return {
+    gpa: r.gpa,
+    iova: r.gpa,
+    size: r.size,
+    address: r.address,
+    access: IotlbAccess.READ_WRITE,
+  };
 }
 
 /** Whether `memory` has a region with `r`'s addresses at the same host address. */
