@@ -8,7 +8,7 @@
  * neither flood the frontend nor grow this process's memory:
  *
  * - Workers post misses into the IOTLB's fixed shared queue
- *   ({@linkcode MISS_QUEUE_SLOTS} slots; more are dropped and counted);
+ *   (`MISS_QUEUE_SLOTS` slots; more are dropped and counted);
  * - the same page and access is asked for at most once per
  *   {@linkcode MISS_REPEAT_MS}, and at most {@linkcode MAX_PENDING_MISSES}
  *   pages are awaited at a time;
@@ -22,7 +22,7 @@
  * @module
  */
 
-import { Iotlb, type IotlbEntry, type IotlbMiss, MISS_QUEUE_SLOTS } from "../memory/iotlb.ts";
+import { Iotlb, type IotlbEntry, type IotlbMiss } from "../memory/iotlb.ts";
 import { IOTLB_MISS_TIMEOUT_MS } from "../virtqueue/translation_wait.ts";
 
 /** The same page and access is asked for at most once in this many ms. */
@@ -195,7 +195,7 @@ export class DeviceIotlb {
     clearTimeout(this.#deadline);
     this.#deadline = undefined;
     // Wake the pump so it sees the device closed.
-    this.table.requestMiss(0, 0);
+    this.table.interruptWait();
   }
 
   /** Forget asks older than {@linkcode MISS_REPEAT_MS}. */
@@ -213,8 +213,7 @@ export class DeviceIotlb {
       seen = this.table.missSignal;
       const misses = this.table.takeMisses();
       if (this.#closed) return;
-      // At most one queue's worth per turn of the event loop.
-      for (let i = 0; i < misses.length && i < MISS_QUEUE_SLOTS; i++) this.ask(misses[i]);
+      for (const miss of misses) this.ask(miss);
     }
   }
 }

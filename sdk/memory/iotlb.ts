@@ -241,6 +241,17 @@ export class IotlbView {
     return true;
   }
 
+  /**
+   * The entry holding `iova`, or null (a copy, read without the sequence
+   * check: for the table's owner, the only writer).
+   */
+  entryAt(iova: number): IotlbEntry | null {
+    const i = this.#find(iova, this.size);
+    if (i < 0) return null;
+    const e = this.entries, at = i * ENTRY_WORDS;
+    return { iova: e[at], size: e[at + 1], uaddr: e[at + 2], perm: e[at + 3] };
+  }
+
   /** Index of the entry holding `iova`, or -1 (binary search from the last hit). */
   #find(iova: number, count: number): number {
     const e = this.entries;
@@ -288,21 +299,6 @@ export class Iotlb extends IotlbView {
     this.#evict = options.evict ?? true;
   }
 
-  /**
-   * The entry holding `iova`, or null (a copy; for the owner's decisions,
-   * e.g. whether an update changes anything).
-   */
-  entryAt(iova: number): IotlbEntry | null {
-    const e = this.entries;
-    for (let i = 0, n = this.size; i < n; i++) {
-      const at = i * ENTRY_WORDS;
-      if (iova >= e[at] && iova - e[at] < e[at + 1]) {
-        return { iova: e[at], size: e[at + 1], uaddr: e[at + 2], perm: e[at + 3] };
-      }
-    }
-    return null;
-  }
-
   /** The entries, in IOVA order (a copy). */
   list(): IotlbEntry[] {
     const out: IotlbEntry[] = [];
@@ -345,7 +341,13 @@ export class Iotlb extends IotlbView {
     }
   }
 
-  /** Take the posted misses out of the shared queue. */
+  /** End a pending {@linkcode Iotlb.waitForMiss} now (its owner is closing). */
+  interruptWait(): void {
+    Atomics.add(this.header, MISS_SIGNAL, 1);
+    Atomics.notify(this.header, MISS_SIGNAL);
+  }
+
+  /** Take the posted misses out of the shared queue (at most {@linkcode MISS_QUEUE_SLOTS}). */
   takeMisses(): IotlbMiss[] {
     const out: IotlbMiss[] = [];
     for (let s = 0; s < MISS_QUEUE_SLOTS; s++) {
@@ -379,13 +381,10 @@ export class Iotlb extends IotlbView {
     if (!Number.isInteger(perm) || perm < IotlbAccess.READ || perm > IotlbAccess.READ_WRITE) {
       throw new RangeError(`${what}: permission ${perm} is not read (1), write (2) or both (3)`);
     }
-    if (!this.#evict && this.size === this.capacity) {
-      const freed = this.list().filter((g) => g.iova < iova + size && iova < g.iova + g.size);
-      if (freed.length === 0) {
-        throw new RangeError(
-          `${what}: the IOTLB is full (${this.capacity} entries) and may not forget any`,
-        );
-      }
+    if (!this.#evict && this.size === this.capacity && !this.#overlaps(iova, size)) {
+      throw new RangeError(
+        `${what}: the IOTLB is full (${this.capacity} entries) and may not forget any`,
+      );
     }
     const gone = this.#remove(iova, size);
     if (this.size === this.capacity) gone.push(this.#evictOldest());
@@ -464,6 +463,16 @@ export class Iotlb extends IotlbView {
     this.#end();
     this.#order = [];
     return all;
+  }
+
+  /** Whether an entry overlaps `[iova, iova + size)` (an update would replace it). */
+  #overlaps(iova: number, size: number): boolean {
+    const e = this.entries;
+    for (let i = 0, n = this.size; i < n; i++) {
+      const at = i * ENTRY_WORDS;
+      if (e[at] < iova + size && iova < e[at] + e[at + 1]) return true;
+    }
+    return false;
   }
 
   /** Remove the entries overlapping `[iova, iova + size)`; returns them whole. */
