@@ -83,6 +83,35 @@ export function appendBuffer(
   return null;
 }
 
+/**
+ * Find the indirect table of `len` bytes at device address `lo + hi * 2^32`,
+ * which the device reads in place: the index of the region holding all of
+ * it (its offset there in `memory.offset`), or why it cannot be read (kind
+ * `miss` when the IOTLB lacks a translation, as for a buffer).
+ */
+export function locateIndirectTable(
+  memory: GuestMemory,
+  lo: number,
+  hi: number,
+  len: number,
+): number | BufferFault {
+  const address = lo + hi * TWO_32;
+  const r = hi > MAX_HIGH_WORD ? -1 : memory.translateWhole(address, len, IotlbAccess.READ);
+  if (r >= 0) return r;
+  const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${
+    hex64(lo, hi)
+  } length ${len}`;
+  const fault = hi > MAX_HIGH_WORD ? TranslationFault.OUTSIDE : memory.fault;
+  if (fault === TranslationFault.MISS) return { kind: "miss", why: `${why}: no IOTLB translation` };
+  if (fault === TranslationFault.DENIED) {
+    return { kind: "access-denied", why: `${why}: the IOTLB does not let the device read it` };
+  }
+  return {
+    kind: "out-of-bounds",
+    why: `${why} is not inside one region of guest memory (or one IOTLB mapping)`,
+  };
+}
+
 /** Why `memory.translate` refused byte `at` of a buffer. */
 function bufferFault(
   memory: GuestMemory,

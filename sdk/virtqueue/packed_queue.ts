@@ -28,13 +28,11 @@
  * @module
  */
 
-import { type GuestMemory, TranslationFault } from "../memory/guest_memory.ts";
-import { IotlbAccess } from "../uapi/vhost.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
 import { IOTLB_MISS_TIMEOUT_MS, TranslationWait } from "./translation_wait.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
-import { appendBuffer, MAX_HIGH_WORD } from "./chain_build.ts";
-import { hex } from "../uapi/hex.ts";
+import { appendBuffer, locateIndirectTable } from "./chain_build.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
   type DescriptorChain,
@@ -76,7 +74,6 @@ export interface PackedQueueOptions {
   log?: DirtyLog | null;
 }
 
-const TWO_32 = 4294967296;
 const BOTH = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
 
 /** The chain walk failed: what to throw once the chain is consumed. */
@@ -548,35 +545,11 @@ export class PackedQueue {
         `indirect table of ${entries} descriptors is larger than ${this.#maxChain}`,
       );
     }
-    const gpa = lo + hi * TWO_32;
-    const memory = this.#memory;
-    const r = hi > MAX_HIGH_WORD ? -1 : memory.translateWhole(gpa, len, IotlbAccess.READ);
-    if (r < 0) {
-      const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${
-        hex(gpa)
-      } length ${len}`;
-      const fault = hi > MAX_HIGH_WORD ? TranslationFault.OUTSIDE : memory.fault;
-      if (fault === TranslationFault.MISS) {
-        return new ChainFault("miss", i, false, `${why}: no IOTLB translation`);
-      }
-      if (fault === TranslationFault.DENIED) {
-        return new ChainFault(
-          "access-denied",
-          i,
-          false,
-          `${why}: the IOTLB does not let the device read it`,
-        );
-      }
-      return new ChainFault(
-        "out-of-bounds",
-        i,
-        false,
-        `${why} is not inside one region of guest memory (or one IOTLB mapping)`,
-      );
-    }
+    const r = locateIndirectTable(this.#memory, lo, hi, len);
+    if (typeof r !== "number") return new ChainFault(r.kind, i, false, r.why);
     chain.indirect = true;
     const view = this.#regionViews[r];
-    const base = memory.offset;
+    const base = this.#memory.offset;
     for (let j = 0; j < entries; j++) {
       chain.descriptors++;
       const at = base + j * DESC_SIZE;

@@ -39,12 +39,11 @@
  * @module
  */
 
-import { type GuestMemory, TranslationFault } from "../memory/guest_memory.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
-import { IotlbAccess } from "../uapi/vhost.ts";
 import { IOTLB_MISS_TIMEOUT_MS, TranslationWait } from "./translation_wait.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
-import { appendBuffer, hex64, MAX_HIGH_WORD } from "./chain_build.ts";
+import { appendBuffer, locateIndirectTable } from "./chain_build.ts";
 import type { RingPosition } from "../ops.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
@@ -107,8 +106,6 @@ export interface SplitQueueCounters {
   /** Times it said the driver does not want an interrupt. */
   suppressed: number;
 }
-
-const TWO_32 = 4294967296;
 
 /**
  * The device side of one split virtqueue over a {@linkcode GuestMemory}.
@@ -625,30 +622,14 @@ export class SplitQueue {
         `indirect table of ${entries} descriptors is larger than the queue size ${this.num}`,
       );
     }
-    const gpa = lo + hi * TWO_32;
-    const memory = this.#memory;
-    const r = hi > MAX_HIGH_WORD ? -1 : memory.translateWhole(gpa, len, IotlbAccess.READ);
-    if (r < 0) {
-      const why = `indirect table ${memory.iotlb === null ? "gpa" : "iova"} ${
-        hex64(lo, hi)
-      } length ${len}`;
-      const fault = hi > MAX_HIGH_WORD ? TranslationFault.OUTSIDE : memory.fault;
-      if (fault === TranslationFault.MISS) {
-        return this.#miss(i, false, `${why}: no IOTLB translation`);
-      }
-      this.#fail(
-        chain,
-        fault === TranslationFault.DENIED ? "access-denied" : "out-of-bounds",
-        i,
-        false,
-        fault === TranslationFault.DENIED
-          ? `${why}: the IOTLB does not let the device read it`
-          : `${why} is not inside one region of guest memory (or one IOTLB mapping)`,
-      );
+    const r = locateIndirectTable(this.#memory, lo, hi, len);
+    if (typeof r !== "number") {
+      if (r.kind === "miss") return this.#miss(i, false, r.why);
+      this.#fail(chain, r.kind, i, false, r.why);
     }
     chain.indirect = true;
     const view = this.#regionViews[r];
-    const base = memory.offset;
+    const base = this.#memory.offset;
     const seen = this.#seenIndirect;
     const stamp = this.#stamp;
     let j = 0;
