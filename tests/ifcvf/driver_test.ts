@@ -5,6 +5,7 @@
 // on the call eventfds through MSI-X, and stop/start resumes at the ring
 // state saved in the live-migration BAR.
 
+import { waitInterrupt } from "./interrupt.ts";
 import assert from "node:assert/strict";
 import {
   bit,
@@ -19,17 +20,7 @@ import {
   VirtioStatus,
 } from "@vhost-mdev/sdk";
 import { readNumBuffers } from "@vhost-mdev/sdk/net";
-import {
-  close,
-  eventfdRead,
-  eventfdWrite,
-  ftruncate,
-  memfdCreate,
-  mmap,
-  pollAsync,
-  POLLIN,
-  SysError,
-} from "@vhost-mdev/sdk/sys";
+import { close, eventfdWrite, ftruncate, memfdCreate, mmap } from "@vhost-mdev/sdk/sys";
 import { DriverHarness, until } from "@vhost-mdev/testing";
 import { EmulatedIfcvf, type EmulatedIfcvfOptions } from "@vhost-mdev/ifcvf/emulated";
 import { IFCVF_LOG_IOVA, makeIfcvfDriver } from "@vhost-mdev/ifcvf";
@@ -157,27 +148,16 @@ function transmit(g: Guest, f: Uint8Array, slot: number): void {
 }
 
 /** Wait for the call eventfd of ring `q`; returns its count. */
-async function waitCall(g: Guest, q: number, ms = 3000): Promise<number> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return eventfdRead(g.call[q]);
-    } catch (e) {
-      if (!(e instanceof SysError && e.code === "EAGAIN")) throw e;
-    }
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      throw new Error(
-        `no interrupt on ring ${q} within ${ms} ms; device errors ${
-          JSON.stringify(g.emu.errors)
-        }, ` +
-          `stats ${JSON.stringify(g.emu.stats())}, bad accesses ${
-            JSON.stringify(g.emu.badAccesses)
-          }`,
-      );
-    }
-    await pollAsync([{ fd: g.call[q], events: POLLIN }], Math.min(left, 50));
-  }
+function waitCall(g: Guest, q: number, ms = 3000): Promise<number> {
+  return waitInterrupt(
+    g.call[q],
+    `ring ${q}`,
+    () =>
+      `device errors ${JSON.stringify(g.emu.errors)}, stats ${
+        JSON.stringify(g.emu.stats())
+      }, bad accesses ${JSON.stringify(g.emu.badAccesses)}`,
+    ms,
+  );
 }
 
 /** Receive one frame from RX (waiting for its interrupt); returns the frame and num_buffers. */

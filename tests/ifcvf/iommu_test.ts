@@ -7,6 +7,7 @@
 // record every VFIO map and unmap the driver makes), so a frame that loops
 // back proves the translations the driver mapped.
 
+import { waitInterrupt } from "./interrupt.ts";
 import assert from "node:assert/strict";
 import {
   bit,
@@ -28,7 +29,7 @@ import {
   type EmulatedDmaSpace,
   VirtioPciTransport,
 } from "@vhost-mdev/sdk/pci";
-import { eventfdRead, eventfdWrite, pollAsync, POLLIN, SysError } from "@vhost-mdev/sdk/sys";
+import { eventfdWrite } from "@vhost-mdev/sdk/sys";
 import { DriverHarness } from "@vhost-mdev/testing";
 import { EmulatedIfcvf } from "@vhost-mdev/ifcvf/emulated";
 import { makeIfcvfDriver } from "@vhost-mdev/ifcvf";
@@ -222,25 +223,16 @@ function transmit(vf: Vf, f: Uint8Array, slot: number, at?: number): void {
 }
 
 /** Wait for the call eventfd of ring `q`; returns its count. */
-async function waitCall(vf: Vf, q: number, ms = 3000): Promise<number> {
-  const fd = vf.h.ring(q).call;
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return eventfdRead(fd);
-    } catch (e) {
-      if (!(e instanceof SysError && e.code === "EAGAIN")) throw e;
-    }
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      throw new Error(
-        `no interrupt on ring ${q} within ${ms} ms; device errors ${
-          JSON.stringify(vf.emu.errors)
-        }, stats ${JSON.stringify(vf.emu.stats())}, running ${vf.h.device.running}`,
-      );
-    }
-    await pollAsync([{ fd, events: POLLIN }], Math.min(left, 50));
-  }
+function waitCall(vf: Vf, q: number, ms = 3000): Promise<number> {
+  return waitInterrupt(
+    vf.h.ring(q).call,
+    `ring ${q}`,
+    () =>
+      `device errors ${JSON.stringify(vf.emu.errors)}, stats ${
+        JSON.stringify(vf.emu.stats())
+      }, running ${vf.h.device.running}`,
+    ms,
+  );
 }
 
 /** Receive one frame from RX (waiting for its interrupt) and post its buffer again. */

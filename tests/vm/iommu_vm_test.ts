@@ -16,35 +16,21 @@
  */
 
 import assert from "node:assert/strict";
+import type { PingVmResult } from "@vhost-mdev/testing/guest";
 import { runExample, skipGuestTest } from "./example_process.ts";
 
 const COUNT = 20;
 const skip = await skipGuestTest("iommu vm example");
 
-/** The parts of `PingVmResult` the tests check. */
-interface IommuVmResult {
-  pass: boolean;
-  reasons: string[];
-  guest: {
-    transmitted: number;
-    received: number;
-    lossPercent: number;
-    counters: Record<string, number>;
-  };
-  device: { txRingPackets: number; rxRingPackets: number };
-  deviceStats: Record<string, number>;
-  iommu?: { pci: string; group: string; type: string; ats: string; dmesg: string[] } | null;
-}
-
 /** Run the example with `args` and check what every mode must show; return its result. */
-async function runIommuExample(args: string[]): Promise<IommuVmResult> {
+async function runIommuExample(args: string[]): Promise<PingVmResult> {
   const run = await runExample(
     "examples/iommu_vm.ts",
     ["--count", String(COUNT), "--interval", "0.1", "--json", ...args],
     { timeoutMs: 240_000, prefix: "  iommu_vm.ts| " },
   );
   assert.ok(run.result, `examples/iommu_vm.ts printed no JSON result (exit ${run.code})`);
-  const r = run.result as unknown as IommuVmResult;
+  const r = run.result as unknown as PingVmResult;
   assert.deepEqual(r.reasons, []);
   // The guest runs with the IOMMU on and the NIC behind it.
   assert.ok(r.iommu, "the result has no guest IOMMU report");
