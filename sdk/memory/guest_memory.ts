@@ -790,8 +790,9 @@ export class GuestMemory {
   /**
    * Index of the region holding all of `[uva, uva + length)` in the
    * frontend's address space, or -1; allocation-free, like
-   * {@linkcode GuestMemory.find}. (Written out as `find` is: the two
-   * sharing one helper made the ring pop path 40% slower, measured.)
+   * {@linkcode GuestMemory.find}. (Written out as `find` is: with one
+   * helper shared by the two, the ring pop path stopped being inlined and
+   * slowed down.)
    */
   findUva(uva: number, length: number): number {
     const start = this.#uva, size = this.#size;
