@@ -126,7 +126,7 @@ export class IotlbView {
    * address of the range without a translation (what to ask the frontend
    * for), or -1 when all of it is mapped but not contiguously.
    */
-  missAt = -1;
+  missAt: number = -1;
   /** Header words: sequence counter, entry count, generation, miss queue state. */
   protected readonly header: Int32Array;
   /** The entries: iova, size, uaddr, perm per entry, in IOVA order. */
