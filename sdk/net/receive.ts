@@ -26,6 +26,7 @@ import { VirtioNetHdr } from "./header.ts";
 /** Copies up to this many bytes go byte by byte (no subarray object). */
 const SMALL_COPY = 64;
 const NUM_BUFFERS = VirtioNetHdr.NUM_BUFFERS;
+const EMPTY_PACKET = new Uint8Array(0);
 
 const WAITING = 0, DELIVERED = 1, DROPPED = 2;
 const TAKEN = 1, EMPTY = 0, RETURNED = -1, STOPPED = -2;
@@ -167,6 +168,12 @@ export class ReceiveDelivery {
   #deferredCount = 0;
   /** The first chain was taken by {@linkcode ReceiveDelivery.deliverCopies}' short path. */
   #firstTaken = false;
+  // Buffers deliverCopies took and has yet to fill with `#copyPacket`: region, offset, head.
+  readonly #copyRegion: Int32Array;
+  readonly #copyOffset: Float64Array;
+  readonly #copyHead: Uint32Array;
+  #queued = 0;
+  #copyPacket: Uint8Array = EMPTY_PACKET;
 
   /**
    * Make the delivery for `queue`; its arrays are sized by the queue size.
@@ -194,6 +201,9 @@ export class ReceiveDelivery {
     this.#heads = new Uint32Array(n);
     this.#lens = new Uint32Array(n);
     this.#deferred = new Uint32Array(n);
+    this.#copyRegion = new Int32Array(n);
+    this.#copyOffset = new Float64Array(n);
+    this.#copyHead = new Uint32Array(n);
   }
 
   /** Whether a frame is in progress (begun, not yet delivered or dropped). */
@@ -342,8 +352,9 @@ export class ReceiveDelivery {
    * @throws ReceiveOverrunError as {@linkcode ReceiveDelivery.resume} does.
    */
   deliverCopies(packet: Uint8Array, limit: number): number {
-    const length = packet.length, hdr = this.#hdr, queue = this.#queue;
-    const chain = this.#first, regions = this.#regions;
+    const length = packet.length, hdr = this.#hdr;
+    const chain = this.#first, copyRegion = this.#copyRegion, copyOffset = this.#copyOffset;
+    const copyHead = this.#copyHead, room = copyHead.length;
     // One buffer per frame: num_buffers is 1 (virtio 1.2 §5.1.6.4). A frame
     // spanning buffers gets its count in the first buffer, not in `packet`.
     if (hdr === VIRTIO_NET_HDR_SIZE && length >= hdr) {
@@ -353,27 +364,62 @@ export class ReceiveDelivery {
     const short = length >= hdr && this.#log === null;
     if (this.#out !== null) this.#end();
     let frames = 0, copies = 0;
-    for (let taken = 0; taken < limit; taken++) {
-      const got = this.#pop(chain);
-      if (got !== TAKEN) {
-        if (got === EMPTY || got === STOPPED) break;
-        continue;
+    this.#copyPacket = packet;
+    try {
+      for (let taken = 0; taken < limit; taken++) {
+        const got = this.#pop(chain);
+        if (got !== TAKEN) {
+          if (got === EMPTY || got === STOPPED) break;
+          continue;
+        }
+        const s = chain.readable;
+        if (short && s < chain.count && chain.lengths[s] >= length) {
+          // Copied later, with the others taken in this call (see #copyQueued).
+          let q = this.#queued;
+          if (q === room) {
+            this.#copyQueued();
+            q = 0;
+          }
+          copyRegion[q] = chain.regions[s];
+          copyOffset[q] = chain.offsets[s];
+          copyHead[q] = chain.head;
+          this.#queued = q + 1;
+          copies++;
+          continue;
+        }
+        this.#copyQueued();
+        this.begin(packet, length);
+        this.#firstTaken = true;
+        if (this.resume() === WAITING) break;
+        frames++;
       }
-      const s = chain.readable;
-      if (short && s < chain.count && chain.lengths[s] >= length) {
-        regions[chain.regions[s]].set(packet, chain.offsets[s]);
-        queue.pushUsed(chain.head, length);
-        copies++;
-        continue;
-      }
-      this.begin(packet, length);
-      this.#firstTaken = true;
-      if (this.resume() === WAITING) break;
-      frames++;
+    } finally {
+      // Also when a hook threw: what was taken is filled and returned.
+      this.#copyQueued();
+      this.#copyPacket = EMPTY_PACKET;
     }
     this.counters.packets += copies;
     this.counters.bytes += copies * (length - hdr);
     return frames + copies;
+  }
+
+  /**
+   * Copy the packet into every buffer {@linkcode ReceiveDelivery.deliverCopies}
+   * queued, then push them all used, in the order they were taken. Taking a
+   * run of chains first and copying after, in one tight loop, lets the
+   * processor fetch the destination lines (last touched by the driver, on
+   * another core) in parallel instead of one frame at a time: `deno task
+   * bench`'s b2f-64 went from 9.3 to 12.5 Mpps, b2f-64-packed from 8.3 to 11.5.
+   */
+  #copyQueued(): void {
+    const n = this.#queued;
+    if (n === 0) return;
+    this.#queued = 0;
+    const packet = this.#copyPacket, length = packet.length, regions = this.#regions;
+    const copyRegion = this.#copyRegion, copyOffset = this.#copyOffset, copyHead = this.#copyHead;
+    for (let k = 0; k < n; k++) regions[copyRegion[k]].set(packet, copyOffset[k]);
+    const queue = this.#queue;
+    for (let k = 0; k < n; k++) queue.pushUsed(copyHead[k], length);
   }
 
   /**
@@ -417,6 +463,8 @@ export class ReceiveDelivery {
 
   /** Return a bad chain: now, or after the buffers of the frame being filled. */
   #giveBack(head: number): void {
+    // After the copies taken before it, in ring order (IN_ORDER devices rely on it).
+    this.#copyQueued();
     if (this.#bufs > 0) this.#deferred[this.#deferredCount++] = head;
     else this.#queue.pushUsed(head, 0);
   }

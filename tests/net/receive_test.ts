@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import {
+  DescriptorChain,
   DescriptorChainError,
   DirtyLog,
   GuestMemory,
@@ -374,4 +375,59 @@ Deno.test("receive: deliverCopies stops at the limit, and waits mid-frame with t
   assert.equal(r.delivery.resume(), ReceiveResult.DELIVERED);
   assert.deepEqual(used(r).map((u) => u.len), [162, 162, 162, 64, 64, 34]);
   assert.equal(r.delivery.counters.packets, 4);
+});
+
+Deno.test("receive: deliverCopies returns a hostile chain in ring order, between the copies", () => {
+  const r = rx({ reserved: 2 });
+  post(r, [2048, 2048]);
+  r.driver.writeDescriptor(15, 0x9_0000_0000, 64, VIRTQ_DESC_F_WRITE, 0); // outside memory
+  r.driver.addRaw(15, 99);
+  r.driver.publish();
+  post(r, [2048], 2);
+  const p = packet(60);
+  assert.equal(r.delivery.deliverCopies(p, 16), 3);
+  assert.deepEqual(used(r), [
+    { token: 0, len: 72 },
+    { token: 1, len: 72 },
+    { token: 99, len: 0 },
+    { token: 2, len: 72 },
+  ]);
+  for (const t of [0, 1, 2]) assert.deepEqual(read(r, t, 72), p, `buffer ${t} holds the packet`);
+  assert.deepEqual(r.delivery.counters, { packets: 3, bytes: 180, drops: 0, errors: 1 });
+});
+
+Deno.test("receive: deliverCopies takes more chains in one call than the ring holds", () => {
+  // A packed ring's driver can post buffers again while the device holds
+  // them: a queue handing out the ring's 4 buffers over and over, 10 chains.
+  const r = rx({ num: 4 });
+  post(r, [2048, 2048, 2048, 2048]);
+  class Repeating extends SplitQueue {
+    taken = 0;
+    override pop(chain: DescriptorChain): boolean {
+      if (this.taken === 10) return false;
+      this.popHead(this.taken++ % 4, chain);
+      return true;
+    }
+  }
+  const queue = new Repeating(r.memory, r.layout, {
+    lastAvailIdx: 0,
+    eventIdx: false,
+    indirect: false,
+  });
+  const delivery = new ReceiveDelivery(queue, { headerSize: 12, mergeable: true });
+  const p = packet(60);
+  assert.equal(delivery.deliverCopies(p, 16), 10);
+  assert.equal(queue.counters.used, 10, "every chain taken was returned");
+  queue.publishUsed();
+  // The used ring (not the test driver, which refuses a device this far ahead):
+  // idx 10, its 4 slots the last 4 chains, heads 2, 3, 0, 1 at slots 2, 3, 0, 1.
+  const ring = new DataView(r.memory.bytes(r.layout.usedAddr, 4 + 8 * 4).slice().buffer);
+  assert.equal(ring.getUint16(2, true), 10);
+  for (let slot = 0; slot < 4; slot++) {
+    assert.deepEqual([ring.getUint32(4 + slot * 8, true), ring.getUint32(8 + slot * 8, true)], [
+      slot,
+      72,
+    ]);
+  }
+  for (const t of [0, 1, 2, 3]) assert.deepEqual(read(r, t, 72), p);
 });
