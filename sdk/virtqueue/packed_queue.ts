@@ -32,7 +32,7 @@ import type { GuestMemory } from "../memory/guest_memory.ts";
 import { IOTLB_MISS_TIMEOUT_MS, TranslationWait } from "./translation_wait.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
-import { appendBuffer, locateIndirectTable } from "./chain_build.ts";
+import { appendBuffer, locateIndirectTable, MAX_HIGH_WORD } from "./chain_build.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
   type DescriptorChain,
@@ -75,6 +75,21 @@ export interface PackedQueueOptions {
 }
 
 const BOTH = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
+// The flags as they sit in a descriptor's last 32-bit word, above the buffer ID.
+const AVAIL_BIT = VIRTQ_DESC_F_AVAIL << 16;
+const USED_BIT = VIRTQ_DESC_F_USED << 16;
+const ONE_BUFFER_MASK = (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT) << 16;
+const TWO_32 = 4294967296;
+/**
+ * Whether a plain load may stand for an acquire load: a descriptor's flags
+ * must be read before its other fields (§2.8.21.3). x86-64 never reorders a
+ * load with an earlier load, and the engine keeps typed-array loads in
+ * program order, so there the flags' plain load is enough; `Atomics.load`
+ * is a builtin call, not an instruction. `deno task bench`'s b2f-64-packed
+ * went from 10.6 to 13.0 Mpps, f2b-64-packed from 29 to 35 (docs/benchmarks.md).
+ * Other processors get `Atomics.load`.
+ */
+const ORDERED_LOADS = Deno.build.arch === "x86_64";
 
 /** The chain walk failed: what to throw once the chain is consumed. */
 class ChainFault {
@@ -128,10 +143,9 @@ export class PackedQueue {
   readonly #deviceEventAddr: number;
   /** Descriptors each buffer ID in flight took in the ring (0: not in flight). */
   readonly #inFlight: Uint16Array;
-  /** Used descriptors written but not yet published: slot, flags. */
-  readonly #pendingSlot: Int32Array;
-  readonly #pendingFlags: Uint16Array;
-  #pending = 0;
+  /** The first used descriptor pushed and not yet published (-1: none), and its flags. */
+  #pendingSlot = -1;
+  #pendingFlags = 0;
   #next: number;
   #availWrap: boolean;
   #used: number;
@@ -180,8 +194,6 @@ export class PackedQueue {
     this.#used = p.usedIdx;
     this.#usedWrap = p.usedWrap;
     this.#inFlight = new Uint16Array(num);
-    this.#pendingSlot = new Int32Array(num);
-    this.#pendingFlags = new Uint16Array(num);
     this.#log = options.log ?? null;
     const kinds = {} as Record<DescriptorChainErrorKind, number>;
     for (const k of DESCRIPTOR_CHAIN_ERROR_KINDS) kinds[k] = 0;
@@ -267,7 +279,15 @@ export class PackedQueue {
     chain.reset(-1);
     if (this.#viaIotlb && this.#wait.waiting()) return false;
     const start = this.#next, startWrap = this.#availWrap;
-    if (!this.#isAvail(start, startWrap)) return false;
+    // Flags and buffer ID in one load, before the descriptor's other fields
+    // (see ORDERED_LOADS).
+    const w3 = (start << 2) + 3;
+    const idFlags = ORDERED_LOADS ? this.#desc[w3] : Atomics.load(this.#desc, w3);
+    const avail = (idFlags & AVAIL_BIT) !== 0, used = (idFlags & USED_BIT) !== 0;
+    if (avail !== startWrap || used === startWrap) return false;
+    if ((idFlags & ONE_BUFFER_MASK) === 0 && !this.#viaIotlb && this.#popOne(chain, idFlags)) {
+      return true;
+    }
     const generation = this.#viaIotlb ? this.#wait.snapshot() : 0;
     const num = this.num, desc = this.#desc;
     let i = start,
@@ -355,6 +375,39 @@ export class PackedQueue {
     return true;
   }
 
+  /**
+   * The common chain, taken without the general walk: one descriptor, no
+   * `NEXT` or `INDIRECT`, a buffer ID in range, a non-empty buffer inside
+   * one region of guest memory. False (nothing changed) for anything else,
+   * which {@linkcode PackedQueue.pop}'s walk then takes, checks and reports.
+   */
+  #popOne(chain: DescriptorChain, idFlags: number): boolean {
+    const start = this.#next, w = start << 2, desc = this.#desc;
+    const id = idFlags & 0xffff, len = desc[w + 2], hi = desc[w + 1];
+    if (id >= this.num || len === 0 || hi > MAX_HIGH_WORD) return false;
+    const address = desc[w] + hi * TWO_32;
+    const r = this.#memory.find(address, len);
+    if (r < 0) return false;
+    chain.addSegment(
+      address,
+      len,
+      r,
+      address - this.#regionGpa[r],
+      (idFlags & (VIRTQ_DESC_F_WRITE << 16)) !== 0,
+    );
+    chain.descriptors = 1;
+    chain.head = id;
+    this.#inFlight[id] = 1;
+    if (start + 1 === this.num) {
+      this.#next = 0;
+      this.#availWrap = !this.#availWrap;
+    } else {
+      this.#next = start + 1;
+    }
+    this.counters.chains++;
+    return true;
+  }
+
   /** Copy the chain's readable bytes, from `offset` into them, to `dst`; returns bytes copied. */
   readChain(chain: DescriptorChain, dst: Uint8Array, offset = 0): number {
     return readChainInto(this.#regionBytes, chain, dst, offset);
@@ -379,10 +432,14 @@ export class PackedQueue {
     const w = slot << 2;
     this.#desc[w + 2] = len;
     this.#desc16[slot * 8 + 6] = id;
-    this.#pendingSlot[this.#pending] = slot;
-    this.#pendingFlags[this.#pending] = (this.#usedWrap ? BOTH : 0) |
-      (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
-    this.#pending++;
+    const flags = (this.#usedWrap ? BOTH : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
+    if (this.#pendingSlot < 0) {
+      // The batch's first: its flags wait for publishUsed.
+      this.#pendingSlot = slot;
+      this.#pendingFlags = flags;
+    } else {
+      this.#desc16[slot * 8 + 7] = flags;
+    }
     let next = slot + this.#inFlight[id];
     this.#inFlight[id] = 0;
     if (next >= this.num) {
@@ -395,21 +452,20 @@ export class PackedQueue {
   }
 
   /**
-   * Publish every pushed used descriptor: the others' flags with plain
-   * stores, then the first one's with `Atomics.store`, a full barrier after
-   * which everything before it is visible. The driver reads used
+   * Publish every pushed used descriptor. {@linkcode PackedQueue.pushUsed}
+   * stored the flags of every descriptor but the batch's first with plain
+   * stores; this stores the first one's with `Atomics.store`, a full barrier
+   * after which everything before it is visible. The driver reads used
    * descriptors in ring order, so it sees the batch only once it sees the
    * first, and then all of it (x86-64 keeps stores in order). One barrier
    * per batch instead of one per descriptor: `deno task bench`'s
    * f2b-64-packed went from 12.3 to 21.8 Mpps.
    */
   publishUsed(): void {
-    const n = this.#pending;
-    if (n === 0) return;
-    const d16 = this.#desc16, slots = this.#pendingSlot, flags = this.#pendingFlags;
-    for (let k = 1; k < n; k++) d16[slots[k] * 8 + 7] = flags[k];
-    Atomics.store(d16, slots[0] * 8 + 7, flags[0]);
-    this.#pending = 0;
+    const slot = this.#pendingSlot;
+    if (slot < 0) return;
+    Atomics.store(this.#desc16, slot * 8 + 7, this.#pendingFlags);
+    this.#pendingSlot = -1;
   }
 
   /**

@@ -182,6 +182,56 @@ Deno.test("openVirtqueue makes the layout negotiated, and both report positions 
   assert.equal(q.availBefore(4), 0x8000 | 7, "four back from 3 crosses the end: wrap flips");
 });
 
+Deno.test("packed: one-descriptor chains the short path does not take are walked", () => {
+  // Two adjacent regions: a buffer may run across their boundary.
+  const memory = GuestMemory.fromBuffers([
+    { gpa: 0, bytes: new Uint8Array(0x40000) },
+    { gpa: 0x40000, bytes: new Uint8Array(0x40000) },
+  ]);
+  const layout = PackedQueueDriver.layout(8, 0x1000, { indirectSegments: 0 });
+  const driver = new PackedQueueDriver(memory, layout, { eventIdx: false, indirect: false });
+  const device = new PackedQueue(memory, layout, {
+    position: { availIdx: 0, usedIdx: 0, availWrap: true, usedWrap: true },
+    eventIdx: false,
+    indirect: false,
+  });
+  const chain = new DescriptorChain();
+  driver.addBuffer(0x3ff00, 0x200, true, 0); // across the boundary: two segments
+  driver.addBuffer(DATA, 0, true, 1); // empty: a chain with no segment
+  driver.addBuffer(0x40100, 64, false, 2); // the common case, in the second region
+  driver.publish();
+  assert.ok(device.pop(chain));
+  assert.deepEqual([chain.head, chain.count, chain.writableBytes], [0, 2, 0x200]);
+  assert.deepEqual([chain.regions[0], chain.offsets[0], chain.lengths[0]], [0, 0x3ff00, 0x100]);
+  assert.deepEqual([chain.regions[1], chain.offsets[1], chain.lengths[1]], [1, 0, 0x100]);
+  assert.ok(device.pop(chain));
+  assert.deepEqual([chain.head, chain.count, chain.descriptors], [1, 0, 1]);
+  assert.ok(device.pop(chain));
+  assert.deepEqual([chain.head, chain.count, chain.readableBytes], [2, 1, 64]);
+  assert.deepEqual([chain.regions[0], chain.offsets[0], chain.addresses[0]], [1, 0x100, 0x40100]);
+  assert.equal(device.pop(chain), false, "nothing more is available");
+  for (const id of [0, 1, 2]) device.pushUsed(id, 0);
+  device.publishUsed();
+  assert.deepEqual([driver.takeUsed(), driver.takeUsed(), driver.takeUsed()].map((u) => u?.token), [
+    0,
+    1,
+    2,
+  ]);
+  // An address beyond 2^53 is refused as the walk refuses it.
+  driver.writeDescriptor(3, 0, 16, 5, (1 << 7) | WRITE);
+  new DataView(memory.bytes(layout.descAddr + 3 * 16, 8).buffer).setUint32(
+    layout.descAddr + 3 * 16 + 4,
+    0x200000,
+    true,
+  );
+  assert.throws(() => device.pop(chain), (e) => {
+    assert.ok(e instanceof DescriptorChainError);
+    assert.equal(e.kind, "out-of-bounds");
+    assert.match(e.message, /beyond 2\^53/);
+    return true;
+  });
+});
+
 // ---- hostile rings ---------------------------------------------------------
 
 interface Hostile {
