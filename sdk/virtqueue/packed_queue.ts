@@ -12,12 +12,13 @@
  * own wrap counter) at its used position, which then moves on by the number
  * of descriptors the chain took (§2.8.7).
  *
- * Memory ordering. The descriptor's flags are read with `Atomics.load`
- * before its other fields (the driver writes the flags last, §2.8.21.3), and
- * a used descriptor's flags are stored with `Atomics.store` after its ID and
- * length. Used descriptors pushed together are published together: every
- * flag but the first is stored, then the first (so the driver, which reads
- * in ring order, sees all of them or none).
+ * Memory ordering. The descriptor's flags are read before its other fields
+ * (the driver writes the flags last, §2.8.21.3): with a plain load on
+ * x86-64, which keeps loads in order, with `Atomics.load` elsewhere. A used
+ * descriptor's flags are stored after its ID and length. Used descriptors
+ * pushed together are published together: every flag but the first is
+ * stored at push, the first one at publish with `Atomics.store` (so the
+ * driver, which reads in ring order, sees all of them or none).
  *
  * Hostile rings are handled as for split rings: a chain that breaks the
  * rules throws a {@linkcode DescriptorChainError}, counted, after the device
