@@ -65,6 +65,10 @@ Options:
                         datapath Worker (one testpmd drives them all); --runs, --seconds,
                         --warmup and the CPUs apply
   --sides LIST          ours,dpdk (default both)
+  --baseline DIR        measure a change: in place of DPDK's backend, the sim served from
+                        DIR, another checkout of this repository (e.g. made with
+                        git worktree add DIR COMMIT), in the same alternating runs; the
+                        ratio column is then ours/baseline
   --latency-samples N   kicks per latency path, 0 to skip the latency part (default 5000)
   --backend-cpu C       CPU of the backend (default 0)
   --frontend-cpu C      CPU of the frontend testpmd (default 1)
@@ -92,6 +96,7 @@ interface Args {
   backendCpu: number;
   frontendCpu: number;
   testpmd: string | null;
+  baseline: string | null;
   profile: string | null;
   json: boolean;
   help: boolean;
@@ -116,6 +121,7 @@ function parseArgs(argv: readonly string[]): Args {
     backendCpu: 0,
     frontendCpu: 1,
     testpmd: null,
+    baseline: null,
     profile: null,
     json: false,
     help: false,
@@ -146,6 +152,7 @@ function parseArgs(argv: readonly string[]): Args {
         iommu: { type: "string" },
         "blk-file-mib": { type: "string" },
         sides: { type: "string" },
+        baseline: { type: "string" },
         "latency-samples": { type: "string" },
         "backend-cpu": { type: "string" },
         "frontend-cpu": { type: "string" },
@@ -199,6 +206,7 @@ function parseArgs(argv: readonly string[]): Args {
     a.frontendCpu = num("frontend-cpu", v["frontend-cpu"], 0, true);
   }
   if (v.testpmd !== undefined) a.testpmd = v.testpmd;
+  if (v.baseline !== undefined) a.baseline = v.baseline.replace(/\/$/, "");
   if (v.profile !== undefined) a.profile = v.profile;
   if (v["latency-child"] !== undefined) {
     a.latencyChild = num("latency-child", v["latency-child"], 1, true);
@@ -235,9 +243,9 @@ export interface ScenarioResult {
   frameSize: number;
   /** The SDK serving drivers/sim, when measured. */
   ours: SideResult | null;
-  /** DPDK net_vhost, when measured. */
+  /** DPDK net_vhost, when measured (with `--baseline`: the baseline's sim). */
   dpdk: SideResult | null;
-  /** Median ours / median DPDK, when both were measured. */
+  /** Median ours / median of the other side, when both were measured. */
   ratio: number | null;
 }
 
@@ -258,6 +266,8 @@ export interface BenchReport {
     deno: string;
     cpus: number;
     kernel: string;
+    /** With `--baseline`: the checkout whose sim ran in place of DPDK's backend. */
+    baseline: string | null;
   };
   /** Throughput per scenario. */
   scenarios: ScenarioResult[];
@@ -332,6 +342,7 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
       deno: Deno.version.deno,
       cpus: navigator.hardwareConcurrency,
       kernel: kernel(),
+      baseline: args.baseline,
     },
     scenarios: [],
     latency: null,
@@ -353,6 +364,7 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
       // each datapath Worker) into the child's working directory.
       denoFlags: args.profile ? ["--v8-flags=--prof"] : undefined,
       childCwd: args.profile ? await Deno.realPath(args.profile) : undefined,
+      baselineRoot: args.baseline ?? undefined,
     };
     for (const id of args.scenarios) {
       const scenario = SCENARIOS.find((s) => s.id === id)!;
@@ -362,7 +374,10 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
           const r = await runOnce(scenario, side, cfg);
           runs[side].push(r);
           progress(
-            `${id} run ${i}/${args.runs} ${side}: ${fixed(r.mpps, 3)} Mpps received ` +
+            `${id} run ${i}/${args.runs} ${
+              side === "dpdk" && args.baseline ? "baseline" : side
+            }: ` +
+              `${fixed(r.mpps, 3)} Mpps received ` +
               `(${r.packets} packets in ${fixed(r.seconds, 2)} s; sender ${
                 fixed(r.offeredMpps, 3)
               } Mpps; other processes used ${fixed(r.foreignCpus, 2)} CPU)` +
@@ -488,7 +503,9 @@ export function formatReport(r: BenchReport): string {
   }
   if (r.scenarios.length > 0) {
     out.push(textTable(
-      ["scenario", "frame", "ours (sim)", "DPDK net_vhost", "ours/DPDK"],
+      c.baseline === null
+        ? ["scenario", "frame", "ours (sim)", "DPDK net_vhost", "ours/DPDK"]
+        : ["scenario", "frame", "ours (sim)", "baseline (sim)", "ours/baseline"],
       r.scenarios.map((s) => [
         s.direction,
         `${s.frameSize} B`,
@@ -622,11 +639,19 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
   const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-  if (args.sides.includes("ours")) {
+  const sims = [
+    ...(args.sides.includes("ours") ? [root] : []),
+    ...(args.baseline !== null && args.sides.includes("dpdk") ? [args.baseline] : []),
+  ];
+  for (const dir of sims) {
     try {
-      Deno.statSync(`${root}/drivers/sim/mod.ts`);
+      Deno.statSync(`${dir}/drivers/sim/mod.ts`);
     } catch {
-      console.error(`bench: ${root}/drivers/sim/mod.ts is missing: our side needs drivers/sim`);
+      console.error(
+        `bench: ${dir}/drivers/sim/mod.ts is missing: ${
+          dir === root ? "our side" : "--baseline"
+        } needs a checkout of this repository with drivers/sim`,
+      );
       return 1;
     }
   }

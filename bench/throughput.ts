@@ -63,6 +63,8 @@ export interface RunConfig {
   denoFlags?: readonly string[];
   /** Working directory of our backend child (where V8 profile logs land). */
   childCwd?: string;
+  /** Another checkout whose sim runs as the `dpdk` side (`--baseline`). */
+  baselineRoot?: string;
 }
 
 /** What one run measured. */
@@ -138,15 +140,17 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
   let frontend: Testpmd | null = null;
   try {
     // The backend is the vhost-user server: it starts first.
-    if (side === "ours") {
+    const simRoot = side === "ours" ? cfg.root : cfg.baselineRoot;
+    if (simRoot !== undefined) {
       sim = await SimServe.start({
         socket: sock,
         mode: f2b ? "sink" : "source",
         options: simOptions(scenario.frameSize),
         cpu: cfg.backendCpu,
-        root: cfg.root,
-        denoFlags: cfg.denoFlags,
-        cwd: cfg.childCwd,
+        root: simRoot,
+        // Profiling is for our side only.
+        denoFlags: side === "ours" ? cfg.denoFlags : undefined,
+        cwd: side === "ours" ? cfg.childCwd : undefined,
       });
     } else {
       vhost = await Testpmd.start({

@@ -121,3 +121,31 @@ Deno.test({
     }
   },
 });
+
+Deno.test("bench --baseline refuses a directory that is not a checkout with the sim", async () => {
+  const r = await runBench(["--baseline", "/nonexistent/checkout", "--scenario", "f2b-64"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /\/nonexistent\/checkout\/drivers\/sim\/mod.ts is missing: --baseline/);
+});
+
+Deno.test({
+  name: "bench --baseline DIR: the sim from DIR runs in DPDK's place, and both move packets",
+  ignore: !TESTPMD,
+  async fn() {
+    const root = new URL("../..", import.meta.url).pathname;
+    const r = await runBench([
+      ...["--runs", "1", "--seconds", "1", "--warmup", "0.5", "--scenario", "b2f-64"],
+      ...["--latency-samples", "0", "--iommu", "none", "--blk", "none"],
+      ...["--baseline", root, "--testpmd", TESTPMD!, "--json"],
+    ]);
+    assert.equal(r.code, 0, `bench failed:\n${r.stderr}`);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.config.baseline, root.replace(/\/$/, ""));
+    const s = report.scenarios[0];
+    assertSide(s.ours, "ours");
+    assertSide(s.dpdk, "baseline");
+    // The sim's progress line carries its device counters; DPDK's does not.
+    assert.match(r.stderr, /b2f-64 run 1\/1 baseline: [\d.]+ Mpps received .*; device q0 packets=/);
+    assert.doesNotMatch(r.stderr, /run 1\/1 dpdk: /);
+  },
+});
