@@ -18,7 +18,7 @@
  * @module
  */
 
-import { DescriptorChain, DescriptorChainError } from "../virtqueue/descriptor.ts";
+import { DescriptorChain, DescriptorChainError, WritableBuffers } from "../virtqueue/descriptor.ts";
 import type { Virtqueue } from "../virtqueue/queue.ts";
 import { VIRTIO_NET_HDR_LEGACY_SIZE, VIRTIO_NET_HDR_SIZE } from "../uapi/virtio.ts";
 import { VirtioNetHdr } from "./header.ts";
@@ -168,10 +168,8 @@ export class ReceiveDelivery {
   #deferredCount = 0;
   /** The first chain was taken by {@linkcode ReceiveDelivery.deliverCopies}' short path. */
   #firstTaken = false;
-  // Buffers deliverCopies took and has yet to fill with `#copyPacket`: region, offset, head.
-  readonly #copyRegion: Int32Array;
-  readonly #copyOffset: Float64Array;
-  readonly #copyHead: Uint32Array;
+  /** Buffers deliverCopies took and has yet to fill with `#copyPacket`: the first `#queued`. */
+  readonly #taken: WritableBuffers;
   #queued = 0;
   #copyPacket: Uint8Array = EMPTY_PACKET;
 
@@ -201,9 +199,7 @@ export class ReceiveDelivery {
     this.#heads = new Uint32Array(n);
     this.#lens = new Uint32Array(n);
     this.#deferred = new Uint32Array(n);
-    this.#copyRegion = new Int32Array(n);
-    this.#copyOffset = new Float64Array(n);
-    this.#copyHead = new Uint32Array(n);
+    this.#taken = new WritableBuffers(n);
   }
 
   /** Whether a frame is in progress (begun, not yet delivered or dropped). */
@@ -353,8 +349,8 @@ export class ReceiveDelivery {
    */
   deliverCopies(packet: Uint8Array, limit: number): number {
     const length = packet.length, hdr = this.#hdr;
-    const chain = this.#first, copyRegion = this.#copyRegion, copyOffset = this.#copyOffset;
-    const copyHead = this.#copyHead, room = copyHead.length;
+    const chain = this.#first, queue = this.#queue, taken = this.#taken;
+    const copyRegion = taken.regions, copyOffset = taken.offsets, room = taken.ids.length;
     // One buffer per frame: num_buffers is 1 (virtio 1.2 §5.1.6.4). A frame
     // spanning buffers gets its count in the first buffer, not in `packet`.
     if (hdr === VIRTIO_NET_HDR_SIZE && length >= hdr) {
@@ -366,7 +362,23 @@ export class ReceiveDelivery {
     let frames = 0, copies = 0;
     this.#copyPacket = packet;
     try {
-      for (let taken = 0; taken < limit; taken++) {
+      for (let n = 0; n < limit; n++) {
+        if (short) {
+          // Whole runs of one-buffer chains at once; the others one by one below.
+          let q = this.#queued;
+          if (q === room) {
+            this.#copyQueued();
+            q = 0;
+          }
+          const most = limit - n < room - q ? limit - n : room - q;
+          const got = queue.popWritable(taken, q, most, length);
+          if (got > 0) {
+            this.#queued = q + got;
+            copies += got;
+            n += got - 1;
+            continue;
+          }
+        }
         const got = this.#pop(chain);
         if (got !== TAKEN) {
           if (got === EMPTY || got === STOPPED) break;
@@ -382,7 +394,7 @@ export class ReceiveDelivery {
           }
           copyRegion[q] = chain.regions[s];
           copyOffset[q] = chain.offsets[s];
-          copyHead[q] = chain.head;
+          taken.ids[q] = chain.head;
           this.#queued = q + 1;
           copies++;
           continue;
@@ -416,10 +428,10 @@ export class ReceiveDelivery {
     if (n === 0) return;
     this.#queued = 0;
     const packet = this.#copyPacket, length = packet.length, regions = this.#regions;
-    const copyRegion = this.#copyRegion, copyOffset = this.#copyOffset, copyHead = this.#copyHead;
+    const taken = this.#taken, copyRegion = taken.regions, copyOffset = taken.offsets;
     for (let k = 0; k < n; k++) regions[copyRegion[k]].set(packet, copyOffset[k]);
-    const queue = this.#queue;
-    for (let k = 0; k < n; k++) queue.pushUsed(copyHead[k], length);
+    const queue = this.#queue, ids = taken.ids;
+    for (let k = 0; k < n; k++) queue.pushUsed(ids[k], length);
   }
 
   /**

@@ -229,3 +229,42 @@ export class DescriptorChain {
     this.#offsets = o;
   }
 }
+
+/**
+ * Buffers taken by a queue's `popWritable`: at each index, the buffer ID
+ * (what `pushUsed` takes), the region of guest memory holding the buffer,
+ * the buffer's offset in that region, and its length.
+ *
+ * @example Fill every simple receive buffer with one frame
+ * ```ts
+ * import { type Virtqueue, WritableBuffers } from "@vhost-mdev/sdk";
+ *
+ * declare const queue: Virtqueue;
+ * declare const frame: Uint8Array;
+ * const buffers = new WritableBuffers(queue.num);
+ * const n = queue.popWritable(buffers, 0, queue.num, frame.length);
+ * const regions = queue.memory.regions;
+ * for (let i = 0; i < n; i++) regions[buffers.regions[i]].bytes.set(frame, buffers.offsets[i]);
+ * for (let i = 0; i < n; i++) queue.pushUsed(buffers.ids[i], frame.length);
+ * queue.publishUsed();
+ * ```
+ */
+export class WritableBuffers {
+  /** Buffer ID (split: head descriptor index) of each buffer. */
+  readonly ids: Uint32Array;
+  /** Index (into `GuestMemory.regions`) of the region holding each buffer. */
+  readonly regions: Int32Array;
+  /** Byte offset of each buffer within its region. */
+  readonly offsets: Float64Array;
+  /** Length in bytes of each buffer. */
+  readonly lengths: Uint32Array;
+
+  /** Room for `capacity` buffers (a queue's size holds any one call). */
+  constructor(capacity: number) {
+    const n = Math.max(1, capacity | 0);
+    this.ids = new Uint32Array(n);
+    this.regions = new Int32Array(n);
+    this.offsets = new Float64Array(n);
+    this.lengths = new Uint32Array(n);
+  }
+}

@@ -59,6 +59,7 @@ export {
   DescriptorChain,
   DescriptorChainError,
   type DescriptorChainErrorKind,
+  WritableBuffers,
 } from "./descriptor.ts";
 export { SplitQueue, type SplitQueueCounters, type SplitQueueOptions } from "./split_queue.ts";
 export { IOTLB_MISS_TIMEOUT_MS } from "./translation_wait.ts";

@@ -12,7 +12,7 @@
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import type { RingPosition } from "../ops.ts";
-import type { DescriptorChain } from "./descriptor.ts";
+import type { DescriptorChain, WritableBuffers } from "./descriptor.ts";
 import { SplitQueue, type SplitQueueCounters } from "./split_queue.ts";
 import { PackedQueue } from "./packed_queue.ts";
 import { encodePackedIndex } from "./packed_layout.ts";
@@ -65,6 +65,14 @@ export interface Virtqueue {
   setLog(log: DirtyLog | null): void;
   /** Take the next available chain; false when there is none. */
   pop(chain: DescriptorChain): boolean;
+  /**
+   * Take, into `out` from index `at`, up to `max` available chains that are
+   * each one device-writable descriptor of at least `minLength` bytes inside
+   * one region of guest memory; returns how many. Stops at the first chain
+   * that is anything else and leaves it for `pop`, which checks it and
+   * reports what is wrong. Never throws; takes nothing behind a vIOMMU.
+   */
+  popWritable(out: WritableBuffers, at: number, max: number, minLength: number): number;
   /** Copy the chain's readable bytes to `dst`. */
   readChain(chain: DescriptorChain, dst: Uint8Array, offset?: number): number;
   /** Copy `src` into the chain's writable buffers. */

@@ -43,13 +43,14 @@ import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import { IOTLB_MISS_TIMEOUT_MS, TranslationWait } from "./translation_wait.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
-import { appendBuffer, locateIndirectTable } from "./chain_build.ts";
+import { appendBuffer, locateIndirectTable, MAX_HIGH_WORD } from "./chain_build.ts";
 import type { RingPosition } from "../ops.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
   type DescriptorChain,
   DescriptorChainError,
   type DescriptorChainErrorKind,
+  type WritableBuffers,
 } from "./descriptor.ts";
 import {
   availEventOffset,
@@ -60,11 +61,16 @@ import {
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
   VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
   vringNeedEvent,
 } from "./layout.ts";
 
 export type { SplitQueueLayout } from "./layout.ts";
+
+const TWO_32 = 4294967296;
+/** What a one-descriptor writable chain's flags are checked for: NEXT, INDIRECT, WRITE. */
+const ONE_WRITABLE_MASK = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE;
 
 /** How a {@linkcode SplitQueue} starts and what was negotiated. */
 export interface SplitQueueOptions {
@@ -324,6 +330,45 @@ export class SplitQueue {
     }
     if (this.#viaIotlb) this.#wait.done();
     return true;
+  }
+
+  /**
+   * Take, into `out` from index `at`, up to `max` available chains that are
+   * each one device-writable descriptor of at least `minLength` bytes inside
+   * one region; returns how many. Works from the `avail.idx` last read (so
+   * it never throws): when that is used up, {@linkcode SplitQueue.pop} reads
+   * it again. Stops at the first chain that is anything else, which `pop`
+   * then takes and checks. Takes nothing behind a vIOMMU.
+   */
+  popWritable(out: WritableBuffers, at: number, max: number, minLength: number): number {
+    if (this.#viaIotlb) return 0;
+    const desc = this.#desc, avail = this.#avail, num = this.num, mask = this.#mask;
+    const memory = this.#memory, regionGpa = this.#regionGpa;
+    const ids = out.ids, regions = out.regions, offsets = out.offsets, lengths = out.lengths;
+    let last = this.#lastAvail, n = 0;
+    const ready = (this.#shadowAvail - last) & 0xffff;
+    const limit = max < ready ? max : ready;
+    for (; n < limit; n++) {
+      const head = avail[2 + (last & mask)];
+      if (head >= num) break;
+      const w = head << 2;
+      const flags = desc[w + 3] & 0xffff;
+      if ((flags & ONE_WRITABLE_MASK) !== VIRTQ_DESC_F_WRITE) break;
+      const len = desc[w + 2], hi = desc[w + 1];
+      if (len < minLength || len === 0 || hi > MAX_HIGH_WORD) break;
+      const address = desc[w] + hi * TWO_32;
+      const r = memory.find(address, len);
+      if (r < 0) break;
+      const k = at + n;
+      ids[k] = head;
+      regions[k] = r;
+      offsets[k] = address - regionGpa[r];
+      lengths[k] = len;
+      last = (last + 1) & 0xffff;
+    }
+    this.#lastAvail = last;
+    this.counters.chains += n;
+    return n;
   }
 
   /**
