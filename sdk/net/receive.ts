@@ -365,11 +365,7 @@ export class ReceiveDelivery {
       for (let n = 0; n < limit; n++) {
         if (short) {
           // Whole runs of one-buffer chains at once; the others one by one below.
-          let q = this.#queued;
-          if (q === room) {
-            this.#copyQueued();
-            q = 0;
-          }
+          const q = this.#freeSlot();
           const most = limit - n < room - q ? limit - n : room - q;
           const got = queue.popWritable(taken, q, most, length);
           if (got > 0) {
@@ -387,11 +383,7 @@ export class ReceiveDelivery {
         const s = chain.readable;
         if (short && s < chain.count && chain.lengths[s] >= length) {
           // Copied later, with the others taken in this call (see #copyQueued).
-          let q = this.#queued;
-          if (q === room) {
-            this.#copyQueued();
-            q = 0;
-          }
+          const q = this.#freeSlot();
           copyRegion[q] = chain.regions[s];
           copyOffset[q] = chain.offsets[s];
           taken.ids[q] = chain.head;
@@ -413,6 +405,12 @@ export class ReceiveDelivery {
     this.counters.packets += copies;
     this.counters.bytes += copies * (length - hdr);
     return frames + copies;
+  }
+
+  /** Where the next queued copy goes: the index after the queued ones, made room for. */
+  #freeSlot(): number {
+    if (this.#queued === this.#taken.ids.length) this.#copyQueued();
+    return this.#queued;
   }
 
   /**

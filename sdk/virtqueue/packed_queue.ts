@@ -398,7 +398,7 @@ export class PackedQueue {
       len,
       r,
       address - this.#regionGpa[r],
-      (idFlags & (VIRTQ_DESC_F_WRITE << 16)) !== 0,
+      (idFlags & WRITE_BIT) !== 0,
     );
     chain.descriptors = 1;
     chain.head = id;
