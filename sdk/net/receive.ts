@@ -350,7 +350,7 @@ export class ReceiveDelivery {
   deliverCopies(packet: Uint8Array, limit: number): number {
     const length = packet.length, hdr = this.#hdr;
     const chain = this.#first, queue = this.#queue, taken = this.#taken;
-    const copyRegion = taken.regions, copyOffset = taken.offsets, room = taken.ids.length;
+    const room = taken.ids.length;
     // One buffer per frame: num_buffers is 1 (virtio 1.2 §5.1.6.4). A frame
     // spanning buffers gets its count in the first buffer, not in `packet`.
     if (hdr === VIRTIO_NET_HDR_SIZE && length >= hdr) {
@@ -384,9 +384,7 @@ export class ReceiveDelivery {
         if (short && s < chain.count && chain.lengths[s] >= length) {
           // Copied later, with the others taken in this call (see #copyQueued).
           const q = this.#freeSlot();
-          copyRegion[q] = chain.regions[s];
-          copyOffset[q] = chain.offsets[s];
-          taken.ids[q] = chain.head;
+          taken.set(q, chain.head, chain.regions[s], chain.offsets[s], chain.lengths[s]);
           this.#queued = q + 1;
           copies++;
           continue;

@@ -267,4 +267,12 @@ export class WritableBuffers {
     this.offsets = new Float64Array(n);
     this.lengths = new Uint32Array(n);
   }
+
+  /** Store buffer `id` at index `k` (for queue implementations). */
+  set(k: number, id: number, region: number, offset: number, length: number): void {
+    this.ids[k] = id;
+    this.regions[k] = region;
+    this.offsets[k] = offset;
+    this.lengths[k] = length;
+  }
 }

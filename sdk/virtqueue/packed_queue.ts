@@ -425,7 +425,6 @@ export class PackedQueue {
     if (this.#viaIotlb) return 0;
     const desc = this.#desc, num = this.num, inFlight = this.#inFlight, memory = this.#memory;
     const regionGpa = this.#regionGpa;
-    const ids = out.ids, regions = out.regions, offsets = out.offsets, lengths = out.lengths;
     let next = this.#next, wrap = this.#availWrap, n = 0;
     // The flags of an available one-descriptor writable chain, under ONE_WRITABLE_MASK.
     let want = (wrap ? AVAIL_BIT : USED_BIT) | WRITE_BIT;
@@ -438,11 +437,7 @@ export class PackedQueue {
       const address = desc[w] + hi * TWO_32;
       const r = memory.find(address, len);
       if (r < 0) break;
-      const k = at + n;
-      ids[k] = id;
-      regions[k] = r;
-      offsets[k] = address - regionGpa[r];
-      lengths[k] = len;
+      out.set(at + n, id, r, address - regionGpa[r], len);
       inFlight[id] = 1;
       if (++next === num) {
         next = 0;

@@ -344,7 +344,6 @@ export class SplitQueue {
     if (this.#viaIotlb) return 0;
     const desc = this.#desc, avail = this.#avail, num = this.num, mask = this.#mask;
     const memory = this.#memory, regionGpa = this.#regionGpa;
-    const ids = out.ids, regions = out.regions, offsets = out.offsets, lengths = out.lengths;
     let last = this.#lastAvail, n = 0;
     const ready = (this.#shadowAvail - last) & 0xffff;
     const limit = max < ready ? max : ready;
@@ -359,11 +358,7 @@ export class SplitQueue {
       const address = desc[w] + hi * TWO_32;
       const r = memory.find(address, len);
       if (r < 0) break;
-      const k = at + n;
-      ids[k] = head;
-      regions[k] = r;
-      offsets[k] = address - regionGpa[r];
-      lengths[k] = len;
+      out.set(at + n, head, r, address - regionGpa[r], len);
       last = (last + 1) & 0xffff;
     }
     this.#lastAvail = last;
