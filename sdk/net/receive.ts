@@ -417,7 +417,7 @@ export class ReceiveDelivery {
    * run of chains first and copying after, in one tight loop, lets the
    * processor fetch the destination lines (last touched by the driver, on
    * another core) in parallel instead of one frame at a time: `deno task
-   * bench`'s b2f-64 went from 9.3 to 12.5 Mpps, b2f-64-packed from 8.3 to 11.5.
+   * bench`'s b2f-64 went up 1.24 times (docs/benchmarks.md, packed rings).
    */
   #copyQueued(): void {
     const n = this.#queued;
