@@ -25,6 +25,16 @@ import { VirtioNetHdr } from "./header.ts";
 
 /** Copies up to this many bytes go byte by byte (no subarray object). */
 const SMALL_COPY = 64;
+/**
+ * {@linkcode ReceiveDelivery.deliverCopies} copies frames up to this many
+ * bytes word by word, without a call. The receive copies are stores into
+ * lines the driver read last, so they wait for those lines; the stores a
+ * call makes (its frame, `TypedArray.prototype.set`'s own) queue behind
+ * them, and the processor stalls sooner.
+ */
+const WORD_COPY_MAX = 256;
+/** Byte offsets below this have their word index in 32 bits (`offset >>> 2`). */
+const WORD_INDEXED = 2 ** 32;
 const NUM_BUFFERS = VirtioNetHdr.NUM_BUFFERS;
 const EMPTY_PACKET = new Uint8Array(0);
 
@@ -156,6 +166,8 @@ export class ReceiveDelivery {
   readonly #onChainError: (error: unknown) => boolean;
   readonly #onMalformed: ((head: number, writable: number) => void) | null;
   readonly #regions: Uint8Array[];
+  /** Each region as 32-bit words (null when its bytes do not start on a word). */
+  readonly #regionWords: (Int32Array | null)[];
   readonly #heads: Uint32Array;
   readonly #lens: Uint32Array;
   readonly #deferred: Uint32Array;
@@ -172,6 +184,16 @@ export class ReceiveDelivery {
   readonly #taken: WritableBuffers;
   #queued = 0;
   #copyPacket: Uint8Array = EMPTY_PACKET;
+  /** The frame of `#copyPacket`: the bytes after the header. */
+  #copyFrame: Uint8Array = EMPTY_PACKET;
+  /** `#copyPacket`'s header as 32-bit words (the 12-byte one is three; see #holdsHeader). */
+  readonly #headerWords = new Int32Array(3);
+  readonly #headerWordBytes = new Uint8Array(this.#headerWords.buffer);
+  /** `#copyPacket`'s frame (the bytes after the header) as 32-bit words, when short. */
+  readonly #frameWords = new Int32Array(WORD_COPY_MAX / 4);
+  readonly #frameWordBytes = new Uint8Array(this.#frameWords.buffer);
+  /** Whether the frame is in `#frameWords`; else `#copyFrame` is a view of it. */
+  #wordCopy = false;
 
   /**
    * Make the delivery for `queue`; its arrays are sized by the queue size.
@@ -195,6 +217,9 @@ export class ReceiveDelivery {
     this.#onMalformed = options.onMalformed ?? null;
     this.#log = options.log ?? null;
     this.#regions = queue.memory.regions.map((r) => r.bytes);
+    this.#regionWords = this.#regions.map((b) =>
+      b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.length >>> 2) : null
+    );
     const n = queue.num;
     this.#heads = new Uint32Array(n);
     this.#lens = new Uint32Array(n);
@@ -361,6 +386,7 @@ export class ReceiveDelivery {
     if (this.#out !== null) this.#end();
     let frames = 0, copies = 0;
     this.#copyPacket = packet;
+    if (short) this.#prepareCopies(packet);
     try {
       for (let n = 0; n < limit; n++) {
         if (short) {
@@ -398,11 +424,29 @@ export class ReceiveDelivery {
     } finally {
       // Also when a hook threw: what was taken is filled and returned.
       this.#copyQueued();
-      this.#copyPacket = EMPTY_PACKET;
+      this.#copyPacket = this.#copyFrame = EMPTY_PACKET;
+      this.#wordCopy = false;
     }
     this.counters.packets += copies;
     this.counters.bytes += copies * (length - hdr);
     return frames + copies;
+  }
+
+  /**
+   * Set up {@linkcode ReceiveDelivery.#copyQueued} for `packet`: its header
+   * as words, and its frame as words when short, else as a view. Copies
+   * bytes (no object) unless the frame is long.
+   */
+  #prepareCopies(packet: Uint8Array): void {
+    const hdr = this.#hdr, length = packet.length;
+    const headerBytes = this.#headerWordBytes, frameBytes = this.#frameWordBytes;
+    for (let i = 0; i < hdr; i++) headerBytes[i] = packet[i];
+    this.#wordCopy = length - hdr <= WORD_COPY_MAX;
+    if (this.#wordCopy) {
+      for (let i = hdr; i < length; i++) frameBytes[i - hdr] = packet[i];
+    } else {
+      this.#copyFrame = packet.subarray(hdr);
+    }
   }
 
   /** Where the next queued copy goes: the index after the queued ones, made room for. */
@@ -424,10 +468,49 @@ export class ReceiveDelivery {
     if (n === 0) return;
     this.#queued = 0;
     const packet = this.#copyPacket, length = packet.length, regions = this.#regions;
+    const frame = this.#copyFrame, hdr = this.#hdr;
     const taken = this.#taken, copyRegion = taken.regions, copyOffset = taken.offsets;
-    for (let k = 0; k < n; k++) regions[copyRegion[k]].set(packet, copyOffset[k]);
+    // A short frame goes word by word (see WORD_COPY_MAX), its last
+    // length % 4 bytes one by one; a long one in one call.
+    const regionWords = this.#regionWords, source = this.#frameWords;
+    const whole = this.#wordCopy ? (length - hdr) >>> 2 : -1, tail = hdr + whole * 4;
+    for (let k = 0; k < n; k++) {
+      const r = copyRegion[k], at = copyOffset[k], dst = regions[r];
+      if (!this.#holdsHeader(r, at, hdr)) {
+        for (let i = 0; i < hdr; i++) dst[at + i] = packet[i];
+      }
+      const words = regionWords[r], to = at + hdr;
+      if (whole < 0) {
+        dst.set(frame, to);
+      } else if (words !== null && (to & 3) === 0 && to < WORD_INDEXED) {
+        const d = to >>> 2;
+        for (let j = 0; j < whole; j++) words[d + j] = source[j];
+        for (let i = tail; i < length; i++) dst[at + i] = packet[i];
+      } else {
+        for (let i = hdr; i < length; i++) dst[at + i] = packet[i];
+      }
+    }
     const queue = this.#queue, ids = taken.ids;
     for (let k = 0; k < n; k++) queue.pushUsed(ids[k], length);
+  }
+
+  /**
+   * Whether region `r` at `at` already holds `#copyPacket`'s `hdr`-byte
+   * header. The header is then not written, as DPDK's vhost leaves each
+   * header field that already has its value: the driver reads the header,
+   * and a line the device did not write stays in the driver's cache
+   * instead of moving back to it. Buffers are recycled, so the header of a
+   * frame like the last one usually is there already.
+   */
+  #holdsHeader(r: number, at: number, hdr: number): boolean {
+    const words = this.#regionWords[r];
+    if (hdr === VIRTIO_NET_HDR_SIZE && words !== null && (at & 3) === 0 && at < WORD_INDEXED) {
+      const w = this.#headerWords, i = at >>> 2;
+      return words[i] === w[0] && words[i + 1] === w[1] && words[i + 2] === w[2];
+    }
+    const dst = this.#regions[r], packet = this.#copyPacket;
+    for (let i = 0; i < hdr; i++) if (dst[at + i] !== packet[i]) return false;
+    return true;
   }
 
   /**
