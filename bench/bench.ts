@@ -241,6 +241,8 @@ export interface ScenarioResult {
   direction: string;
   /** Frame size, bytes. */
   frameSize: number;
+  /** Ring layout the frontend asked for: `split` or `packed` (`VIRTIO_F_RING_PACKED`). */
+  rings: "split" | "packed";
   /** The SDK serving drivers/sim, when measured. */
   ours: SideResult | null;
   /** DPDK net_vhost, when measured (with `--baseline`: the baseline's sim). */
@@ -391,6 +393,7 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
         id,
         direction: scenario.direction,
         frameSize: scenario.frameSize,
+        rings: scenario.packed ? "packed" : "split",
         ours,
         dpdk,
         ratio: ours && dpdk ? ours.summary.median / dpdk.summary.median : null,
@@ -504,11 +507,12 @@ export function formatReport(r: BenchReport): string {
   if (r.scenarios.length > 0) {
     out.push(textTable(
       c.baseline === null
-        ? ["scenario", "frame", "ours (sim)", "DPDK net_vhost", "ours/DPDK"]
-        : ["scenario", "frame", "ours (sim)", "baseline (sim)", "ours/baseline"],
+        ? ["scenario", "frame", "rings", "ours (sim)", "DPDK net_vhost", "ours/DPDK"]
+        : ["scenario", "frame", "rings", "ours (sim)", "baseline (sim)", "ours/baseline"],
       r.scenarios.map((s) => [
         s.direction,
         `${s.frameSize} B`,
+        s.rings,
         s.ours ? range(s.ours.summary, 3) : "-",
         s.dpdk ? range(s.dpdk.summary, 3) : "-",
         s.ratio === null ? "-" : fixed(s.ratio, 2),

@@ -89,6 +89,7 @@ Deno.test({
     assert.equal(s.id, "f2b-64");
     assert.equal(s.direction, "frontend->backend");
     assert.equal(s.frameSize, 64);
+    assert.equal(s.rings, "split");
     assertSide(s.ours, "ours");
     assertSide(s.dpdk, "dpdk");
     assert.equal(s.ratio, s.ours.summary.median / s.dpdk.summary.median);
@@ -134,7 +135,7 @@ Deno.test({
   async fn() {
     const root = new URL("../..", import.meta.url).pathname;
     const r = await runBench([
-      ...["--runs", "1", "--seconds", "1", "--warmup", "0.5", "--scenario", "b2f-64"],
+      ...["--runs", "1", "--seconds", "1", "--warmup", "0.5", "--scenario", "b2f-64-packed"],
       ...["--latency-samples", "0", "--iommu", "none", "--blk", "none"],
       ...["--baseline", root, "--testpmd", TESTPMD!, "--json"],
     ]);
@@ -142,10 +143,14 @@ Deno.test({
     const report = JSON.parse(r.stdout);
     assert.equal(report.config.baseline, root.replace(/\/$/, ""));
     const s = report.scenarios[0];
+    assert.equal(s.rings, "packed");
     assertSide(s.ours, "ours");
     assertSide(s.dpdk, "baseline");
     // The sim's progress line carries its device counters; DPDK's does not.
-    assert.match(r.stderr, /b2f-64 run 1\/1 baseline: [\d.]+ Mpps received .*; device q0 packets=/);
+    assert.match(
+      r.stderr,
+      /b2f-64-packed run 1\/1 baseline: [\d.]+ Mpps received .*; device q0 packets=/,
+    );
     assert.doesNotMatch(r.stderr, /run 1\/1 dpdk: /);
   },
 });
