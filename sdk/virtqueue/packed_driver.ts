@@ -14,6 +14,7 @@
  */
 
 import type { GuestMemory } from "../memory/guest_memory.ts";
+import { InOrderBuffers } from "./in_order.ts";
 import {
   DESC_SIZE,
   VIRTQ_DESC_F_INDIRECT,
@@ -59,6 +60,12 @@ export interface PackedQueueDriverOptions {
    * guest memory at that offset (default 0).
    */
   deviceAddressOffset?: number;
+  /**
+   * `VIRTIO_F_IN_ORDER` was negotiated: a used descriptor may stand for a
+   * batch (every buffer made available before its ID is used too, in full),
+   * as the device may write one per batch (default false).
+   */
+  inOrder?: boolean;
 }
 
 const TWO_32 = 4294967296;
@@ -124,6 +131,8 @@ export class PackedQueueDriver {
   #kickOld = 0;
   #kickOldWrap = true;
   #usedToken = 0;
+  /** With `IN_ORDER`: the buffers in flight in the order made available. */
+  readonly #inOrder: InOrderBuffers | null;
   #usedLen = 0;
 
   /**
@@ -198,6 +207,7 @@ export class PackedQueueDriver {
       this.#indirectAddr = 0;
       this.#indirectSegments = 0;
     }
+    this.#inOrder = options.inOrder ? new InOrderBuffers(num) : null;
     this.#freeIds = new Uint16Array(num);
     for (let id = num - 1; id >= 0; id--) this.#freeIds[this.#freeIdCount++] = id;
     this.#count = new Uint16Array(num);
@@ -237,6 +247,9 @@ export class PackedQueueDriver {
     const slots = indirect ? 1 : k;
     if (this.#numFree < slots || this.#freeIdCount === 0) return false;
     const id = this.#freeIds[--this.#freeIdCount];
+    let writable = 0;
+    for (const s of segments) if (s.write) writable += s.len;
+    this.#inOrder?.added(id, writable);
     this.#count[id] = slots;
     this.#tokens[id] = token;
     this.#numFree -= slots;
@@ -335,9 +348,19 @@ export class PackedQueueDriver {
     const slot = this.#used;
     const f = Atomics.load(this.#desc16, slot * 8 + 7);
     const avail = (f & VIRTQ_DESC_F_AVAIL) !== 0, used = (f & VIRTQ_DESC_F_USED) !== 0;
-    if (avail !== this.#usedWrap || used !== this.#usedWrap) return false;
-    const id = this.#desc16[slot * 8 + 6];
-    const len = this.#desc[(slot << 2) + 2];
+    const order = this.#inOrder;
+    if (order === null || !order.inBatch) {
+      if (avail !== this.#usedWrap || used !== this.#usedWrap) return false;
+    }
+    let id = this.#desc16[slot * 8 + 6];
+    let len = this.#desc[(slot << 2) + 2];
+    if (order !== null) {
+      // A used descriptor ends a batch that starts at the oldest buffer in
+      // flight; the descriptors the batch skips are not read.
+      if (!order.inBatch) order.beginBatch(id, len);
+      id = order.take();
+      len = order.len;
+    }
     if (!(id < this.num) || this.#count[id] === 0) {
       throw new Error(`device returned buffer ID ${id} at used slot ${slot}, not in flight`);
     }

@@ -148,6 +148,8 @@ export class PackedQueue {
   readonly #deviceEventAddr: number;
   /** Descriptors each buffer ID in flight took in the ring (0: not in flight). */
   readonly #inFlight: Uint16Array;
+  /** {@linkcode PackedQueue.pushUsedInOrder}'s scratch: the in-flight entries it took. */
+  readonly #batchTaken: Uint16Array;
   /** The first used descriptor pushed and not yet published (-1: none), and its flags. */
   #pendingSlot = -1;
   #pendingFlags = 0;
@@ -199,6 +201,7 @@ export class PackedQueue {
     this.#used = p.usedIdx;
     this.#usedWrap = p.usedWrap;
     this.#inFlight = new Uint16Array(num);
+    this.#batchTaken = new Uint16Array(num);
     this.#log = options.log ?? null;
     const kinds = {} as Record<DescriptorChainErrorKind, number>;
     for (const k of DESCRIPTOR_CHAIN_ERROR_KINDS) kinds[k] = 0;
@@ -491,6 +494,57 @@ export class PackedQueue {
     }
     this.#used = next;
     this.counters.used++;
+    if (this.#log !== null) this.#log.mark(this.#descAddr + slot * DESC_SIZE, DESC_SIZE);
+  }
+
+  /**
+   * With `VIRTIO_F_IN_ORDER` negotiated: return buffers `ids[0, count)` (the
+   * ones taken first among those the device holds, in the order taken) with
+   * one used descriptor, the last ID's, at the used position; the used
+   * position then skips every descriptor the batch took (virtio 1.2,
+   * "In-order use of descriptors": the driver takes the buffers it skips
+   * as used in full). Not
+   * visible to the driver until {@linkcode PackedQueue.publishUsed}.
+   *
+   * @throws RangeError when `count` is not in 1..num or an ID is not a
+   *   buffer the device holds (or comes twice); nothing is pushed then.
+   */
+  pushUsedInOrder(ids: ArrayLike<number>, count: number, len: number): void {
+    if (!Number.isInteger(count) || count < 1 || count > this.num || count > ids.length) {
+      throw new RangeError(`in-order batch of ${count} is not in 1..${this.num}`);
+    }
+    // Each ID leaves the in-flight table as it is counted, so one given
+    // twice is found not held; on any error the table is put back.
+    const inFlight = this.#inFlight, taken = this.#batchTaken;
+    let descriptors = 0;
+    for (let i = 0; i < count; i++) {
+      const id = ids[i];
+      if (!((id >>> 0) < this.num) || id !== (id | 0) || inFlight[id] === 0) {
+        for (let j = 0; j < i; j++) inFlight[ids[j]] = taken[j];
+        throw new RangeError(`used buffer ID ${id} is not a buffer the device holds`);
+      }
+      taken[i] = inFlight[id];
+      descriptors += taken[i];
+      inFlight[id] = 0;
+    }
+    const slot = this.#used;
+    const w = slot << 2;
+    this.#desc[w + 2] = len;
+    this.#desc16[slot * 8 + 6] = ids[count - 1];
+    const flags = (this.#usedWrap ? BOTH : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
+    if (this.#pendingSlot < 0) {
+      this.#pendingSlot = slot;
+      this.#pendingFlags = flags;
+    } else {
+      this.#desc16[slot * 8 + 7] = flags;
+    }
+    let next = slot + descriptors;
+    while (next >= this.num) {
+      next -= this.num;
+      this.#usedWrap = !this.#usedWrap;
+    }
+    this.#used = next;
+    this.counters.used += count;
     if (this.#log !== null) this.#log.mark(this.#descAddr + slot * DESC_SIZE, DESC_SIZE);
   }
 

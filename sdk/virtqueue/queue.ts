@@ -79,6 +79,13 @@ export interface Virtqueue {
   writeChain(chain: DescriptorChain, src: Uint8Array, offset?: number): number;
   /** Return chain `head` with `len` bytes written (visible at `publishUsed`). */
   pushUsed(head: number, len: number): void;
+  /**
+   * With `VIRTIO_F_IN_ORDER`: return `heads[0, count)`, the chains taken
+   * first among those held, in the order taken, with one used entry (the
+   * last head, `len` bytes written); the driver takes the others as used
+   * too (virtio 1.2, "In-order use of descriptors", split and packed). Visible at `publishUsed`.
+   */
+  pushUsedInOrder(heads: ArrayLike<number>, count: number, len: number): void;
   /** Make the pushed used entries visible to the driver. */
   publishUsed(): void;
   /** Whether to interrupt the driver for what was published. */

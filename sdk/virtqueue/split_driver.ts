@@ -13,6 +13,7 @@
  */
 
 import type { GuestMemory } from "../memory/guest_memory.ts";
+import { InOrderBuffers } from "./in_order.ts";
 import {
   AVAIL_ALIGN,
   availRingSize,
@@ -66,6 +67,12 @@ export interface SplitQueueDriverOptions {
    * guest memory at that offset (default 0).
    */
   deviceAddressOffset?: number;
+  /**
+   * `VIRTIO_F_IN_ORDER` was negotiated: a used element may stand for a batch
+   * (every chain made available before its head is used too, in full), as
+   * the device may write one element per batch (default false).
+   */
+  inOrder?: boolean;
 }
 
 /** A chain the device returned. */
@@ -132,6 +139,8 @@ export class SplitQueueDriver {
   #availFlags = 0;
   #usedToken = 0;
   #usedLen = 0;
+  /** With `IN_ORDER`: the chains in flight in the order made available. */
+  readonly #inOrder: InOrderBuffers | null;
 
   /**
    * A packed layout of the three areas from guest-physical `base`, each
@@ -218,6 +227,7 @@ export class SplitQueueDriver {
     if (!Number.isInteger(reserved) || reserved < 0 || reserved >= num) {
       throw new RangeError(`reserved ${reserved} is not in 0..${num - 1}`);
     }
+    this.#inOrder = options.inOrder ? new InOrderBuffers(num) : null;
     this.#next = new Int32Array(num);
     this.#chainLen = new Int32Array(num);
     this.#inFlight = new Uint8Array(num);
@@ -283,7 +293,7 @@ export class SplitQueueDriver {
         dv.setUint16(at + 14, j < k - 1 ? j + 1 : 0, true);
       }
       this.#setDesc(head, table + this.#offset, k * DESC_SIZE, VIRTQ_DESC_F_INDIRECT, 0);
-      this.#queue(head, 1, token);
+      this.#queue(head, 1, token, writableBytes(segments));
       return true;
     }
     if (this.#numFree < k) return false;
@@ -302,7 +312,7 @@ export class SplitQueueDriver {
       );
       i = next;
     }
-    this.#queue(head, k, token);
+    this.#queue(head, k, token, writableBytes(segments));
     return true;
   }
 
@@ -311,7 +321,7 @@ export class SplitQueueDriver {
     if (this.#numFree < 1) return false;
     const head = this.#alloc(1);
     this.#setDesc(head, gpa + this.#offset, len, write ? VIRTQ_DESC_F_WRITE : 0, 0);
-    this.#queue(head, 1, token);
+    this.#queue(head, 1, token, write ? len : 0);
     return true;
   }
 
@@ -340,6 +350,7 @@ export class SplitQueueDriver {
       this.#inFlight[head] = 1;
       this.#chainLen[head] = 0;
       this.#tokens[head] = token;
+      this.#inOrder?.added(head, 0);
     }
   }
 
@@ -382,8 +393,16 @@ export class SplitQueueDriver {
       this.#shadowUsed = idx;
     }
     const slot = this.#lastUsed & this.#mask;
-    const id = this.#usedElems[slot * 2];
-    const len = this.#usedElems[slot * 2 + 1];
+    let id = this.#usedElems[slot * 2];
+    let len = this.#usedElems[slot * 2 + 1];
+    const order = this.#inOrder;
+    if (order !== null) {
+      // A used element ends a batch that starts at the oldest chain in flight;
+      // the elements the batch skips are not read.
+      if (!order.inBatch) order.beginBatch(id, len);
+      id = order.take();
+      len = order.len;
+    }
     this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
     if (!(id < this.num) || this.#inFlight[id] === 0) {
       throw new Error(
@@ -469,11 +488,19 @@ export class SplitQueueDriver {
     this.#numFree += k;
   }
 
-  #queue(head: number, k: number, token: number): void {
+  #queue(head: number, k: number, token: number, writable: number): void {
+    this.#inOrder?.added(head, writable);
     this.#inFlight[head] = 1;
     this.#chainLen[head] = k;
     this.#tokens[head] = token;
     this.#avail[2 + (this.#availIdx & this.#mask)] = head;
     this.#availIdx = (this.#availIdx + 1) & 0xffff;
   }
+}
+
+/** Device-writable bytes of a chain's segments. */
+function writableBytes(segments: readonly { len: number; write: boolean }[]): number {
+  let n = 0;
+  for (const s of segments) if (s.write) n += s.len;
+  return n;
 }

@@ -481,6 +481,38 @@ export class SplitQueue {
     }
   }
 
+  /**
+   * With `VIRTIO_F_IN_ORDER` negotiated: return `heads[0, count)` (the
+   * chains taken first among those the device holds, in the order taken)
+   * with one used element, the last head's, at the used position; `used.idx`
+   * moves by `count` (virtio 1.2 §2.7.9: the driver takes the elements it
+   * skips as used in full). One element written instead of `count`: the
+   * driver reads one line of the used ring per batch. Not visible to the
+   * driver until {@linkcode SplitQueue.publishUsed}.
+   *
+   * @throws RangeError when `count` is not in 1..num or a head is not a
+   *   descriptor index; nothing is pushed then.
+   */
+  pushUsedInOrder(heads: ArrayLike<number>, count: number, len: number): void {
+    if (!Number.isInteger(count) || count < 1 || count > this.num || count > heads.length) {
+      throw new RangeError(`in-order batch of ${count} is not in 1..${this.num}`);
+    }
+    for (let i = 0; i < count; i++) {
+      const head = heads[i];
+      if (!((head >>> 0) < this.num) || head !== (head | 0)) {
+        throw new RangeError(`used head ${head} is not below the queue size ${this.num}`);
+      }
+    }
+    const slot = this.#usedIdx & this.#mask;
+    this.#usedElems[slot * 2] = heads[count - 1];
+    this.#usedElems[slot * 2 + 1] = len;
+    this.#usedIdx = (this.#usedIdx + count) & 0xffff;
+    this.counters.used += count;
+    if (this.#log !== null) {
+      this.#log.mark(this.#usedAddr + 4 + slot * USED_ELEM_SIZE, USED_ELEM_SIZE);
+    }
+  }
+
   /** Publish every pushed element: store `used.idx` (after the elements). */
   publishUsed(): void {
     if (this.#publishedUsed === this.#usedIdx) return;

@@ -51,7 +51,7 @@ interface Ring {
 function ring(c: Case): Ring {
   // The rings in a region of their own; the buffers' region starts `regionShift`
   // bytes into its ArrayBuffer.
-  const backing = new Uint8Array(SIZE + 4);
+  const backing = new Uint8Array(SIZE + 8);
   const memory = GuestMemory.fromBuffers([
     { gpa: GPA, bytes: new Uint8Array(0x1000) },
     { gpa: DATA, bytes: backing.subarray(c.regionShift, c.regionShift + SIZE) },
@@ -111,8 +111,8 @@ const cases: fc.Arbitrary<Case> = fc.record({
     fc.integer({ min: 0, max: 300 }),
     fc.constantFrom(60, 61, 62, 63, 64, 252, 253, 256, 257, 1514),
   ),
-  shift: fc.integer({ min: 0, max: 3 }),
-  regionShift: fc.integer({ min: 0, max: 3 }),
+  shift: fc.integer({ min: 0, max: 7 }),
+  regionShift: fc.integer({ min: 0, max: 7 }),
   before: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: BUFFERS, maxLength: BUFFERS }),
   differing: fc.integer({ min: 0, max: 11 }),
   seed: fc.integer({ min: 0, max: 255 }),
