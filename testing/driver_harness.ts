@@ -227,6 +227,8 @@ export class DriverHarness {
     ]);
     const eventIdx = hasBit(features, VirtioFeatureBit.EVENT_IDX);
     const indirect = hasBit(features, VirtioFeatureBit.INDIRECT_DESC);
+    // A device may then return a batch of chains with one used entry.
+    const inOrder = hasBit(features, VirtioFeatureBit.IN_ORDER);
     const rings: HarnessRing[] = [];
     let next = gpa + 0x1000;
     for (let q = 0; q < device.numQueues; q++) {
@@ -235,7 +237,7 @@ export class DriverHarness {
       if (options.packed) {
         const layout = PackedQueueDriver.layout(num, next, segments);
         next = Math.ceil((next + layout.bytes) / 0x1000) * 0x1000;
-        const packed = new PackedQueueDriver(memory, layout, { eventIdx, indirect });
+        const packed = new PackedQueueDriver(memory, layout, { eventIdx, indirect, inOrder });
         rings.push({
           index: q,
           get driver(): SplitQueueDriver {
@@ -254,6 +256,7 @@ export class DriverHarness {
       const driver = new SplitQueueDriver(memory, layout, {
         eventIdx,
         indirect,
+        inOrder,
         reserved: options.reserved ?? 0,
       });
       rings.push({ index: q, driver, queue: driver, packed: null, layout, kick, call });

@@ -228,6 +228,8 @@ export class VirtioGuest {
     }
 
     const eventIdx = hasBit(features, VirtioFeatureBit.EVENT_IDX);
+    // A device may then return a batch of chains with one used entry.
+    const inOrder = hasBit(features, VirtioFeatureBit.IN_ORDER);
     const ringBytes = packed
       ? PackedQueueDriver.layout(ringSize, 0).bytes
       : SplitQueueDriver.layout(ringSize, 0).bytes;
@@ -248,11 +250,11 @@ export class VirtioGuest {
       let layout: FrontendRingLayout;
       if (packed) {
         const l = PackedQueueDriver.layout(ringSize, at);
-        rings.push(new PackedQueueDriver(memory, l, { eventIdx, deviceAddressOffset }));
+        rings.push(new PackedQueueDriver(memory, l, { eventIdx, deviceAddressOffset, inOrder }));
         layout = { num: l.num, descAddr: l.descAddr, availAddr: l.availAddr, usedAddr: l.usedAddr };
       } else {
         const l = SplitQueueDriver.layout(ringSize, at);
-        rings.push(new SplitQueueDriver(memory, l, { eventIdx, deviceAddressOffset }));
+        rings.push(new SplitQueueDriver(memory, l, { eventIdx, deviceAddressOffset, inOrder }));
         layout = { num: l.num, descAddr: l.descAddr, availAddr: l.availAddr, usedAddr: l.usedAddr };
       }
       layouts.push(layout);

@@ -159,6 +159,12 @@ export class QueuePairDatapath {
   /** The receive ring's used index when it was last published. */
   #rxUsed = 0;
   #txPushed = 0;
+  /**
+   * With `IN_ORDER`, the sink's transmit chains taken and not yet returned,
+   * in the order taken: returned with one used entry (see #flushTx).
+   */
+  readonly #txInOrder: Uint16Array | null;
+  #txHeld = 0;
 
   /**
    * Make the rings' views (validating their layout) over `memory`.
@@ -179,6 +185,9 @@ export class QueuePairDatapath {
       });
     this.rx = ring(setup.rx);
     this.tx = ring(setup.tx);
+    this.#txInOrder = f.inOrder === true && setup.mode === "sink" && this.tx !== null
+      ? new Uint16Array(this.tx.num)
+      : null;
     this.#setup = setup;
     this.#report = report;
     this.#mode = ["loopback", "sink", "source", "responder"].indexOf(setup.mode);
@@ -341,9 +350,16 @@ export class QueuePairDatapath {
         packets++;
         bytes += len;
       }
-      tx.pushUsed(chain.head, 0);
-      this.#txPushed++;
+      const held = this.#txInOrder;
+      if (held === null) {
+        this.#pushTx(chain.head);
+      } else {
+        // A driver that posts more chains than its ring holds fills it: return them first.
+        if (this.#txHeld === held.length) this.#flushTx();
+        held[this.#txHeld++] = chain.head;
+      }
     }
+    this.#flushTx();
     local[TX + STAT_PACKETS] += packets;
     local[TX + STAT_BYTES] += bytes;
     return work;
@@ -515,8 +531,22 @@ export class QueuePairDatapath {
   }
 
   #pushTx(head: number): void {
+    this.#flushTx();
     this.tx!.pushUsed(head, 0);
     this.#txPushed++;
+  }
+
+  /**
+   * Return the transmit chains the sink holds with one used entry
+   * (`IN_ORDER` batching): the driver reads one entry for the run instead
+   * of one per frame.
+   */
+  #flushTx(): void {
+    const n = this.#txHeld;
+    if (n === 0) return;
+    this.#txHeld = 0;
+    this.tx!.pushUsedInOrder(this.#txInOrder!, n, 0);
+    this.#txPushed += n;
   }
 
   // ---- ring access ----

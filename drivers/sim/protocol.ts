@@ -72,6 +72,11 @@ export interface DatapathFeatures {
   guestCsum: boolean;
   /** `VIRTIO_F_RING_PACKED`: the rings are packed (virtio 1.2 §2.8). */
   packed: boolean;
+  /**
+   * `VIRTIO_F_IN_ORDER`: the sink returns each run of transmit chains with
+   * one used entry (absent: false).
+   */
+  inOrder?: boolean;
 }
 
 /** The message that starts a Worker: one queue pair. */
