@@ -251,7 +251,7 @@ export class SimDevice implements DeviceOps {
       csum: hasBit(acked, VirtioNetFeatureBit.CSUM),
       guestCsum: hasBit(acked, VirtioNetFeatureBit.GUEST_CSUM),
       packed: hasBit(acked, VirtioFeatureBit.RING_PACKED),
-      inOrder: hasBit(acked, VirtioFeatureBit.IN_ORDER),
+      inOrder: this.#options.batchUsed && hasBit(acked, VirtioFeatureBit.IN_ORDER),
     };
     if (!ctx.vring(2 * pair).running && !ctx.vring(2 * pair + 1).running) return;
     const resources = new RunResources(ctx.memory.lease());

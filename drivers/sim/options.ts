@@ -46,6 +46,13 @@ export interface SimOptions {
    * the frames it delivers, so a migration check can show it catches that.
    */
   logBuffers: boolean;
+  /**
+   * In `sink` mode with `VIRTIO_F_IN_ORDER` negotiated, return each run of
+   * transmit chains with one used entry (virtio 1.2, "In-order use of
+   * descriptors"). Off by default: against DPDK's packed frontend it was
+   * slower (docs/benchmarks.md, "IN_ORDER batching").
+   */
+  batchUsed: boolean;
 }
 
 /** Defaults of the options. */
@@ -59,6 +66,7 @@ export const SIM_DEFAULTS: Readonly<Record<string, string>> = {
   "event-idx": "true",
   indirect: "true",
   "log-buffers": "true",
+  "batch-used": "false",
 };
 
 /** The options as the CLI lists them (`--driver sim --help`). */
@@ -109,6 +117,13 @@ export const SIM_OPTIONS: readonly DriverOption[] = [
       "broken device, to show a migration check catches lost writes)",
     values: ["true", "false"],
     default: SIM_DEFAULTS["log-buffers"],
+  },
+  {
+    name: "batch-used",
+    description: "in sink mode with IN_ORDER negotiated, return each run of transmit chains " +
+      "with one used entry",
+    values: ["true", "false"],
+    default: SIM_DEFAULTS["batch-used"],
   },
 ];
 
@@ -185,5 +200,6 @@ export function parseSimOptions(options: Readonly<Record<string, string>>): SimO
     eventIdx: parseBoolOption("event-idx", get("event-idx")),
     indirect: parseBoolOption("indirect", get("indirect")),
     logBuffers: parseBoolOption("log-buffers", get("log-buffers")),
+    batchUsed: parseBoolOption("batch-used", get("batch-used")),
   };
 }

@@ -73,8 +73,8 @@ export interface DatapathFeatures {
   /** `VIRTIO_F_RING_PACKED`: the rings are packed (virtio 1.2 §2.8). */
   packed: boolean;
   /**
-   * `VIRTIO_F_IN_ORDER`: the sink returns each run of transmit chains with
-   * one used entry (absent: false).
+   * `VIRTIO_F_IN_ORDER` negotiated and the `batch-used` option on: the sink
+   * returns each run of transmit chains with one used entry (absent: false).
    */
   inOrder?: boolean;
 }

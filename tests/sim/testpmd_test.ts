@@ -117,19 +117,20 @@ for (const packed of [0, 1]) {
 }
 
 for (const packed of [0, 1]) {
-  for (const inOrder of [0, 1]) {
-    // With in_order=1 the sink returns each run of chains with one used
-    // entry; testpmd frees its transmit descriptors from those alone.
+  for (const [inOrder, batch] of [[0, false], [1, false], [1, true]] as const) {
+    // With in_order=1 and batch-used the sink returns each run of chains with
+    // one used entry; testpmd frees its transmit descriptors from those alone.
     Deno.test({
-      name: `testpmd txonly into the sink: counts match (packed_vq=${packed} in_order=${inOrder})`,
+      name: `testpmd txonly into the sink: counts match (packed_vq=${packed} in_order=${inOrder}` +
+        `${batch ? ", one used entry per run" : ""})`,
       ignore: testpmd === null,
-      fn: () => sinkCounts(packed, inOrder),
+      fn: () => sinkCounts(packed, inOrder, batch),
     });
   }
 }
 
-async function sinkCounts(packed: number, inOrder: number): Promise<void> {
-  await serve(1, { mode: "sink" }, async (device, sock) => {
+async function sinkCounts(packed: number, inOrder: number, batch: boolean): Promise<void> {
+  await serve(1, { mode: "sink", "batch-used": String(batch) }, async (device, sock) => {
     const tp = await start(sock, 1, "txonly", `,packed_vq=${packed},in_order=${inOrder}`);
     try {
       await tp.waitForLinkUp(0, 15000);
