@@ -474,6 +474,17 @@ export class PackedQueue {
     if (!((id >>> 0) < this.num) || id !== (id | 0) || this.#inFlight[id] === 0) {
       throw new RangeError(`used buffer ID ${id} is not a buffer the device holds`);
     }
+    const descriptors = this.#inFlight[id];
+    this.#inFlight[id] = 0;
+    this.#writeUsed(id, len, descriptors);
+    this.counters.used++;
+  }
+
+  /**
+   * Write a used descriptor (`id`, `len`) at the used position and move
+   * the position past the `descriptors` ring slots it stands for.
+   */
+  #writeUsed(id: number, len: number, descriptors: number): void {
     const slot = this.#used;
     const w = slot << 2;
     this.#desc[w + 2] = len;
@@ -486,14 +497,12 @@ export class PackedQueue {
     } else {
       this.#desc16[slot * 8 + 7] = flags;
     }
-    let next = slot + this.#inFlight[id];
-    this.#inFlight[id] = 0;
+    let next = slot + descriptors;
     if (next >= this.num) {
       next -= this.num;
       this.#usedWrap = !this.#usedWrap;
     }
     this.#used = next;
-    this.counters.used++;
     if (this.#log !== null) this.#log.mark(this.#descAddr + slot * DESC_SIZE, DESC_SIZE);
   }
 
@@ -503,8 +512,8 @@ export class PackedQueue {
    * one used descriptor, the last ID's, at the used position; the used
    * position then skips every descriptor the batch took (virtio 1.2,
    * "In-order use of descriptors": the driver takes the buffers it skips
-   * as used in full). Not
-   * visible to the driver until {@linkcode PackedQueue.publishUsed}.
+   * as used in full). Not visible to the driver until
+   * {@linkcode PackedQueue.publishUsed}.
    *
    * @throws RangeError when `count` is not in 1..num or an ID is not a
    *   buffer the device holds (or comes twice); nothing is pushed then.
@@ -527,25 +536,8 @@ export class PackedQueue {
       descriptors += taken[i];
       inFlight[id] = 0;
     }
-    const slot = this.#used;
-    const w = slot << 2;
-    this.#desc[w + 2] = len;
-    this.#desc16[slot * 8 + 6] = ids[count - 1];
-    const flags = (this.#usedWrap ? BOTH : 0) | (len > 0 ? VIRTQ_DESC_F_WRITE : 0);
-    if (this.#pendingSlot < 0) {
-      this.#pendingSlot = slot;
-      this.#pendingFlags = flags;
-    } else {
-      this.#desc16[slot * 8 + 7] = flags;
-    }
-    let next = slot + descriptors;
-    while (next >= this.num) {
-      next -= this.num;
-      this.#usedWrap = !this.#usedWrap;
-    }
-    this.#used = next;
+    this.#writeUsed(ids[count - 1], len, descriptors);
     this.counters.used += count;
-    if (this.#log !== null) this.#log.mark(this.#descAddr + slot * DESC_SIZE, DESC_SIZE);
   }
 
   /**

@@ -57,29 +57,20 @@ function ring(c: Case): Ring {
     { gpa: DATA, bytes: backing.subarray(c.regionShift, c.regionShift + SIZE) },
   ]);
   const address = (i: number) => DATA + i * STRIDE + c.shift;
+  let driver: PackedQueueDriver | SplitQueueDriver, queue: Virtqueue;
   if (c.packed) {
     const layout = PackedQueueDriver.layout(BUFFERS, RING);
-    const driver = new PackedQueueDriver(memory, layout, { eventIdx: false, indirect: false });
-    const queue = new PackedQueue(memory, layout, {
+    driver = new PackedQueueDriver(memory, layout, { eventIdx: false, indirect: false });
+    queue = new PackedQueue(memory, layout, {
       position: { availIdx: 0, availWrap: true, usedIdx: 0, usedWrap: true },
       eventIdx: false,
       indirect: false,
     });
-    return {
-      memory,
-      queue,
-      post: (i) => assert.ok(driver.addBuffer(address(i), BUFFER_LEN, true, i)),
-      publish: () => driver.publish(),
-      used: () => drain(() => driver.takeUsed()),
-    };
+  } else {
+    const layout = SplitQueueDriver.layout(BUFFERS, RING);
+    driver = new SplitQueueDriver(memory, layout, { eventIdx: false });
+    queue = new SplitQueue(memory, layout, { lastAvailIdx: 0, eventIdx: false, indirect: false });
   }
-  const layout = SplitQueueDriver.layout(BUFFERS, RING);
-  const driver = new SplitQueueDriver(memory, layout, { eventIdx: false });
-  const queue = new SplitQueue(memory, layout, {
-    lastAvailIdx: 0,
-    eventIdx: false,
-    indirect: false,
-  });
   return {
     memory,
     queue,
