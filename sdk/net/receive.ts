@@ -30,9 +30,10 @@ const SMALL_COPY = 64;
  * bytes word by word, without a call. The receive copies are stores into
  * lines the driver read last, so they wait for those lines; the stores a
  * call makes (its frame, `TypedArray.prototype.set`'s own) queue behind
- * them, and the processor stalls sooner.
+ * them, and the processor stalls sooner. Past 64 bytes the call wins: in
+ * one process, 128 bytes took 27-29 ns word by word against 20 ns.
  */
-const WORD_COPY_MAX = 256;
+const WORD_COPY_MAX = 64;
 /** Byte offsets below this have their word index in 32 bits (`offset >>> 2`). */
 const WORD_INDEXED = 2 ** 32;
 const NUM_BUFFERS = VirtioNetHdr.NUM_BUFFERS;
