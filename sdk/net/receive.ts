@@ -477,10 +477,10 @@ export class ReceiveDelivery {
     const whole = this.#wordCopy ? (length - hdr) >>> 2 : -1, tail = hdr + whole * 4;
     for (let k = 0; k < n; k++) {
       const r = copyRegion[k], at = copyOffset[k], dst = regions[r];
-      if (!this.#holdsHeader(r, at, hdr)) {
+      const words = regionWords[r], to = at + hdr;
+      if (!this.#holdsHeader(dst, words, at, hdr)) {
         for (let i = 0; i < hdr; i++) dst[at + i] = packet[i];
       }
-      const words = regionWords[r], to = at + hdr;
       if (whole < 0) {
         dst.set(frame, to);
       } else if (words !== null && (to & 3) === 0 && to < WORD_INDEXED) {
@@ -496,20 +496,19 @@ export class ReceiveDelivery {
   }
 
   /**
-   * Whether region `r` at `at` already holds `#copyPacket`'s `hdr`-byte
+   * Whether a region (`dst`, and as `words`) at `at` already holds `#copyPacket`'s `hdr`-byte
    * header. The header is then not written, as DPDK's vhost leaves each
    * header field that already has its value: the driver reads the header,
    * and a line the device did not write stays in the driver's cache
    * instead of moving back to it. Buffers are recycled, so the header of a
    * frame like the last one usually is there already.
    */
-  #holdsHeader(r: number, at: number, hdr: number): boolean {
-    const words = this.#regionWords[r];
+  #holdsHeader(dst: Uint8Array, words: Int32Array | null, at: number, hdr: number): boolean {
     if (hdr === VIRTIO_NET_HDR_SIZE && words !== null && (at & 3) === 0 && at < WORD_INDEXED) {
       const w = this.#headerWords, i = at >>> 2;
       return words[i] === w[0] && words[i + 1] === w[1] && words[i + 2] === w[2];
     }
-    const dst = this.#regions[r], packet = this.#copyPacket;
+    const packet = this.#copyPacket;
     for (let i = 0; i < hdr; i++) if (dst[at + i] !== packet[i]) return false;
     return true;
   }

@@ -13,7 +13,8 @@ import { hex } from "../uapi/hex.ts";
 import type { DescriptorChain, DescriptorChainErrorKind } from "./descriptor.ts";
 import { VIRTQ_DESC_F_WRITE } from "./layout.ts";
 
-const TWO_32 = 4294967296;
+/** 2^32: a descriptor's address is `low + high * TWO_32`. */
+export const TWO_32 = 4294967296;
 /** An address's high word above this makes the address exceed 2^53 - 1. */
 export const MAX_HIGH_WORD = 0x1fffff;
 

@@ -84,3 +84,10 @@ export class InOrderBuffers {
     return false;
   }
 }
+
+/** Device-writable bytes of a chain's segments: what a skipped chain counts as written. */
+export function writableBytes(segments: readonly { len: number; write: boolean }[]): number {
+  let n = 0;
+  for (const s of segments) if (s.write) n += s.len;
+  return n;
+}

@@ -14,7 +14,8 @@
  */
 
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { InOrderBuffers } from "./in_order.ts";
+import { TWO_32 } from "./chain_build.ts";
+import { InOrderBuffers, writableBytes } from "./in_order.ts";
 import {
   DESC_SIZE,
   VIRTQ_DESC_F_INDIRECT,
@@ -67,8 +68,6 @@ export interface PackedQueueDriverOptions {
    */
   inOrder?: boolean;
 }
-
-const TWO_32 = 4294967296;
 
 function align(n: number, a: number): number {
   return Math.ceil(n / a) * a;
@@ -247,9 +246,7 @@ export class PackedQueueDriver {
     const slots = indirect ? 1 : k;
     if (this.#numFree < slots || this.#freeIdCount === 0) return false;
     const id = this.#freeIds[--this.#freeIdCount];
-    let writable = 0;
-    for (const s of segments) if (s.write) writable += s.len;
-    this.#inOrder?.added(id, writable);
+    this.#inOrder?.added(id, writableBytes(segments));
     this.#count[id] = slots;
     this.#tokens[id] = token;
     this.#numFree -= slots;

@@ -33,7 +33,7 @@ import type { GuestMemory } from "../memory/guest_memory.ts";
 import { IOTLB_MISS_TIMEOUT_MS, TranslationWait } from "./translation_wait.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
-import { appendBuffer, locateIndirectTable, MAX_HIGH_WORD } from "./chain_build.ts";
+import { appendBuffer, locateIndirectTable, MAX_HIGH_WORD, TWO_32 } from "./chain_build.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
   type DescriptorChain,
@@ -81,7 +81,6 @@ const BOTH = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
 const AVAIL_BIT = VIRTQ_DESC_F_AVAIL << 16;
 const USED_BIT = VIRTQ_DESC_F_USED << 16;
 const ONE_BUFFER_MASK = (VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT) << 16;
-const TWO_32 = 4294967296;
 const WRITE_BIT = VIRTQ_DESC_F_WRITE << 16;
 /** What a one-descriptor writable chain's flags are checked for: the wrap bits, NEXT, INDIRECT, WRITE. */
 const ONE_WRITABLE_MASK = AVAIL_BIT | USED_BIT | ONE_BUFFER_MASK | WRITE_BIT;

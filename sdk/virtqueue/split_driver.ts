@@ -13,7 +13,7 @@
  */
 
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { InOrderBuffers } from "./in_order.ts";
+import { InOrderBuffers, writableBytes } from "./in_order.ts";
 import {
   AVAIL_ALIGN,
   availRingSize,
@@ -496,11 +496,4 @@ export class SplitQueueDriver {
     this.#avail[2 + (this.#availIdx & this.#mask)] = head;
     this.#availIdx = (this.#availIdx + 1) & 0xffff;
   }
-}
-
-/** Device-writable bytes of a chain's segments. */
-function writableBytes(segments: readonly { len: number; write: boolean }[]): number {
-  let n = 0;
-  for (const s of segments) if (s.write) n += s.len;
-  return n;
 }

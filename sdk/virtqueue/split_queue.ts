@@ -43,7 +43,7 @@ import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { DirtyLog } from "../memory/dirty_log.ts";
 import { IOTLB_MISS_TIMEOUT_MS, TranslationWait } from "./translation_wait.ts";
 import { readChainInto, writeChainFrom } from "./chain_copy.ts";
-import { appendBuffer, locateIndirectTable, MAX_HIGH_WORD } from "./chain_build.ts";
+import { appendBuffer, locateIndirectTable, MAX_HIGH_WORD, TWO_32 } from "./chain_build.ts";
 import type { RingPosition } from "../ops.ts";
 import {
   DESCRIPTOR_CHAIN_ERROR_KINDS,
@@ -68,7 +68,6 @@ import {
 
 export type { SplitQueueLayout } from "./layout.ts";
 
-const TWO_32 = 4294967296;
 /** What a one-descriptor writable chain's flags are checked for: NEXT, INDIRECT, WRITE. */
 const ONE_WRITABLE_MASK = VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_WRITE;
 
@@ -468,14 +467,23 @@ export class SplitQueue {
    * @throws RangeError when `head` is not a descriptor index.
    */
   pushUsed(head: number, len: number): void {
+    this.#checkHead(head);
+    this.#writeUsed(head, len, 1);
+  }
+
+  #checkHead(head: number): void {
     if (!((head >>> 0) < this.num) || head !== (head | 0)) {
       throw new RangeError(`used head ${head} is not below the queue size ${this.num}`);
     }
+  }
+
+  /** Write used element (`head`, `len`) at the used index, which moves by `count`. */
+  #writeUsed(head: number, len: number, count: number): void {
     const slot = this.#usedIdx & this.#mask;
     this.#usedElems[slot * 2] = head;
     this.#usedElems[slot * 2 + 1] = len;
-    this.#usedIdx = (this.#usedIdx + 1) & 0xffff;
-    this.counters.used++;
+    this.#usedIdx = (this.#usedIdx + count) & 0xffff;
+    this.counters.used += count;
     if (this.#log !== null) {
       this.#log.mark(this.#usedAddr + 4 + slot * USED_ELEM_SIZE, USED_ELEM_SIZE);
     }
@@ -497,20 +505,8 @@ export class SplitQueue {
     if (!Number.isInteger(count) || count < 1 || count > this.num || count > heads.length) {
       throw new RangeError(`in-order batch of ${count} is not in 1..${this.num}`);
     }
-    for (let i = 0; i < count; i++) {
-      const head = heads[i];
-      if (!((head >>> 0) < this.num) || head !== (head | 0)) {
-        throw new RangeError(`used head ${head} is not below the queue size ${this.num}`);
-      }
-    }
-    const slot = this.#usedIdx & this.#mask;
-    this.#usedElems[slot * 2] = heads[count - 1];
-    this.#usedElems[slot * 2 + 1] = len;
-    this.#usedIdx = (this.#usedIdx + count) & 0xffff;
-    this.counters.used += count;
-    if (this.#log !== null) {
-      this.#log.mark(this.#usedAddr + 4 + slot * USED_ELEM_SIZE, USED_ELEM_SIZE);
-    }
+    for (let i = 0; i < count; i++) this.#checkHead(heads[i]);
+    this.#writeUsed(heads[count - 1], len, count);
   }
 
   /** Publish every pushed element: store `used.idx` (after the elements). */
