@@ -365,15 +365,27 @@ export class PackedQueue {
     }
     this.#next = i;
     this.#availWrap = wrap;
-    const valid = id >= 0 && id < num;
-    if (fault === null && !valid) {
+    const inRange = id >= 0 && id < num;
+    // An ID the device still holds cannot be taken again: its used
+    // descriptor would return only one of the two chains (§2.8.6: the
+    // driver makes an ID available again only after it was used).
+    const held = inRange && this.#inFlight[id] !== 0;
+    if (fault === null && !inRange) {
       fault = new ChainFault(
         "bad-index",
         (start + count - 1) % num,
         false,
         `buffer ID ${id} is not below the queue size ${num}`,
       );
+    } else if (fault === null && held) {
+      fault = new ChainFault(
+        "bad-index",
+        (start + count - 1) % num,
+        false,
+        `buffer ID ${id} is already in flight: the device has not returned it`,
+      );
     }
+    const valid = inRange && !held;
     if (valid) this.#inFlight[id] = count;
     if (fault !== null) this.#throw(chain, valid ? id : -1, fault);
     chain.head = id;
@@ -384,14 +396,16 @@ export class PackedQueue {
 
   /**
    * The common chain, taken without the general walk: one descriptor, no
-   * `NEXT` or `INDIRECT`, a buffer ID in range, a non-empty buffer inside
+   * `NEXT` or `INDIRECT`, a buffer ID in range and not in flight, a non-empty buffer inside
    * one region of guest memory. False (nothing changed) for anything else,
    * which {@linkcode PackedQueue.pop}'s walk then takes, checks and reports.
    */
   #popOne(chain: DescriptorChain, idFlags: number): boolean {
     const start = this.#next, w = start << 2, desc = this.#desc;
     const id = idFlags & 0xffff, len = desc[w + 2], hi = desc[w + 1];
-    if (id >= this.num || len === 0 || hi > MAX_HIGH_WORD) return false;
+    if (id >= this.num || this.#inFlight[id] !== 0 || len === 0 || hi > MAX_HIGH_WORD) {
+      return false;
+    }
     const address = desc[w] + hi * TWO_32;
     const r = this.#memory.find(address, len);
     if (r < 0) return false;
@@ -435,7 +449,8 @@ export class PackedQueue {
       const idFlags = ORDERED_LOADS ? desc[w + 3] : Atomics.load(desc, w + 3);
       if ((idFlags & ONE_WRITABLE_MASK) !== want) break;
       const id = idFlags & 0xffff, len = desc[w + 2], hi = desc[w + 1];
-      if (id >= num || len < minLength || len === 0 || hi > MAX_HIGH_WORD) break;
+      if (id >= num || inFlight[id] !== 0 || len < minLength || len === 0) break;
+      if (hi > MAX_HIGH_WORD) break;
       const address = desc[w] + hi * TWO_32;
       const r = memory.find(address, len);
       if (r < 0) break;

@@ -17,6 +17,7 @@ import {
   VIRTQ_DESC_F_INDIRECT as INDIRECT,
   VIRTQ_DESC_F_NEXT as NEXT,
   VIRTQ_DESC_F_WRITE as WRITE,
+  WritableBuffers,
 } from "../../sdk/virtqueue/mod.ts";
 
 const DATA = 0x20000;
@@ -372,4 +373,42 @@ Deno.test("packed hostile: pushing a buffer ID the device does not hold is refus
   const r = rig(8);
   assert.throws(() => r.device.pushUsed(3, 0), /not a buffer the device holds/);
   assert.throws(() => r.device.pushUsed(8, 0), /not a buffer the device holds/);
+});
+
+Deno.test("packed hostile: a buffer ID made available while in flight -> bad-index, the held buffer still returns", () => {
+  const r = rig(8);
+  const out = new WritableBuffers(8);
+  r.driver.writeDescriptor(0, DATA, 64, 3, A | WRITE);
+  assert.equal(r.device.popWritable(out, 0, 8, 1), 1);
+  assert.equal(out.ids[0], 3);
+  assert.equal(r.device.descriptorsOf(3), 1);
+  // The same ID again: the batch path leaves it, as does pop's short path.
+  r.driver.writeDescriptor(1, DATA + 64, 64, 3, A | WRITE);
+  assert.equal(r.device.popWritable(out, 0, 8, 1), 0, "popWritable leaves a held ID");
+  assert.throws(() => r.device.pop(r.chain), (e) => {
+    assert.ok(e instanceof DescriptorChainError);
+    assert.equal(e.kind, "bad-index");
+    assert.match(e.message, /buffer ID 3 is already in flight/);
+    assert.equal(e.head, -1, "the held ID is not handed out twice");
+    return true;
+  });
+  assert.equal(r.device.counters.byKind["bad-index"], 1);
+  assert.equal(r.device.descriptorsOf(3), 1, "the held chain's count is kept");
+  // A chained duplicate takes the general walk and is refused the same way.
+  r.driver.writeDescriptor(3, DATA + 192, 16, 3, A | WRITE);
+  r.driver.writeDescriptor(2, DATA + 128, 16, 3, A | WRITE | NEXT);
+  assert.throws(() => r.device.pop(r.chain), /buffer ID 3 is already in flight/);
+  assert.equal(r.device.counters.byKind["bad-index"], 2);
+  // The held buffer returns as it was taken, and the ring serves on.
+  r.device.pushUsed(3, 64);
+  r.device.publishUsed();
+  const used = new DataView(r.memory.bytes(r.layout.descAddr, 16).buffer, r.layout.descAddr, 16);
+  assert.deepEqual([used.getUint32(8, true), used.getUint16(12, true), used.getUint16(14, true)], [
+    64,
+    3,
+    A | (1 << 15) | WRITE,
+  ], "slot 0: ID 3, 64 bytes written, used");
+  r.driver.writeDescriptor(4, DATA + 256, 16, 3, A | WRITE);
+  assert.ok(r.device.pop(r.chain), "the ID, returned, may come again");
+  assert.deepEqual([r.chain.head, r.chain.writableBytes], [3, 16]);
 });
