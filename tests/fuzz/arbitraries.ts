@@ -2,8 +2,9 @@
  * What the fuzz targets share: the report every target returns and the one
  * way a property is run (so every target replays the same way from a seed
  * and a path), real file descriptors of every kind a frontend can pass, and
- * the fast-check arbitraries for vhost-user sessions, split rings and memory
- * tables.
+ * the fast-check arbitraries for vhost-user sessions, split rings (whose
+ * regions, addresses, flags and lengths the packed ring target shares) and
+ * memory tables.
  *
  * Values are biased towards edges (0, 1, page and 2^32 boundaries, 2^45,
  * 2^53, 2^64 - 1) because that is where decoders and bounds checks break;
@@ -47,7 +48,7 @@ export { fc };
 
 /** What one fuzz target did. */
 export interface FuzzReport {
-  /** Target name: `session`, `ring` or `memory`. */
+  /** Target name: `session`, `ring`, `packed-ring` or `memory`. */
   target: string;
   /** Cases run (including a failing one). */
   runs: number;
@@ -1308,17 +1309,24 @@ export interface RingCase {
   ops: RingOp[];
 }
 
-// Mostly the flags of a well-formed chain (NEXT, WRITE, both, none), so
-// that chains get long enough to matter; INDIRECT and its bad combinations
-// less often; rarely garbage in the unused bits.
-const flagBitsArb: fc.Arbitrary<number> = fc.oneof(
+/**
+ * Descriptor flags: mostly those of a well-formed chain (NEXT, WRITE, both,
+ * none), so that chains get long enough to matter; INDIRECT and its bad
+ * combinations less often; rarely garbage in the unused bits.
+ */
+export const flagBitsArb: fc.Arbitrary<number> = fc.oneof(
   { arbitrary: fc.constantFrom(0, 1, 2, 3), weight: 12 },
   { arbitrary: fc.constant(4), weight: 3 },
   { arbitrary: fc.constantFrom(5, 6, 7), weight: 1 },
   { arbitrary: fc.nat(0xffff), weight: 1 },
 );
 
-function addrChoiceArb(tables: number): fc.Arbitrary<AddrChoice> {
+/**
+ * Where a descriptor points: mostly at an edge of a region (start, inside,
+ * ending at its end, straddling it, just past or before it), sometimes a raw
+ * 64-bit address, and with `tables` > 0 often at one of the indirect tables.
+ */
+export function addrChoiceArb(tables: number): fc.Arbitrary<AddrChoice> {
   const options: fc.WeightedArbitrary<AddrChoice>[] = [
     {
       arbitrary: fc.record({
@@ -1347,14 +1355,17 @@ function addrChoiceArb(tables: number): fc.Arbitrary<AddrChoice> {
   return fc.oneof(...options);
 }
 
+/** A descriptor's `len`: mostly small and non-zero, sometimes 0, a page, or up to 2^32 - 1. */
+export const descLenArb: fc.Arbitrary<number> = fc.oneof(
+  { arbitrary: fc.constantFrom(0, 1, 16, 64, 4096, 0x7fffffff, 0xffffffff), weight: 2 },
+  { arbitrary: fc.integer({ min: 1, max: 256 }), weight: 4 },
+  { arbitrary: fc.nat(4096), weight: 1 },
+);
+
 function descChoiceArb(num: number, tables: number): fc.Arbitrary<DescChoice> {
   return fc.record({
     addr: addrChoiceArb(tables),
-    len: fc.oneof(
-      { arbitrary: fc.constantFrom(0, 1, 16, 64, 4096, 0x7fffffff, 0xffffffff), weight: 2 },
-      { arbitrary: fc.integer({ min: 1, max: 256 }), weight: 4 },
-      { arbitrary: fc.nat(4096), weight: 1 },
-    ),
+    len: descLenArb,
     flags: flagBitsArb,
     next: fc.oneof(
       { arbitrary: fc.nat(num - 1), weight: 8 },
@@ -1420,6 +1431,43 @@ export function ringBytes(num: number): number {
   return 16 * num + (6 + 2 * num) + (6 + 8 * num) + 128;
 }
 
+/**
+ * `count` regions sorted by address, each a JavaScript buffer, with gaps
+ * between them or adjacent; region `ringRegion` holds the ring: at least
+ * `ringSize` bytes, at a 16-byte aligned address.
+ */
+export function ringRegionsArb(
+  count: number,
+  ringSize: number,
+): fc.Arbitrary<{ regions: RingRegion[]; ringRegion: number }> {
+  return fc.tuple(
+    fc.oneof(fc.constantFrom(0, 0x1000, 2 ** 32, 2 ** 52), fc.nat(2 ** 20).map((p) => p * 4096)),
+    fc.array(
+      fc.tuple(
+        fc.oneof(fc.constantFrom(16, 256, 4096, 8192, 65536), fc.integer({ min: 1, max: 20000 })),
+        fc.oneof({ arbitrary: fc.constant(0), weight: 2 }, {
+          arbitrary: fc.nat(1 << 20),
+          weight: 1,
+        }),
+      ),
+      { minLength: count, maxLength: count },
+    ),
+    fc.nat(3),
+  ).map(([base, shapes, ringRegion]) => {
+    // The ring's region is large enough and 16-byte aligned (host buffers start aligned).
+    const r = ringRegion % count;
+    const regions: RingRegion[] = [];
+    let at = base;
+    shapes.forEach(([size, gap], i) => {
+      if (i === r) at = Math.ceil(at / 16) * 16;
+      const s = i === r ? Math.max(size, ringSize) : size;
+      regions.push({ gpa: at, size: s });
+      at += s + gap;
+    });
+    return { regions, ringRegion: r };
+  });
+}
+
 /** A ring case: memory, ring placement and contents, options, and a sequence of device operations. */
 export const ringCaseArb: fc.Arbitrary<RingCase> = fc.record({
   num: fc.constantFrom(1, 2, 4, 8, 8, 16, 16, 64, 256),
@@ -1427,32 +1475,7 @@ export const ringCaseArb: fc.Arbitrary<RingCase> = fc.record({
   tables: fc.nat(3),
 }).chain(({ num, count, tables }) =>
   fc.record({
-    regions: fc.tuple(
-      fc.oneof(fc.constantFrom(0, 0x1000, 2 ** 32, 2 ** 52), fc.nat(2 ** 20).map((p) => p * 4096)),
-      fc.array(
-        fc.tuple(
-          fc.oneof(fc.constantFrom(16, 256, 4096, 8192, 65536), fc.integer({ min: 1, max: 20000 })),
-          fc.oneof({ arbitrary: fc.constant(0), weight: 2 }, {
-            arbitrary: fc.nat(1 << 20),
-            weight: 1,
-          }),
-        ),
-        { minLength: count, maxLength: count },
-      ),
-      fc.nat(3),
-    ).map(([base, shapes, ringRegion]) => {
-      // The ring's region is large enough and 16-byte aligned (host buffers start aligned).
-      const r = ringRegion % count;
-      const regions: RingRegion[] = [];
-      let at = base;
-      shapes.forEach(([size, gap], i) => {
-        if (i === r) at = Math.ceil(at / 16) * 16;
-        const s = i === r ? Math.max(size, ringBytes(num)) : size;
-        regions.push({ gpa: at, size: s });
-        at += s + gap;
-      });
-      return { regions, ringRegion: r };
-    }),
+    regions: ringRegionsArb(count, ringBytes(num)),
     skew: fc.nat(4),
     misaligned: fc.oneof({ arbitrary: fc.constant(0), weight: 20 }, {
       arbitrary: fc.constantFrom(1, 2, 8),

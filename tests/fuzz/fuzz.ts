@@ -1,7 +1,8 @@
 /**
  * Property-based fuzzing of the SDK's hostile-input surfaces: the
- * vhost-user session (`session`), the split-ring walker (`ring`) and guest
- * memory tables (`memory`). Each target gets an equal share of the time;
+ * vhost-user session (`session`), the split-ring walker (`ring`), the
+ * packed-ring device side (`packed-ring`) and guest memory tables
+ * (`memory`). Each target gets an equal share of the time;
  * progress is printed as it goes, then a summary with the seed, the runs
  * and failures per target and, for a failure, the case and how to replay it.
  *
@@ -18,6 +19,7 @@
 import { parseArgs } from "node:util";
 import type { FuzzOptions, FuzzReport } from "./arbitraries.ts";
 import { fuzzMemory } from "./memory_fuzz.ts";
+import { fuzzPackedRing } from "./packed_ring_fuzz.ts";
 import { fuzzRing } from "./ring_fuzz.ts";
 import { fuzzSession } from "./session_fuzz.ts";
 
@@ -25,6 +27,7 @@ import { fuzzSession } from "./session_fuzz.ts";
 export const TARGETS: Readonly<Record<string, (options: FuzzOptions) => Promise<FuzzReport>>> = {
   session: fuzzSession,
   ring: fuzzRing,
+  "packed-ring": fuzzPackedRing,
   memory: fuzzMemory,
 };
 
@@ -171,7 +174,7 @@ export function parseCommand(args: string[]): FuzzCommand | string {
 export function describeReport(r: FuzzReport, seconds: number): string[] {
   const rate = seconds > 0 ? ` (${(r.runs / seconds).toFixed(0)}/s)` : "";
   const lines = [
-    `${r.target.padEnd(8)} ${String(r.runs).padStart(8)} runs${rate}, ${r.failures} failure(s)`,
+    `${r.target.padEnd(11)} ${String(r.runs).padStart(8)} runs${rate}, ${r.failures} failure(s)`,
   ];
   for (const note of r.notes ?? []) lines.push(`         note: ${note}`);
   if (r.failures) {

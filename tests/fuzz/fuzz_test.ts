@@ -10,6 +10,7 @@ import { DescriptorChain, GuestMemory } from "@vhost-mdev/sdk";
 import { fc, type FuzzReport, InvariantBroken, runProperty } from "./arbitraries.ts";
 import { type FuzzCommand, parseCommand, randomSeed } from "./fuzz.ts";
 import { fuzzMemory, translationProblem } from "./memory_fuzz.ts";
+import { fuzzPackedRing } from "./packed_ring_fuzz.ts";
 import { chainProblem, fuzzRing } from "./ring_fuzz.ts";
 import { fuzzSession, untypedFailure } from "./session_fuzz.ts";
 
@@ -128,13 +129,20 @@ Deno.test("fuzz command line: targets, seed, replay", () => {
     (parseCommand(["--seed", "7", "--target", "ring", "--path", "3:1"]) as FuzzCommand).runs,
     1,
   );
-  assert.throws(() => parseCommand(["--target", "disk"]), /not one of session, ring, memory/);
+  assert.throws(
+    () => parseCommand(["--target", "disk"]),
+    /not one of session, ring, packed-ring, memory/,
+  );
   assert.throws(() => parseCommand(["--path", "3:1"]), /give --seed and --target/);
   assert.match(parseCommand(["--help"]) as string, /usage:/);
 });
 
 Deno.test("fuzz ring: bounded run", async () => {
   assertClean(await fuzzRing({ seed, numRuns: 400, seconds: 2 }));
+});
+
+Deno.test("fuzz packed-ring: bounded run", async () => {
+  assertClean(await fuzzPackedRing({ seed, numRuns: 400, seconds: 2 }));
 });
 
 Deno.test("fuzz memory: bounded run", async () => {

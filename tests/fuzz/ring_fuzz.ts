@@ -113,8 +113,12 @@ export function chainProblem(
   return null;
 }
 
-/** A chain that throws {@linkcode RunawayWalk} once the walker exceeds `limit` descriptors or segments. */
-function guardedChain(descriptorLimit: number, segmentLimit: number): DescriptorChain {
+/**
+ * A chain that throws `RunawayWalk` once the walker exceeds
+ * `descriptorLimit` descriptors or `segmentLimit` segments: a walk that
+ * would not have stopped fails the case instead of hanging it.
+ */
+export function guardedChain(descriptorLimit: number, segmentLimit: number): DescriptorChain {
   const chain = new DescriptorChain(4);
   let walked = 0;
   // `descriptors` is an own field: replacing it with an accessor sees every step of the walk.
@@ -147,8 +151,17 @@ interface Built {
   tableAddr: bigint[];
 }
 
-function writeMemory(b: Built, regions: readonly RegionBounds[], gpa: bigint, data: Uint8Array) {
-  // Write what falls inside regions; the rest of a hostile table is simply not there.
+/**
+ * Write `data` at guest-physical `gpa` into the regions' buffers (`b.bytes`,
+ * one per region): what falls inside regions is written, the rest of a
+ * hostile table is simply not there.
+ */
+export function writeMemory(
+  b: { readonly bytes: readonly Uint8Array[] },
+  regions: readonly RegionBounds[],
+  gpa: bigint,
+  data: Uint8Array,
+): void {
   regions.forEach((r, i) => {
     const start = BigInt(r.gpa), end = BigInt(r.gpa + r.size);
     const from = gpa > start ? gpa : start;
@@ -158,8 +171,13 @@ function writeMemory(b: Built, regions: readonly RegionBounds[], gpa: bigint, da
   });
 }
 
-function resolve(
-  c: RingCase,
+/**
+ * The 64-bit address an {@linkcode AddrChoice} stands for, for a buffer of
+ * `len` bytes: relative to one of the case's regions, one of the indirect
+ * tables at `tables` (0 when there is none), or raw.
+ */
+export function resolveAddress(
+  c: { readonly regions: readonly RegionBounds[] },
   choice: AddrChoice,
   len: number,
   tables: readonly bigint[],
@@ -196,7 +214,7 @@ function encodeDesc(
   if ("table" in d.addr && d.exactTableLen && tableLens.length) {
     len = tableLens[d.addr.table % tableLens.length];
   }
-  v.setBigUint64(0, BigInt.asUintN(64, resolve(c, d.addr, len, tables)), true);
+  v.setBigUint64(0, BigInt.asUintN(64, resolveAddress(c, d.addr, len, tables)), true);
   v.setUint32(8, len >>> 0, true);
   v.setUint16(12, d.flags & 0xffff, true);
   v.setUint16(14, d.next & 0xffff, true);
@@ -219,7 +237,7 @@ function build(c: RingCase): Built {
     tableAddr: [],
   };
   const tableLens = c.tables.map((t) => t.entries.length * 16);
-  b.tableAddr = c.tables.map((t, i) => resolve(c, t.at, tableLens[i], []));
+  b.tableAddr = c.tables.map((t, i) => resolveAddress(c, t.at, tableLens[i], []));
   c.tables.forEach((t, i) => {
     const data = new Uint8Array(tableLens[i]);
     t.entries.forEach((d, j) => data.set(encodeDesc(c, d, [], []), j * 16));
