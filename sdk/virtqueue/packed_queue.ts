@@ -513,8 +513,12 @@ export class PackedQueue {
     }
     let next = slot + descriptors;
     if (next >= this.num) {
-      next -= this.num;
-      this.#usedWrap = !this.#usedWrap;
+      // A hostile driver can have the device hold more descriptors than the
+      // ring has (it reused slots the device had not returned); a batch of
+      // them passes the ring's end more than once.
+      const laps = Math.floor(next / this.num);
+      next -= laps * this.num;
+      if ((laps & 1) !== 0) this.#usedWrap = !this.#usedWrap;
     }
     this.#used = next;
     if (this.#log !== null) this.#log.mark(this.#descAddr + slot * DESC_SIZE, DESC_SIZE);

@@ -412,3 +412,28 @@ Deno.test("packed hostile: a buffer ID made available while in flight -> bad-ind
   assert.ok(r.device.pop(r.chain), "the ID, returned, may come again");
   assert.deepEqual([r.chain.head, r.chain.writableBytes], [3, 16]);
 });
+
+Deno.test("packed hostile: a driver reusing slots the device holds cannot push the used position off the ring", () => {
+  // Ring of 4: three 3-descriptor chains, each written over slots the device
+  // still holds, so the device holds 9 descriptors. Laps: slots 0-2 and 3
+  // are available for wrap 1, 0-1 and 2-3 for wrap 0, 0 for wrap 1 again.
+  const r = rig(4);
+  const U = 1 << 15; // available for wrap counter 0
+  const chains: [number, number][][] = [
+    [[0, A], [1, A], [2, A]],
+    [[3, A], [0, U], [1, U]],
+    [[2, U], [3, U], [0, A]],
+  ];
+  chains.forEach((chain, id) => {
+    chain.forEach(([slot, avail], k) => {
+      r.driver.writeDescriptor(slot, DATA + 64 * slot, 16, id, avail | (k < 2 ? NEXT : 0));
+    });
+    assert.ok(r.device.pop(r.chain), `chain ${id}`);
+    assert.deepEqual([r.chain.head, r.device.descriptorsOf(id)], [id, 3]);
+  });
+  r.device.pushUsedInOrder([0, 1, 2], 3, 0);
+  r.device.publishUsed();
+  // 9 descriptors from slot 0: two laps, the wrap counter back where it was.
+  const at = r.device.position();
+  assert.deepEqual([at.usedIdx, at.usedWrap], [1, true]);
+});
