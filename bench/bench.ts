@@ -231,6 +231,14 @@ export interface SideResult {
   seconds: number[];
   /** CPUs' worth of time other processes took during each run (noise). */
   foreignCpus: number[];
+  /**
+   * The frontend testpmd's busy cycles per packet in each run (null where
+   * it printed none): what this backend costs the frontend. See
+   * `RunResult.frontendCyclesPerPacket`.
+   */
+  frontendCyclesPerPacket: (number | null)[];
+  /** The share of its CPU the frontend testpmd was busy in each run (0..1, or null). */
+  frontendBusy: (number | null)[];
 }
 
 /** One scenario's results. */
@@ -249,6 +257,13 @@ export interface ScenarioResult {
   dpdk: SideResult | null;
   /** Median ours / median of the other side, when both were measured. */
   ratio: number | null;
+  /**
+   * Ours / the other side run by run (each run of ours against the other
+   * side's run next to it), when both were measured: the
+   * machine's speed can change between minutes, and a pair measured
+   * seconds apart shares it.
+   */
+  pairRatios: Spread | null;
 }
 
 /** The whole report (`--json`). */
@@ -313,6 +328,8 @@ function sideResult(runs: RunResult[]): SideResult {
     packets: runs.map((r) => r.packets),
     seconds: runs.map((r) => r.seconds),
     foreignCpus: runs.map((r) => r.foreignCpus),
+    frontendCyclesPerPacket: runs.map((r) => r.frontendCyclesPerPacket),
+    frontendBusy: runs.map((r) => r.frontendBusy),
   };
 }
 
@@ -382,7 +399,9 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
               `${fixed(r.mpps, 3)} Mpps received ` +
               `(${r.packets} packets in ${fixed(r.seconds, 2)} s; sender ${
                 fixed(r.offeredMpps, 3)
-              } Mpps; other processes used ${fixed(r.foreignCpus, 2)} CPU)` +
+              } Mpps; other processes used ${fixed(r.foreignCpus, 2)} CPU; frontend ${
+                fixed(r.frontendCyclesPerPacket ?? NaN, 0)
+              } cycles/packet, busy ${fixed((r.frontendBusy ?? NaN) * 100, 0)}%)` +
               (r.deviceCounters ? `; device ${formatCounters(r.deviceCounters)}` : ""),
           );
         }
@@ -397,6 +416,7 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
         ours,
         dpdk,
         ratio: ours && dpdk ? ours.summary.median / dpdk.summary.median : null,
+        pairRatios: ours && dpdk ? pairRatios(ours.mpps, dpdk.mpps) : null,
       });
     }
     if (args.latencySamples > 0) {
@@ -492,6 +512,30 @@ function range(s: Spread, digits: number): string {
   return `${fixed(s.median, digits)} (${fixed(s.min, digits)}-${fixed(s.max, digits)})`;
 }
 
+/**
+ * The ratios `ours[i] / other[i]` of runs measured next to each other,
+ * summarised: unlike the ratio of the medians, a change of the machine's
+ * speed between pairs moves both sides of a pair alike.
+ *
+ * @example
+ * ```ts
+ * import { pairRatios } from "./bench.ts";
+ * // Medians 20 and 17.5 (1.14), but each pair is 2 or 1.
+ * pairRatios([10, 30], [5, 30]); // { median: 1.5, min: 1, max: 2 }
+ * ```
+ */
+export function pairRatios(ours: readonly number[], other: readonly number[]): Spread {
+  if (ours.length !== other.length) {
+    throw new RangeError(`${ours.length} runs of ours against ${other.length} of the other side`);
+  }
+  return spread(ours.map((m, i) => m / other[i]));
+}
+
+/** Whether the frontend's cycles were counted in any of `side`'s runs. */
+function frontendMeasured(side: SideResult | null): boolean {
+  return side !== null && side.frontendCyclesPerPacket.some((v) => v !== null);
+}
+
 /** The report as text tables. */
 export function formatReport(r: BenchReport): string {
   const out: string[] = [];
@@ -507,8 +551,16 @@ export function formatReport(r: BenchReport): string {
   if (r.scenarios.length > 0) {
     out.push(textTable(
       c.baseline === null
-        ? ["scenario", "frame", "rings", "ours (sim)", "DPDK net_vhost", "ours/DPDK"]
-        : ["scenario", "frame", "rings", "ours (sim)", "baseline (sim)", "ours/baseline"],
+        ? ["scenario", "frame", "rings", "ours (sim)", "DPDK net_vhost", "ours/DPDK", "by pair"]
+        : [
+          "scenario",
+          "frame",
+          "rings",
+          "ours (sim)",
+          "baseline (sim)",
+          "ours/baseline",
+          "by pair",
+        ],
       r.scenarios.map((s) => [
         s.direction,
         `${s.frameSize} B`,
@@ -516,7 +568,42 @@ export function formatReport(r: BenchReport): string {
         s.ours ? range(s.ours.summary, 3) : "-",
         s.dpdk ? range(s.dpdk.summary, 3) : "-",
         s.ratio === null ? "-" : fixed(s.ratio, 2),
+        s.pairRatios === null ? "-" : range(s.pairRatios, 2),
       ]),
+    ));
+    if (r.scenarios.some((s) => s.pairRatios !== null)) {
+      out.push("");
+      out.push(
+        "by pair: the ratio of each run of ours to the other side's run next to it, " +
+          "median (min-max); the machine's speed can change between minutes, a pair shares it",
+      );
+    }
+  }
+  if (r.scenarios.some((s) => frontendMeasured(s.ours) || frontendMeasured(s.dpdk))) {
+    out.push("");
+    out.push(
+      "The frontend testpmd's work, per packet and in all: busy cycles per packet (bursts that " +
+        "moved packets, from --record-core-cycles) and the share of its CPU it was busy, median " +
+        "of the runs",
+    );
+    out.push("");
+    const cell = (side: SideResult | null) => {
+      if (!frontendMeasured(side)) return "-";
+      const cpp = spread(side!.frontendCyclesPerPacket.filter((v) => v !== null));
+      const busy = spread(side!.frontendBusy.filter((v) => v !== null));
+      return `${fixed(cpp.median, 0)} cycles, ${fixed(busy.median * 100, 0)}% busy`;
+    };
+    out.push(textTable(
+      [
+        "scenario",
+        "frame",
+        "rings",
+        "with ours",
+        c.baseline === null ? "with DPDK" : "with baseline",
+      ],
+      r.scenarios.map((
+        s,
+      ) => [s.direction, `${s.frameSize} B`, s.rings, cell(s.ours), cell(s.dpdk)]),
     ));
   }
   const foreign = r.scenarios.flatMap((s) => [

@@ -89,6 +89,15 @@ export interface RunResult {
    * driver declares (from `serve --stats`).
    */
   deviceCounters?: readonly QueueStats[];
+  /**
+   * The frontend testpmd's cycles per packet over the run, warm-up
+   * included: its busy cycles (bursts that moved packets, from
+   * `--record-core-cycles`) over the packets it moved. Null when testpmd
+   * printed none.
+   */
+  frontendCyclesPerPacket: number | null;
+  /** The share of its CPU the frontend testpmd was busy (0..1), or null. */
+  frontendBusy: number | null;
 }
 
 interface Counter {
@@ -167,6 +176,8 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
       forwardMode: f2b ? "txonly" : "rxonly",
       txpkts: scenario.frameSize,
       cpu: cfg.frontendCpu,
+      // Its busy cycles: what each backend costs the frontend per packet.
+      args: ["--record-core-cycles"],
     });
     await frontend.waitForLinkUp(0);
     if (vhost) await vhost.waitForLinkUp(0);
@@ -183,11 +194,14 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
     }
 
     // The receiver runs first, so nothing the sender offers finds it stopped.
+    let frontendStart: number;
     if (f2b) {
       if (vhost) await vhost.startForwarding();
       await frontend.startForwarding();
+      frontendStart = performance.now();
     } else {
       await frontend.startForwarding();
+      frontendStart = performance.now();
       if (vhost) await vhost.startForwarding();
     }
     await sleep(cfg.warmupSeconds * 1000);
@@ -200,6 +214,8 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
     const s1 = await sender.sample();
     const c1 = cpuSnapshot(pids);
     const deviceCounters = sim ? (await sim.nextSample()).queues : undefined;
+    const forwarded = (performance.now() - frontendStart) / 1000;
+    const cycles = (await frontend.stopForwarding()).cycles;
 
     const seconds = (r1.time - r0.time) / 1000;
     const packets = r1.count - r0.count;
@@ -211,6 +227,8 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
       offeredMpps: (s1.count - s0.count) / ((s1.time - s0.time) / 1000) / 1e6,
       foreignCpus: foreignCpus(c0, c1),
       deviceCounters,
+      frontendCyclesPerPacket: cycles?.perPacket ?? null,
+      frontendBusy: cycles ? Math.min(1, cycles.busyCycles / (cycles.mhz * 1e6 * forwarded)) : null,
     };
   } catch (e) {
     const tails = [

@@ -158,12 +158,31 @@ export interface TestpmdForwardCounts {
   txTotal: number;
 }
 
+/**
+ * The forwarding lcores' cycles, which testpmd counts with
+ * `--record-core-cycles`: only bursts that moved packets count (an empty
+ * receive poll does not), so `busyCycles` over the clock and the time
+ * forwarding ran is the share of its CPU the engine was busy.
+ */
+export interface TestpmdCycles {
+  /** Cycles spent in bursts that moved packets. */
+  busyCycles: number;
+  /** Packets those cycles moved (received; sent for `txonly` and `flowgen`). */
+  packets: number;
+  /** `busyCycles / packets`. */
+  perPacket: number;
+  /** The cycle counter's clock, MHz. */
+  mhz: number;
+}
+
 /** What `stop` reports: per port and accumulated over all ports. */
 export interface TestpmdForwardStats {
   /** Per port id. */
   ports: Record<number, TestpmdForwardCounts>;
   /** The "Accumulated forward statistics for all ports" block. */
   total: TestpmdForwardCounts;
+  /** With `--record-core-cycles` (`args`) and packets moved: the engine's cycles; else null. */
+  cycles: TestpmdCycles | null;
   /** The whole text testpmd printed. */
   text: string;
 }
@@ -278,7 +297,17 @@ export function parseForwardStats(text: string): TestpmdForwardStats {
   }
   const acc = /Accumulated forward statistics for all ports\+*\n([\s\S]*?)\n\s*\+{8,}/.exec(text);
   if (!acc) throw new TestpmdError("testpmd printed no accumulated forward statistics", text);
-  return { ports, total: forwardCounts(acc[1], "all ports"), text };
+  // testpmd 22.11 says "total cycles", later ones "busy cycles": the same count.
+  const cyc =
+    /CPU cycles\/packet=[\d.]+ \((?:total|busy) cycles=(\d+) \/ total \w+ packets=(\d+)\) at (\d+) MHz/
+      .exec(text);
+  const cycles = cyc === null ? null : {
+    busyCycles: Number(cyc[1]),
+    packets: Number(cyc[2]),
+    perPacket: Number(cyc[1]) / Number(cyc[2]),
+    mhz: Number(cyc[3]),
+  };
+  return { ports, total: forwardCounts(acc[1], "all ports"), cycles, text };
 }
 
 /**

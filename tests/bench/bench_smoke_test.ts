@@ -33,6 +33,11 @@ function assertSide(side: unknown, what: string): void {
   const mpps = (s.mpps as number[])[0];
   assert.ok(Number.isFinite(mpps) && mpps > 0, `${what} rate ${mpps}`);
   assert.ok((s.seconds as number[])[0] > 0, `${what} measured interval`);
+  // The frontend testpmd counted its busy cycles (--record-core-cycles).
+  const cycles = (s.frontendCyclesPerPacket as number[])[0];
+  assert.ok(cycles > 0 && cycles < 1e6, `${what}: frontend ${cycles} cycles/packet`);
+  const busy = (s.frontendBusy as number[])[0];
+  assert.ok(busy > 0 && busy <= 1, `${what}: frontend busy ${busy}`);
   const summary = s.summary as Record<string, number>;
   assert.deepEqual(Object.keys(summary).sort(), ["max", "median", "min"]);
   assert.equal(summary.median, mpps);
@@ -93,6 +98,8 @@ Deno.test({
     assertSide(s.ours, "ours");
     assertSide(s.dpdk, "dpdk");
     assert.equal(s.ratio, s.ours.summary.median / s.dpdk.summary.median);
+    const pair = s.ours.mpps[0] / s.dpdk.mpps[0];
+    assert.deepEqual(s.pairRatios, { median: pair, min: pair, max: pair });
     // Progress went to stderr, one line per run.
     assert.match(r.stderr, /f2b-64 run 1\/1 ours: /);
     assert.match(r.stderr, /f2b-64 run 1\/1 dpdk: /);

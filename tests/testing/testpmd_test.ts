@@ -56,7 +56,26 @@ Deno.test("parseForwardStats reads per-port and accumulated counters", () => {
   };
   assert.deepEqual(s.ports[0], expected);
   assert.deepEqual(s.total, expected);
+  assert.equal(s.cycles, null, "no --record-core-cycles");
   assert.throws(() => parseForwardStats("Packet forwarding not started\n"), TestpmdError);
+});
+
+Deno.test("parseForwardStats reads the busy cycles of --record-core-cycles", () => {
+  // testpmd 22.11's rxonly with --record-core-cycles.
+  const text = STOP_TEXT.replace(
+    "\nDone.",
+    "  CPU cycles/packet=180.14 (total cycles=7055020077 / total rxonly packets=39163320) " +
+      "at 2100 MHz Clock\n\nDone.",
+  );
+  assert.deepEqual(parseForwardStats(text).cycles, {
+    busyCycles: 7055020077,
+    packets: 39163320,
+    perPacket: 7055020077 / 39163320,
+    mhz: 2100,
+  });
+  // Later testpmds name them busy cycles.
+  const later = text.replace("(total cycles=", "(busy cycles=");
+  assert.equal(parseForwardStats(later).cycles?.busyCycles, 7055020077);
 });
 
 Deno.test("parsePortStats reads every counter", () => {
