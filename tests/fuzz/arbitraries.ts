@@ -107,6 +107,30 @@ const UNBOUNDED_RUNS = 2 ** 31 - 1;
 const MAX_COUNTEREXAMPLE = 20000;
 
 /**
+ * Run target `target`: `check` on generated cases of `arb`. Anything the
+ * check throws but an {@linkcode InvariantBroken} becomes one that names
+ * it, so every failure is reported with its case and replay path.
+ */
+export function runCheck<T>(
+  target: string,
+  arb: fc.Arbitrary<T>,
+  check: (c: T) => unknown,
+  options: FuzzOptions,
+): Promise<FuzzReport> {
+  let runs = 0;
+  const property = fc.property(arb, (c) => {
+    options.progress?.(++runs);
+    try {
+      check(c);
+    } catch (e) {
+      if (e instanceof InvariantBroken) throw e;
+      throw new InvariantBroken(`case setup or check threw ${describeError(e)}`);
+    }
+  });
+  return runProperty(target, property, options);
+}
+
+/**
  * Run `property` the way every target does and say what happened. A case
  * fails by throwing; the thrown message is the report's `error`.
  */

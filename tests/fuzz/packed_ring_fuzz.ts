@@ -94,7 +94,7 @@ import {
   InvariantBroken,
   type RingRegion,
   ringRegionsArb,
-  runProperty,
+  runCheck,
 } from "./arbitraries.ts";
 import { chainProblem, guardedChain, resolveAddress, writeMemory } from "./ring_fuzz.ts";
 
@@ -1340,16 +1340,6 @@ export function checkPackedRingCase(c: PackedRingCase): SplitQueueCounters | nul
 }
 
 /** Run the packed-ring target: random packed rings and operations, for `numRuns` cases or `seconds`. */
-export async function fuzzPackedRing(options: FuzzOptions): Promise<FuzzReport> {
-  let runs = 0;
-  const property = fc.property(packedRingCaseArb, (c) => {
-    options.progress?.(++runs);
-    try {
-      checkPackedRingCase(c);
-    } catch (e) {
-      if (e instanceof InvariantBroken) throw e;
-      throw new InvariantBroken(`case setup or check threw ${describeError(e)}`);
-    }
-  });
-  return await runProperty("packed-ring", property, options);
+export function fuzzPackedRing(options: FuzzOptions): Promise<FuzzReport> {
+  return runCheck("packed-ring", packedRingCaseArb, checkPackedRingCase, options);
 }

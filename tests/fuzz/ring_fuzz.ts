@@ -33,13 +33,12 @@ import {
   type AddrChoice,
   type DescChoice,
   describeError,
-  fc,
   type FuzzOptions,
   type FuzzReport,
   InvariantBroken,
   type RingCase,
   ringCaseArb,
-  runProperty,
+  runCheck,
 } from "./arbitraries.ts";
 
 /** The walker went further than any valid or invalid chain allows: it would not have stopped. */
@@ -419,16 +418,6 @@ export function checkRingCase(c: RingCase): SplitQueueCounters | null {
 }
 
 /** Run the ring target: random rings and operations, for `numRuns` cases or `seconds`. */
-export async function fuzzRing(options: FuzzOptions): Promise<FuzzReport> {
-  let runs = 0;
-  const property = fc.property(ringCaseArb, (c) => {
-    options.progress?.(++runs);
-    try {
-      checkRingCase(c);
-    } catch (e) {
-      if (e instanceof InvariantBroken) throw e;
-      throw new InvariantBroken(`case setup or check threw ${describeError(e)}`);
-    }
-  });
-  return await runProperty("ring", property, options);
+export function fuzzRing(options: FuzzOptions): Promise<FuzzReport> {
+  return runCheck("ring", ringCaseArb, checkRingCase, options);
 }
