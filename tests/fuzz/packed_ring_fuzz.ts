@@ -66,6 +66,7 @@
  */
 
 import {
+  DESCRIPTOR_CHAIN_ERROR_KINDS,
   DescriptorChainError,
   type DescriptorChainErrorKind,
   encodePackedIndex,
@@ -542,16 +543,13 @@ export const packedRingCaseArb: fc.Arbitrary<PackedRingCase> = fc.record({
 // ---------------------------------------------------------------------------
 // Checks
 
-/** Error kinds a packed ring without a vIOMMU can raise. */
-const PACKED_KINDS: readonly DescriptorChainErrorKind[] = [
-  "too-long",
-  "out-of-bounds",
-  "bad-indirect",
-  "nested-indirect",
-  "bad-index",
-  "write-before-read",
-  "bad-wrap",
-];
+/**
+ * Error kinds a packed ring without a vIOMMU can raise: all but a split
+ * ring's (`loop`, `bad-avail-idx`) and an IOTLB's (`access-denied`, `unmapped`).
+ */
+const PACKED_KINDS: readonly DescriptorChainErrorKind[] = DESCRIPTOR_CHAIN_ERROR_KINDS.filter(
+  (k) => !["loop", "bad-avail-idx", "access-denied", "unmapped"].includes(k),
+);
 
 /** Memory and views built from a case. */
 interface Built {
