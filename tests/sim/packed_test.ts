@@ -4,7 +4,13 @@
 // counters), and across stop and start.
 
 import assert from "node:assert/strict";
-import { bit, hasBit, VirtioFeatureBit, VirtioNetFeatureBit } from "@vhost-mdev/sdk";
+import {
+  bit,
+  hasBit,
+  type PackedQueueDriver,
+  VirtioFeatureBit,
+  VirtioNetFeatureBit,
+} from "@vhost-mdev/sdk";
 import { buildIcmpEcho, parseIcmpEcho } from "@vhost-mdev/testing";
 import { SimRig } from "./rig.ts";
 
@@ -138,5 +144,41 @@ Deno.test("packed: a held transmit frame is given back at stop, its descriptors 
     const b = (await rig.device.getVringBase(1)).num;
     // Not consumed: position 0 with wrap counter 1, both sides.
     assert.equal(b, (0x8000 | (0x8000 << 16)) >>> 0);
+  });
+});
+
+Deno.test("packed hostile: a receive buffer made available again while the device holds it is refused; the frame completes", async () => {
+  // Without IN_ORDER: an in-order driver would take the refused buffer as used with the next one.
+  await withPackedRig({ ringSize: 16, refuse: bit(VirtioFeatureBit.IN_ORDER) }, async (rig) => {
+    const rx = rig.rings[0], driver = rx.queue as PackedQueueDriver;
+    // A descriptor's buffer ID: bytes 12-13, little-endian.
+    const idBytes = (slot: number) => rig.memory.bytes(rx.layout.descAddr + 16 * slot + 12, 2);
+    // Buffer 1, then a second whose ID the guest overwrites with buffer 1's before publishing.
+    const first = driver.availIdx & 0x7fff, gpa = rig.alloc(512);
+    assert.ok(driver.add([{ gpa, len: 512, write: true }], gpa));
+    const held = idBytes(first)[0] | (idBytes(first)[1] << 8);
+    const dup = driver.availIdx & 0x7fff, dupGpa = rig.alloc(512);
+    assert.ok(driver.add([{ gpa: dupGpa, len: 512, write: true }], dupGpa));
+    idBytes(dup).set(idBytes(first));
+    driver.publish();
+    rig.kickIfNeeded(0);
+    // A 1000-byte frame takes buffer 1, is refused the duplicate, and waits for another buffer.
+    const frame = pattern(1000, 7);
+    rig.send(0, frame);
+    const at = Date.now();
+    while (rig.device.stats()[0].errors === 0 && Date.now() - at < 5000) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(rig.device.stats()[0].errors, 1, "the duplicate counted once");
+    rig.postRx(0, 1, 2048);
+    const [got] = await rig.receive(0, 1);
+    assert.equal(got.buffers, 2, "the held buffer and the new one");
+    assert.deepEqual(got.frame, frame);
+    assert.match(rig.warnings.join("\n"), new RegExp(`buffer ID ${held} is already in flight`));
+    // The ring serves on.
+    rig.postRx(0, 2, 2048);
+    rig.send(0, pattern(60, 8));
+    const [next] = await rig.receive(0, 1);
+    assert.deepEqual(next.frame, pattern(60, 8));
   });
 });
