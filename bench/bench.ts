@@ -399,9 +399,13 @@ async function bench(args: Args, testpmd: string, root: string): Promise<BenchRe
               `${fixed(r.mpps, 3)} Mpps received ` +
               `(${r.packets} packets in ${fixed(r.seconds, 2)} s; sender ${
                 fixed(r.offeredMpps, 3)
-              } Mpps; other processes used ${fixed(r.foreignCpus, 2)} CPU; frontend ${
-                fixed(r.frontendCyclesPerPacket ?? NaN, 0)
-              } cycles/packet, busy ${fixed((r.frontendBusy ?? NaN) * 100, 0)}%)` +
+              } Mpps; other processes used ${fixed(r.foreignCpus, 2)} CPU${
+                r.frontendCyclesPerPacket === null
+                  ? ""
+                  : `; frontend ${fixed(r.frontendCyclesPerPacket, 0)} cycles/packet, busy ${
+                    fixed((r.frontendBusy ?? NaN) * 100, 0)
+                  }%`
+              })` +
               (r.deviceCounters ? `; device ${formatCounters(r.deviceCounters)}` : ""),
           );
         }
@@ -582,9 +586,9 @@ export function formatReport(r: BenchReport): string {
   if (r.scenarios.some((s) => frontendMeasured(s.ours) || frontendMeasured(s.dpdk))) {
     out.push("");
     out.push(
-      "The frontend testpmd's work, per packet and in all: busy cycles per packet (bursts that " +
-        "moved packets, from --record-core-cycles) and the share of its CPU it was busy, median " +
-        "of the runs",
+      "Backend->frontend, the receiving frontend testpmd's work: its busy cycles per packet " +
+        "(receive bursts that brought packets, from --record-core-cycles) and the share of its " +
+        "CPU it was busy, median of the runs",
     );
     out.push("");
     const cell = (side: SideResult | null) => {
@@ -601,9 +605,9 @@ export function formatReport(r: BenchReport): string {
         "with ours",
         c.baseline === null ? "with DPDK" : "with baseline",
       ],
-      r.scenarios.map((
-        s,
-      ) => [s.direction, `${s.frameSize} B`, s.rings, cell(s.ours), cell(s.dpdk)]),
+      r.scenarios
+        .filter((s) => frontendMeasured(s.ours) || frontendMeasured(s.dpdk))
+        .map((s) => [s.direction, `${s.frameSize} B`, s.rings, cell(s.ours), cell(s.dpdk)]),
     ));
   }
   const foreign = r.scenarios.flatMap((s) => [

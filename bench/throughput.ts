@@ -90,10 +90,10 @@ export interface RunResult {
    */
   deviceCounters?: readonly QueueStats[];
   /**
-   * The frontend testpmd's cycles per packet over the run, warm-up
-   * included: its busy cycles (bursts that moved packets, from
-   * `--record-core-cycles`) over the packets it moved. Null when testpmd
-   * printed none.
+   * Backend->frontend: the frontend testpmd's cycles per packet over the
+   * run, warm-up included: its busy cycles (receive bursts that brought
+   * packets, from `--record-core-cycles`) over the packets it received.
+   * Null frontend->backend (see `runOnce`) or when testpmd printed none.
    */
   frontendCyclesPerPacket: number | null;
   /** The share of its CPU the frontend testpmd was busy (0..1), or null. */
@@ -176,8 +176,10 @@ export async function runOnce(scenario: Scenario, side: Side, cfg: RunConfig): P
       forwardMode: f2b ? "txonly" : "rxonly",
       txpkts: scenario.frameSize,
       cpu: cfg.frontendCpu,
-      // Its busy cycles: what each backend costs the frontend per packet.
-      args: ["--record-core-cycles"],
+      // Its busy cycles, when it receives: what each backend costs the frontend
+      // per packet. Sending (txonly), testpmd counts every burst, also those the
+      // ring had no room for, so the count would not say who waits for whom.
+      args: f2b ? [] : ["--record-core-cycles"],
     });
     await frontend.waitForLinkUp(0);
     if (vhost) await vhost.waitForLinkUp(0);

@@ -24,13 +24,13 @@ function side(mpps: number[], cycles: (number | null)[], busy: (number | null)[]
   };
 }
 
-/** A report of one throughput scenario and nothing else. */
-function reportOf(scenario: ScenarioResult): BenchReport {
+/** A report of throughput scenarios and nothing else. */
+function reportOf(...scenarios: ScenarioResult[]): BenchReport {
   return {
     version: 1,
     date: "2026-12-02T00:00:00.000Z",
     config: {
-      runs: scenario.ours?.mpps.length ?? 0,
+      runs: scenarios[0].ours?.mpps.length ?? 0,
       seconds: 1,
       warmupSeconds: 1,
       backendCpu: 0,
@@ -41,7 +41,7 @@ function reportOf(scenario: ScenarioResult): BenchReport {
       kernel: "6",
       baseline: null,
     },
-    scenarios: [scenario],
+    scenarios,
     latency: null,
     blk: [],
     iommu: [],
@@ -59,7 +59,18 @@ Deno.test("pairRatios: each run against the run next to it, not the medians", ()
 Deno.test("formatReport: the ratio of medians, the pairs, and what each backend cost the frontend", () => {
   const ours = side([10, 30], [120, 140], [0.9, 0.8]);
   const dpdk = side([5, 30], [null, 200], [null, 0.95]);
+  // A sending frontend counts no cycles: its scenario has no row in the frontend table.
+  const sending = side([40], [null], [null]);
   const report = reportOf({
+    id: "f2b-64",
+    direction: "frontend->backend",
+    frameSize: 64,
+    rings: "split",
+    ours: sending,
+    dpdk: sending,
+    ratio: 1,
+    pairRatios: pairRatios(sending.mpps, sending.mpps),
+  }, {
     id: "b2f-64-packed",
     direction: "backend->frontend",
     frameSize: 64,
@@ -86,6 +97,7 @@ Deno.test("formatReport: the ratio of medians, the pairs, and what each backend 
     lines[frontendHeader + 2],
     /^backend->frontend +64 B +packed +130 cycles, 85% busy +200 cycles, 95% busy$/,
   );
+  assert.equal(lines[frontendHeader + 3], "", "one row: the receiving frontend's");
 });
 
 Deno.test("formatReport: no frontend table when no run counted cycles", () => {
